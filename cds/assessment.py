@@ -87,9 +87,7 @@ def overall_verdict(criteria: list[CriterionAssessment]) -> Verdict:
     """The trial file's rule: any failed inclusion or applying exclusion rules the patient out; every
     criterion that is not a judgement call must be decided for `likely_eligible`."""
     for c in criteria:
-        if (c.kind == "inclusion" and c.status is Status.NOT_MET) or (
-            c.kind == "exclusion" and c.status is Status.MET
-        ):
+        if (c.kind == "inclusion" and c.status is Status.NOT_MET) or (c.kind == "exclusion" and c.status is Status.MET):
             return Verdict.NOT_ELIGIBLE
     if all(c.status is not Status.UNKNOWN for c in criteria if not c.judgement):
         return Verdict.LIKELY_ELIGIBLE

@@ -1,0 +1,42 @@
+# The two commands of the README:
+#   make demo  — install and run the service in demo mode on the bundled demo patients
+#   make test  — install what the tests need, start the FHIR servers they use, run every check and test
+# .ci/run runs `make test`.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8080
+
+.PHONY: demo test install install-test lint typecheck unit clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+demo: install
+	$(BIN)/trial-cds serve --demo --port $(PORT)
+
+lint: install-test
+	$(BIN)/ruff check cds hooks fhir_mappings tests
+	$(BIN)/trial-cds trials validate fhir_mappings/trials/*.yaml
+
+typecheck: install-test
+	$(BIN)/mypy cds hooks fhir_mappings
+
+test: install-test
+	bash scripts/test.sh
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

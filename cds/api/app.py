@@ -1,0 +1,109 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+import cds
+from cds.api import errors
+from cds.api.routes import cds_router, demo_router, open_router
+from cds.api.services import AppState, Evaluator, trial_eligibility_service
+from cds.demo import DemoData
+from cds.logging_setup import configure_logging, get_logger
+from cds.settings import Settings
+from cds.store import FeedbackStore
+from hooks import HOOKS
+
+log = get_logger("trial-cds.api")
+
+
+def effective_settings(settings: Settings) -> Settings:
+    """Demo mode: no client authentication and CORS open to any origin, whatever else is configured."""
+    if settings.demo:
+        return settings.model_copy(update={"auth": "none", "cors_origins": ["*"]})
+    return settings
+
+
+def _auth_dependencies(settings: Settings) -> list[Any]:
+    if settings.auth == "none":
+        return []
+    from cds.auth import require_cds_client  # the CDS Hooks 2.0 JWT check (a teammate's module)
+
+    return [Depends(require_cds_client)]
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    trials: dict[str, Any] | None = None,
+    evaluate: Evaluator | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> FastAPI:
+    """The service. ``trials`` and ``evaluate`` default to the trial files and the engine; ``clock``
+    (also settable later as ``app.state.clock``) gives the evaluation time, ``datetime.now(UTC)`` by
+    default."""
+    settings = effective_settings(settings or Settings())
+    configure_logging(settings.log_level)
+    if trials is None:
+        from cds.trials import load_trials
+
+        trials = load_trials(settings.trials_dir)
+    if evaluate is None:
+        from cds.engine import evaluate as engine_evaluate
+
+        evaluate = engine_evaluate
+    store = FeedbackStore(settings.database_url)
+    store.create_tables()
+    service = trial_eligibility_service(HOOKS["patient-view"], trials)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        log.info("service.start", trials=len(trials), auth=settings.auth, demo=settings.demo)
+        yield
+        if settings.auth == "jwt":
+            from cds.auth import close_auth_state
+
+            close_auth_state(_app)
+        store.dispose()
+
+    app = FastAPI(
+        title="trial-cds",
+        version=cds.__version__,
+        description="CDS Hooks 2.0 service: clinical-trial eligibility screening",
+        lifespan=lifespan,
+        docs_url="/docs" if settings.demo else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.demo else None,
+    )
+    app.state.cds = AppState(
+        settings=settings,
+        trials=trials,
+        store=store,
+        services={service.id: service},
+        evaluate=evaluate,
+        demo=DemoData() if settings.demo else None,
+    )
+    app.state.settings = settings  # cds.auth reads it here
+    app.state.clock = clock or (lambda: datetime.now(UTC))
+    errors.install(app)
+    app.include_router(cds_router, dependencies=_auth_dependencies(settings))
+    app.include_router(open_router)
+    if settings.demo:
+        app.include_router(demo_router)
+    app.add_middleware(errors.CatchAllMiddleware)
+    if settings.cors_origins:  # added last: outermost, so errors carry CORS headers too
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+            allow_credentials=False,
+            max_age=600,
+        )
+    return app

@@ -1,0 +1,223 @@
+"""Request models (pydantic) and the JSON body reader shared by the service and feedback endpoints."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+import orjson
+from fastapi import Request
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from cds.api.errors import ApiError, Issue, validation_issues
+from cds.settings import Settings
+
+M = TypeVar("M", bound=BaseModel)
+
+NonEmpty = Annotated[StrictStr, Field(min_length=1)]
+
+
+def _uuid_text(value: str) -> str:
+    text = value.removeprefix("urn:uuid:")
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        raise ValueError("must be a UUID") from None
+    return value
+
+
+UuidText = Annotated[StrictStr, AfterValidator(_uuid_text)]
+
+
+class FhirAuthorization(BaseModel):
+    """CDS Hooks 2.0 ``fhirAuthorization``. The token is a SecretStr so it never shows in a repr or log."""
+
+    model_config = ConfigDict(extra="allow")
+
+    access_token: SecretStr
+    token_type: NonEmpty
+    expires_in: Annotated[StrictInt, Field(ge=0)]
+    scope: NonEmpty
+    subject: NonEmpty
+
+    @field_validator("access_token", mode="before")
+    @classmethod
+    def _token_is_text(cls, value: Any) -> Any:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("must be a non-empty string")
+        return value
+
+    @field_validator("token_type")
+    @classmethod
+    def _bearer(cls, value: str) -> str:
+        if value.lower() != "bearer":
+            raise ValueError("must be 'Bearer'")
+        return "Bearer"
+
+
+class HookRequest(BaseModel):
+    """The body of ``POST /cds-services/{id}``; ``context`` is validated by the hook's own model."""
+
+    model_config = ConfigDict(extra="allow")
+
+    hook: NonEmpty
+    hookInstance: UuidText
+    fhirServer: NonEmpty | None = None
+    fhirAuthorization: FhirAuthorization | None = None
+    context: dict[str, Any]
+    prefetch: dict[str, dict[str, Any] | None] | None = None
+    extension: dict[str, Any] | None = None
+
+    @field_validator("fhirServer")
+    @classmethod
+    def _absolute_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().startswith(("https://", "http://")):
+            raise ValueError("must be an absolute http(s) URL")
+        return value
+
+    def conditional_issues(self) -> list[Issue]:
+        """The specification's conditional rule: fhirServer is REQUIRED when fhirAuthorization is given."""
+        if self.fhirAuthorization is not None and self.fhirServer is None:
+            return [Issue("required", "fhirServer is required when fhirAuthorization is present", "fhirServer")]
+        return []
+
+
+class Coding(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    system: NonEmpty | None = None
+    code: NonEmpty | None = None
+    display: NonEmpty | None = None
+
+    @model_validator(mode="after")
+    def _has_code(self) -> Coding:
+        if self.code is None and self.display is None:
+            raise ValueError("a Coding needs a code or a display")
+        return self
+
+
+class OverrideReason(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    reason: Coding | None = None
+    userComment: NonEmpty | None = None
+
+
+class AcceptedSuggestion(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: NonEmpty
+
+
+class FeedbackItem(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    card: UuidText
+    outcome: Literal["accepted", "overridden"]
+    acceptedSuggestions: Annotated[list[AcceptedSuggestion], Field(min_length=1)] | None = None
+    overrideReason: OverrideReason | None = None
+    outcomeTimestamp: datetime
+
+    @field_validator("outcomeTimestamp", mode="before")
+    @classmethod
+    def _iso_text(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValueError("must be an ISO 8601 timestamp string")
+        return value
+
+    @model_validator(mode="after")
+    def _conditional(self) -> FeedbackItem:
+        if self.outcome == "accepted" and not self.acceptedSuggestions:
+            raise ValueError("acceptedSuggestions is required when outcome is 'accepted'")
+        if self.outcome == "accepted" and self.overrideReason is not None:
+            raise ValueError("overrideReason is only for outcome 'overridden'")
+        return self
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    feedback: Annotated[list[FeedbackItem], Field(min_length=1)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading a JSON body safely.
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
+
+
+def _too_long_string(value: Any, limit: int) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if len(item) > limit:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+            if any(len(k) > limit for k in item):
+                return True
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+async def read_json_object(request: Request, settings: Settings) -> dict[str, Any]:
+    """The body as a JSON object, within the size, depth and string limits; else a 4xx ApiError."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
+        raise ApiError.single(413, "too-long", f"Request body exceeds {settings.max_body_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > settings.max_body_bytes:
+            raise ApiError.single(413, "too-long", f"Request body exceeds {settings.max_body_bytes} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise ApiError.single(400, "required", "The request body is empty; a JSON object is required")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError.single(400, "structure", "The request body is not valid JSON (UTF-8)") from None
+    if not isinstance(data, dict):
+        kind = "an array" if isinstance(data, list) else f"a JSON {type(data).__name__}"
+        raise ApiError.single(400, "structure", f"The request body must be a JSON object, not {kind}")
+    if _too_deep(data, settings.max_json_depth):
+        raise ApiError.single(400, "too-long", f"The JSON nests deeper than {settings.max_json_depth} levels")
+    if _too_long_string(data, settings.max_string_length):
+        raise ApiError.single(400, "too-long", f"A JSON string is longer than {settings.max_string_length}")
+    return data
+
+
+def parse(model: type[M], data: Any, *, prefix: str = "") -> M:
+    """``model`` from ``data``, or a 400 ApiError with one issue per problem."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        issues = validation_issues(exc.errors(include_input=False), prefix=prefix)
+        raise ApiError(400, issues or [Issue("invalid", "The request is not valid")]) from None

@@ -1,0 +1,80 @@
+"""The CDS services this server offers and the state the routes share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from cds.assessment import Assessment
+from cds.demo import DemoData
+from cds.settings import Settings
+from cds.store import FeedbackStore
+from hooks import HookDefinition, smart_scopes, smart_v1_scopes
+
+SERVICE_ID = "trial-eligibility"
+
+Evaluator = Callable[[Any, Any, datetime], Assessment]
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    id: str
+    hook: HookDefinition
+    title: str
+    description: str
+    resource_types: frozenset[str]
+
+    @property
+    def templates(self) -> dict[str, str]:
+        return self.hook.prefetch_templates(self.resource_types)
+
+    def usage_requirements(self) -> str:
+        types = self.resource_types | {"Patient"}
+        return (
+            "Read access to the patient's record, as prefetch data or through fhirServer with a "
+            "fhirAuthorization token granting the SMART scopes "
+            + " ".join(smart_scopes(types))
+            + " (SMART v1: "
+            + " ".join(smart_v1_scopes(types))
+            + ")."
+        )
+
+    def discovery(self) -> dict[str, Any]:
+        return {
+            "hook": self.hook.name,
+            "title": self.title,
+            "description": self.description,
+            "id": self.id,
+            "prefetch": self.templates,
+            "usageRequirements": self.usage_requirements(),
+        }
+
+
+def trial_eligibility_service(hook: HookDefinition, trials: Mapping[str, Any]) -> ServiceDefinition:
+    types: set[str] = {"Patient"}
+    for trial in trials.values():
+        types.update(trial.resource_types())
+    names = "; ".join(f"{t.short_name} ({t.title})" for t in trials.values())
+    return ServiceDefinition(
+        id=SERVICE_ID,
+        hook=hook,
+        title="Clinical trial eligibility screening",
+        description=(
+            "Screens the patient in context against the eligibility criteria of "
+            f"{len(trials)} clinical trial{'s' if len(trials) != 1 else ''} from coded FHIR R4 data, and "
+            f"returns a card for each trial the patient may be eligible for: {names}."
+        ),
+        resource_types=frozenset(types),
+    )
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    trials: Mapping[str, Any]
+    store: FeedbackStore
+    services: dict[str, ServiceDefinition]
+    evaluate: Evaluator
+    demo: DemoData | None = None

@@ -1,0 +1,152 @@
+"""The trusted CDS clients (EHRs), read from ``settings.clients_file`` (YAML).
+
+The file holds a list (or a mapping with a ``clients`` list) of entries::
+
+    - name: General Hospital EHR          # for people and logs
+      iss: https://ehr.example.com/       # the JWT "iss", compared exactly (case and trailing slash count)
+      jwks_url: https://ehr.example.com/.well-known/jwks.json   # used when the token has no "jku"
+      allowed_jku:                        # "jku" header values accepted for this client (exact match)
+        - https://ehr.example.com/jwks/2025
+      tenants: [tenant-a, tenant-b]       # optional; if given, the "tenant" claim must be one of them
+
+Each client needs ``jwks_url`` or at least one ``allowed_jku``. Key URLs must be https (plain http is
+accepted only for localhost, for development). The file is re-read when its modification time or size
+changes; a file that cannot be read or is invalid makes every request fail (closed), with an error log.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+#: Longest "iss" / "jti" the replay table stores (its column sizes).
+MAX_ISS_LENGTH = 512
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+class ClientsFileError(Exception):
+    """The clients file is missing, unreadable or invalid."""
+
+
+class ClientConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    iss: str = Field(min_length=1, max_length=MAX_ISS_LENGTH)
+    name: str | None = None
+    jwks_url: str | None = None
+    allowed_jku: tuple[str, ...] = ()
+    tenants: frozenset[str] | None = None
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _check_jwks_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_key_url(value)
+        return value
+
+    @field_validator("allowed_jku")
+    @classmethod
+    def _check_allowed_jku(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            _check_key_url(url)
+        return value
+
+    @field_validator("tenants")
+    @classmethod
+    def _check_tenants(cls, value: frozenset[str] | None) -> frozenset[str] | None:
+        if value is not None and not value:
+            raise ValueError("an empty 'tenants' list rejects every request; omit it to allow any tenant")
+        return value
+
+    @model_validator(mode="after")
+    def _needs_keys(self) -> ClientConfig:
+        if self.jwks_url is None and not self.allowed_jku:
+            raise ValueError(f"client {self.iss!r} needs 'jwks_url' or 'allowed_jku'")
+        return self
+
+    def jku_allowed(self, jku: str) -> bool:
+        return jku in self.allowed_jku or jku == self.jwks_url
+
+
+def _check_key_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname in _LOCAL_HOSTS:
+        return
+    raise ValueError(f"key set URL must be https (http only for localhost): {url!r}")
+
+
+@dataclass(frozen=True)
+class ClientRegistry:
+    """The configured clients, by exact ``iss``."""
+
+    by_iss: dict[str, ClientConfig]
+
+    def get(self, iss: str) -> ClientConfig | None:
+        return self.by_iss.get(iss)
+
+    def __len__(self) -> int:
+        return len(self.by_iss)
+
+
+def parse_clients(data: Any, source: str = "clients file") -> ClientRegistry:
+    if isinstance(data, dict) and set(data) == {"clients"}:
+        data = data["clients"]
+    if data is None:
+        data = []
+    if not isinstance(data, list):
+        raise ClientsFileError(f"{source}: expected a list of clients (or a mapping with 'clients')")
+    by_iss: dict[str, ClientConfig] = {}
+    for index, entry in enumerate(data):
+        try:
+            client = ClientConfig.model_validate(entry)
+        except ValidationError as error:
+            raise ClientsFileError(f"{source}: client #{index + 1} is invalid: {error}") from error
+        if client.iss in by_iss:
+            raise ClientsFileError(f"{source}: iss {client.iss!r} appears twice")
+        by_iss[client.iss] = client
+    return ClientRegistry(by_iss)
+
+
+def load_clients(path: Path) -> ClientRegistry:
+    """Read and validate a clients file (the API/CLI can call this at start-up to fail fast)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ClientsFileError(f"{path}: cannot read the clients file ({error.strerror})") from error
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ClientsFileError(f"{path}: not valid YAML") from error
+    return parse_clients(data, str(path))
+
+
+class ClientsFile:
+    """``load_clients`` with a cache keyed on the file's modification time and size."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self._registry: ClientRegistry | None = None
+
+    def registry(self) -> ClientRegistry:
+        if self.path is None:
+            raise ClientsFileError("settings.clients_file is not set, so no CDS client is trusted")
+        try:
+            stat = os.stat(self.path)
+        except OSError as error:
+            self._stamp = self._registry = None
+            raise ClientsFileError(f"{self.path}: cannot read the clients file ({error.strerror})") from error
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if self._registry is None or stamp != self._stamp:
+            self._stamp = self._registry = None
+            self._registry = load_clients(self.path)
+            self._stamp = stamp
+        return self._registry

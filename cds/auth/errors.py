@@ -1,0 +1,52 @@
+"""The one error of the auth package: a 401 that tells the caller nothing."""
+
+from __future__ import annotations
+
+from fastapi import HTTPException
+
+#: The challenge sent with every 401 (RFC 6750 section 3, with no error detail on purpose).
+WWW_AUTHENTICATE = {"WWW-Authenticate": "Bearer"}
+
+
+class AuthError(HTTPException):
+    """A CDS client was not authenticated.
+
+    It is an ``HTTPException`` (status 401, ``WWW-Authenticate: Bearer``) so that FastAPI answers
+    it even when no handler is registered; ``cds.auth.auth_exception_handler`` makes the body empty.
+    ``reason``, ``iss``, ``kid`` and the rest are for the server log only and never reach the caller.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        iss: object = None,
+        kid: object = None,
+        alg: object = None,
+        jti: object = None,
+    ) -> None:
+        super().__init__(status_code=401, headers=dict(WWW_AUTHENTICATE))
+        self.reason = reason
+        self.iss = iss
+        self.kid = kid
+        self.alg = alg
+        self.jti = jti
+
+    def log_fields(self) -> dict[str, str]:
+        """What may be logged: the reason and short, printable forms of the untrusted header values."""
+        fields = {"reason": self.reason}
+        for name in ("iss", "kid", "alg", "jti"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                fields[name] = _short(value)
+        return fields
+
+    def __repr__(self) -> str:
+        return f"AuthError(reason={self.reason!r})"
+
+    __str__ = __repr__
+
+
+def _short(value: str, limit: int = 200) -> str:
+    cleaned = "".join(ch if ch.isprintable() else "?" for ch in value[:limit])
+    return cleaned + ("…" if len(value) > limit else "")

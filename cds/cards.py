@@ -1,0 +1,312 @@
+"""Assessment → CDS Hooks 2.0 cards.
+
+One card per trial the clinician should see: a one-glance summary, a Markdown checklist of the criteria
+(decisive ones first, unknowns as "to confirm" with what to check), a link to the trial's criteria page,
+a draft referral (R4 ServiceRequest) as the one suggestion, override reasons, and the machine-readable
+assessment as a card extension. Every value is pruned of nulls and empty strings, arrays and objects, as
+the specification requires.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from fhir.resources.R4B.servicerequest import ServiceRequest
+
+from cds.assessment import Assessment, CriterionAssessment, Fact, Status, Verdict
+
+# Our own identifiers: code systems for override reasons and card topics, and the card extension key
+# (reverse-domain style, as the specification recommends for extensions).
+NAMESPACE = "urn:trial-cds"
+OVERRIDE_REASON_SYSTEM = f"{NAMESPACE}:codesystem:override-reason"
+TOPIC_SYSTEM = f"{NAMESPACE}:codesystem:card-topic"
+ASSESSMENT_EXTENSION = "org.trial-cds.assessment"
+
+SUMMARY_MAX = 139  # the specification: a summary of fewer than 140 characters
+
+OVERRIDE_REASONS: tuple[tuple[str, str], ...] = (
+    ("already-screened", "Already screened or enrolled"),
+    ("not-a-candidate", "Not a candidate, clinical judgement"),
+    ("patient-declined", "Patient declined trial participation"),
+    ("data-incorrect", "Record data incorrect or out of date"),
+    ("not-now", "Not the right time"),
+    ("other", "Other reason"),
+)
+
+VERDICT_LABEL = {
+    Verdict.LIKELY_ELIGIBLE: "likely eligible",
+    Verdict.NEEDS_REVIEW: "needs review",
+    Verdict.NOT_ELIGIBLE: "not eligible",
+}
+
+# SNOMED CT 306206005 |Referral to service (procedure)|.
+REFERRAL_CODING = {"system": "http://snomed.info/sct", "code": "306206005", "display": "Referral to service"}
+
+
+class TrialInfo(Protocol):
+    """What cards need of a trial (``cds.trials.Trial`` satisfies it)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def short_name(self) -> str: ...
+
+    @property
+    def url(self) -> str | None: ...
+
+
+# ---------------------------------------------------------------------------------------------------
+# The "no null, no empty" rule.
+
+
+def prune(value: Any) -> Any:
+    """A copy of ``value`` without nulls, empty strings, empty arrays or empty objects at any depth
+    (members that become empty once pruned are dropped too). The top level itself is returned even when
+    empty."""
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            pruned = prune(item)
+            if not _is_empty(pruned):
+                out[key] = pruned
+        return out
+    if isinstance(value, list | tuple):
+        return [p for p in (prune(item) for item in value) if not _is_empty(p)]
+    return value
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str | list | tuple | dict) and len(value) == 0)
+
+
+def find_empty(value: Any, path: str = "$") -> list[str]:
+    """Paths (``$.cards[0].links``) of every null, empty string, empty array or empty object below
+    ``value``; the top level is not checked, so ``{"cards": []}`` is checked by its caller."""
+    found: list[str] = []
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            sub = f"{path}.{key}"
+            if _is_empty(item):
+                found.append(sub)
+            found.extend(find_empty(item, sub))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            sub = f"{path}[{i}]"
+            if _is_empty(item):
+                found.append(sub)
+            found.extend(find_empty(item, sub))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------
+# Text.
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~])")
+
+
+def md_escape(text: str) -> str:
+    """Plain text made safe inside a Markdown line: no markup, links or HTML from record data."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+
+
+def _favourable(c: CriterionAssessment) -> bool:
+    return (c.kind == "inclusion" and c.status is Status.MET) or (c.kind == "exclusion" and c.status is Status.NOT_MET)
+
+
+def _failing(c: CriterionAssessment) -> bool:
+    return (c.kind == "inclusion" and c.status is Status.NOT_MET) or (c.kind == "exclusion" and c.status is Status.MET)
+
+
+def counts_line(a: Assessment) -> str:
+    total = len(a.criteria)
+    ok = sum(1 for c in a.criteria if _favourable(c))
+    failing = sum(1 for c in a.criteria if _failing(c))
+    unknown = a.count(Status.UNKNOWN)
+    parts = [f"{ok} of {total} criteria met"]
+    if failing:
+        parts.insert(0, f"{failing} not met" if failing > 1 else "1 not met")
+    if unknown:
+        parts.append(f"{unknown} to confirm")
+    return ", ".join(parts)
+
+
+def summary(a: Assessment, trial: TrialInfo) -> str:
+    """One line of fewer than 140 characters, e.g. "NPC-LDRT trial: likely eligible — 30 of 34 criteria
+    met, 4 to confirm"."""
+    tail = f": {VERDICT_LABEL[a.verdict]} — {counts_line(a)}"
+    name = " ".join((trial.short_name or trial.title or trial.id).split())
+    head = f"{name} trial"
+    if len(head) + len(tail) > SUMMARY_MAX:
+        room = max(SUMMARY_MAX - len(tail) - 1, 8)
+        head = head[:room].rstrip() + "…"
+    text = head + tail
+    return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1] + "…"
+
+
+def _fact_text(f: Fact) -> str:
+    text = f"{f.label} {f.value}".strip()
+    return f"{text} on {f.date}" if f.date else text
+
+
+def _criterion_line(c: CriterionAssessment) -> str:
+    text = md_escape(c.text)
+    facts = "; ".join(_fact_text(f) for f in c.facts)
+    because = md_escape(facts or c.reason)
+    if _favourable(c):
+        label = text if c.kind == "inclusion" else f"Not present — exclusion: {text}"
+        return f"- [x] {label} — {because}"
+    if _failing(c):
+        label = f"Not met: {text}" if c.kind == "inclusion" else f"Excluded: {text}"
+        return f"- [ ] **{label}** — {because}"
+    if c.judgement:  # the investigator decides; show what the record offers
+        line = f"- [ ] To confirm (investigator's judgement): {text}"
+        return f"{line} — seen: {md_escape(facts)}" if facts else line
+    # Unknown: say why, and what to check.
+    line = f"- [ ] To confirm: {text} — {md_escape(c.reason)}"
+    if facts:
+        line += f" (seen: {md_escape(facts)})"
+    if c.missing:
+        line += f"; check: {md_escape(', '.join(c.missing))}"
+    return line
+
+
+def detail(a: Assessment, trial: TrialInfo) -> str:
+    """GitHub-flavoured Markdown: verdict line, then the criteria as a checklist, decisive ones first."""
+    title = md_escape(trial.title or trial.id)
+    lines = [
+        f"**{VERDICT_LABEL[a.verdict].capitalize()}** for *{title}* — {counts_line(a)} "
+        f"(screened {a.evaluated_at.date().isoformat()}).",
+        "",
+    ]
+    failing = [c for c in a.criteria if _failing(c)]
+    unknown = [c for c in a.criteria if c.status is Status.UNKNOWN]
+    decided_unknown = [c for c in unknown if not c.judgement] + [c for c in unknown if c.judgement]
+    ok = [c for c in a.criteria if _favourable(c)]
+    sections: list[tuple[str, list[CriterionAssessment]]] = [
+        ("Rules the patient out", failing),
+        ("To confirm", decided_unknown),
+        ("Met", ok),
+    ]
+    for heading, items in sections:
+        if not items:
+            continue
+        lines.append(f"#### {heading} ({len(items)})")
+        lines.extend(_criterion_line(c) for c in items)
+        lines.append("")
+    lines.append("_A screening aid from coded record data: the trial team confirms eligibility._")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Suggestion: a draft referral.
+
+
+def referral(a: Assessment, trial: TrialInfo, *, patient_id: str, user_id: str | None = None) -> dict[str, Any]:
+    """A draft R4 ServiceRequest referring the patient to the trial team, validated with fhir.resources."""
+    resource: dict[str, Any] = {
+        "resourceType": "ServiceRequest",
+        "status": "draft",
+        "intent": "proposal",
+        "code": {
+            "coding": [REFERRAL_CODING],
+            "text": f"Referral to clinical trial team: {trial.title or trial.id}",
+        },
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "authoredOn": a.evaluated_at.isoformat(),
+        "reasonCode": [{"text": f"Clinical trial eligibility screening: {trial.title or trial.id} ({trial.id})"}],
+        "note": [{"text": f"trial-cds screening: {VERDICT_LABEL[a.verdict]} — {counts_line(a)}."}],
+    }
+    if user_id and user_id.split("/", 1)[0] in {"Practitioner", "PractitionerRole"}:
+        resource["requester"] = {"reference": user_id}
+    ServiceRequest.model_validate(resource)  # raises if the resource is not valid R4
+    return resource
+
+
+# ---------------------------------------------------------------------------------------------------
+# The card.
+
+
+def card(
+    a: Assessment,
+    trial: TrialInfo,
+    *,
+    base_url: str,
+    patient_id: str,
+    user_id: str | None = None,
+    new_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
+) -> dict[str, Any]:
+    base = base_url.rstrip("/")
+    page = f"{base}/trials/{trial.id}"
+    name = trial.short_name or trial.title or trial.id
+    links: list[dict[str, Any]] = [{"label": "Trial criteria", "url": page, "type": "absolute"}]
+    if trial.url:
+        links.append({"label": "Trial registry record", "url": trial.url, "type": "absolute"})
+    offer_referral = a.verdict is not Verdict.NOT_ELIGIBLE  # only when the patient may be eligible
+    suggestions = None
+    if offer_referral:
+        suggestions = [
+            {
+                "uuid": new_uuid(),
+                "label": f"Refer to the {name} team",
+                "isRecommended": True,
+                "actions": [
+                    {
+                        "type": "create",
+                        "description": f"Draft a referral to the {name} trial team for eligibility screening",
+                        "resource": referral(a, trial, patient_id=patient_id, user_id=user_id),
+                    }
+                ],
+            }
+        ]
+    out = {
+        "uuid": new_uuid(),
+        "summary": summary(a, trial),
+        "indicator": "info",
+        "detail": detail(a, trial),
+        "source": {
+            "label": f"Trial eligibility screening: {name}",
+            "url": page,
+            "topic": {
+                "system": TOPIC_SYSTEM,
+                "code": "trial-eligibility",
+                "display": "Clinical trial eligibility",
+            },
+        },
+        "suggestions": suggestions,
+        "selectionBehavior": "at-most-one" if suggestions else None,
+        "overrideReasons": [
+            {"system": OVERRIDE_REASON_SYSTEM, "code": code, "display": display} for code, display in OVERRIDE_REASONS
+        ],
+        "links": links,
+        "extension": {ASSESSMENT_EXTENSION: a.screen_json()},
+    }
+    pruned: dict[str, Any] = prune(out)
+    return pruned
+
+
+def shown(a: Assessment, *, show_not_eligible: bool) -> bool:
+    return a.verdict is not Verdict.NOT_ELIGIBLE or show_not_eligible
+
+
+def cards_for(
+    results: Iterable[tuple[TrialInfo, Assessment]],
+    *,
+    base_url: str,
+    patient_id: str,
+    user_id: str | None = None,
+    show_not_eligible: bool = False,
+) -> list[tuple[TrialInfo, Assessment, dict[str, Any]]]:
+    """The cards to return, each with its trial and assessment, most promising verdict first."""
+    order = {Verdict.LIKELY_ELIGIBLE: 0, Verdict.NEEDS_REVIEW: 1, Verdict.NOT_ELIGIBLE: 2}
+    chosen: Sequence[tuple[TrialInfo, Assessment]] = sorted(
+        ((t, a) for t, a in results if shown(a, show_not_eligible=show_not_eligible)),
+        key=lambda ta: (order[ta[1].verdict], ta[0].id),
+    )
+    return [(t, a, card(a, t, base_url=base_url, patient_id=patient_id, user_id=user_id)) for t, a in chosen]

@@ -1,0 +1,196 @@
+"""The `trial-cds` command line: serve the CDS service, screen bundles offline, list and check trials."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from cds.assessment import Assessment, Status
+from cds.engine import evaluate
+from cds.record import PatientRecord
+from cds.trials import Trial, TrialError, load_trial_file, load_trials
+from cds.valuesets import ValueSetError
+
+app = typer.Typer(
+    help="Clinical-trial eligibility as a CDS Hooks 2.0 service.", no_args_is_help=True, add_completion=False
+)
+trials_app = typer.Typer(help="List the trials and their criteria, or check a trial file.", invoke_without_command=True)
+app.add_typer(trials_app, name="trials")
+
+_MARK = {Status.MET: "[x]", Status.NOT_MET: "[ ]", Status.UNKNOWN: "[?]"}
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _load(trials_dir: Path | None) -> dict[str, Trial]:
+    try:
+        return load_trials(trials_dir)
+    except (TrialError, ValueSetError) as exc:
+        _fail(str(exc))
+        raise  # unreachable: _fail exits
+
+
+def _parse_now(now: str | None) -> datetime:
+    if now is None:
+        return datetime.now(UTC)
+    try:
+        parsed = datetime.fromisoformat(now.replace("Z", "+00:00"))
+    except ValueError:
+        _fail(f"--now {now!r} is not an ISO-8601 date or date-time")
+        raise
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Demo mode: bundled demo patients, demo page, NO authentication.")
+    ] = False,
+) -> None:
+    """Run the CDS Hooks service. Without --demo, CDS clients must authenticate (TRIAL_CDS_* settings)."""
+    from cds.api.server import run
+
+    run(host, port, demo=demo)
+
+
+@app.command()
+def screen(
+    bundles: Annotated[list[Path], typer.Argument(help="FHIR R4 Bundle files (JSON), one patient each.")],
+    trial: Annotated[str | None, typer.Option("--trial", help="Trial id (default: the only trial).")] = None,
+    now: Annotated[str | None, typer.Option("--now", help="Evaluation date-time, ISO-8601 (default: now).")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="text or json (one JSON object per line).")] = "text",
+    trials_dir: Annotated[Path | None, typer.Option(help="Folder of trial files.", hidden=True)] = None,
+) -> None:
+    """Evaluate patient Bundles offline: the same engine as the service, no HTTP."""
+    if output_format not in ("text", "json"):
+        _fail("--format must be text or json")
+    trials = _load(trials_dir)
+    if trial is None:
+        if len(trials) != 1:
+            _fail(f"several trials are loaded; choose one with --trial ({', '.join(sorted(trials))})")
+        chosen = next(iter(trials.values()))
+    elif trial not in trials:
+        _fail(f"unknown trial {trial!r}; known: {', '.join(sorted(trials))}")
+        raise AssertionError
+    else:
+        chosen = trials[trial]
+    when = _parse_now(now)
+    failed = False
+    for path in bundles:
+        try:
+            data: Any = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            typer.echo(f"error: {path}: cannot read a JSON Bundle: {exc}", err=True)
+            failed = True
+            continue
+        if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
+            typer.echo(f"error: {path}: not a FHIR Bundle", err=True)
+            failed = True
+            continue
+        assessment = evaluate(chosen, PatientRecord.from_bundle(data), when)
+        if output_format == "json":
+            sys.stdout.write(orjson.dumps(assessment.screen_json()).decode() + "\n")
+        else:
+            typer.echo(render_text(assessment, path))
+    if failed:
+        raise typer.Exit(1)
+
+
+def render_text(a: Assessment, path: Path | None = None) -> str:
+    verdict = a.verdict.value.replace("_", " ")
+    lines = [
+        f"{a.patient}{f' ({path.name})' if path else ''} — {a.trial_id}: {verdict.upper()}",
+        f"  met {a.count(Status.MET)}, not met {a.count(Status.NOT_MET)}, unknown {a.count(Status.UNKNOWN)}"
+        f" (evaluated {a.evaluated_at.date().isoformat()})",
+    ]
+    for kind in ("inclusion", "exclusion"):
+        lines.append(
+            f"  {kind.capitalize()} ({'[x] = satisfied' if kind == 'inclusion' else '[x] = applies, excludes'})"
+        )
+        for c in a.criteria:
+            if c.kind != kind:
+                continue
+            flag = " (investigator)" if c.judgement else ""
+            lines.append(f"    {_MARK[c.status]} {c.id}{flag}: {c.reason}")
+    return "\n".join(lines)
+
+
+@trials_app.callback()
+def trials_list(
+    ctx: typer.Context,
+    trials_dir: Annotated[Path | None, typer.Option(help="Folder of trial files.", hidden=True)] = None,
+) -> None:
+    """List the trials and their criteria."""
+    if ctx.invoked_subcommand is not None:
+        return
+    for trial in _load(trials_dir).values():
+        typer.echo(f"{trial.id} — {trial.short_name}: {trial.title}")
+        for c in trial.criteria:
+            flag = " [J]" if c.judgement else ""
+            typer.echo(f"  {c.kind[:3]} {c.id}{flag}: {c.text}")
+
+
+@trials_app.command("validate")
+def trials_validate(files: Annotated[list[Path], typer.Argument(help="Trial YAML files to check.")]) -> None:
+    """Check trial files: schema, rule kinds, value sets, tests and units. Exit 1 on any problem."""
+    bad = False
+    for path in files:
+        try:
+            trial = load_trial_file(path)
+        except (TrialError, ValueSetError) as exc:
+            typer.echo(str(exc), err=True)
+            bad = True
+            continue
+        typer.echo(f"{path}: ok — trial {trial.id}, {len(trial.criteria)} criteria")
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command()
+def feedback(
+    trial: Annotated[str | None, typer.Option("--trial", help="Only this trial.")] = None,
+    database_url: Annotated[str | None, typer.Option(help="Database URL (default: TRIAL_CDS_DATABASE_URL).")] = None,
+) -> None:
+    """Per-trial summary of card feedback for trial coordinators: shown, accepted, overridden and why."""
+    from cds.settings import Settings
+    from cds.store import feedback_summary
+
+    url = database_url or Settings().database_url
+    summaries = feedback_summary(url, trial)
+    if not summaries:
+        typer.echo("no cards or feedback recorded yet")
+        return
+    for line in _summary_lines(summaries):
+        typer.echo(line)
+
+
+def _summary_lines(summaries: Any) -> list[str]:
+    lines: list[str] = []
+    for s in summaries:
+        item = s if isinstance(s, dict) else s.model_dump() if hasattr(s, "model_dump") else vars(s)
+        lines.append(
+            f"{item.get('trial_id') or '(unknown trial)'}: shown {item.get('shown', 0)}, "
+            f"accepted {item.get('accepted', 0)}, overridden {item.get('overridden', 0)}"
+        )
+        reasons = item.get("override_reasons") or {}
+        for reason, count in reasons.items() if isinstance(reasons, dict) else reasons:
+            lines.append(f"    override: {reason} × {count}")
+    return lines
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

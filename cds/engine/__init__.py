@@ -1,0 +1,101 @@
+"""The eligibility engine: pure. A trial, a patient record and an evaluation date in; an Assessment out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from cds.assessment import Assessment, CriterionAssessment, Status, overall_verdict
+from cds.engine.context import EvalContext
+from cds.engine.result import RuleResult, all_of, any_of, negate
+from cds.engine.rules.conditions import evaluate_condition
+from cds.engine.rules.demographics import evaluate_age, evaluate_sex
+from cds.engine.rules.events import evaluate_allergy, evaluate_immunization, evaluate_judgement, evaluate_procedure
+from cds.engine.rules.labs import evaluate_lab
+from cds.engine.rules.medications import evaluate_medication
+from cds.engine.rules.observations import evaluate_observation
+from cds.record import PatientRecord
+from cds.trials import (
+    AgeRule,
+    AllergyRule,
+    AllRule,
+    AnyRule,
+    ConditionRule,
+    ImmunizationRule,
+    JudgementRule,
+    LabRule,
+    MedicationRule,
+    NotRule,
+    ObservationRule,
+    ProcedureRule,
+    SexRule,
+    Trial,
+)
+from cds.valuesets import ValueSetLibrary, default_library
+
+__all__ = ["evaluate"]
+
+_LEAVES: dict[type[Any], Callable[[Any, EvalContext], RuleResult]] = {
+    AgeRule: evaluate_age,
+    SexRule: evaluate_sex,
+    ConditionRule: evaluate_condition,
+    LabRule: evaluate_lab,
+    ObservationRule: evaluate_observation,
+    MedicationRule: evaluate_medication,
+    ProcedureRule: evaluate_procedure,
+    ImmunizationRule: evaluate_immunization,
+    AllergyRule: evaluate_allergy,
+    JudgementRule: evaluate_judgement,
+}
+
+
+def evaluate_rule(rule: Any, ctx: EvalContext) -> RuleResult:
+    if isinstance(rule, AllRule):
+        return all_of([evaluate_rule(r, ctx) for r in rule.all])
+    if isinstance(rule, AnyRule):
+        return any_of([evaluate_rule(r, ctx) for r in rule.any])
+    if isinstance(rule, NotRule):
+        return negate(evaluate_rule(rule.not_, ctx))
+    return _LEAVES[type(rule)](rule, ctx)
+
+
+def evaluate(trial: Trial, record: PatientRecord, now: datetime, library: ValueSetLibrary | None = None) -> Assessment:
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    ctx = EvalContext(record=record, now=now, trial=trial, library=library or default_library())
+    results: list[CriterionAssessment] = []
+    for criterion in trial.criteria:
+        try:
+            r = evaluate_rule(criterion.rule, ctx)
+        except Exception as exc:  # a data shape no rule foresaw: this criterion becomes unknown, never a crash
+            r = RuleResult(
+                Status.UNKNOWN,
+                f"could not be evaluated from this record ({type(exc).__name__})",
+                missing=("manual review",),
+            )
+        status = r.status
+        if criterion.judgement and status is not Status.UNKNOWN:
+            # Judgement criteria are the investigator's: software reports what it found, not a decision.
+            status = Status.UNKNOWN
+        results.append(
+            CriterionAssessment(
+                id=criterion.id,
+                kind=criterion.kind,
+                text=criterion.text,
+                judgement=criterion.judgement,
+                status=status,
+                reason=r.reason or "no data",
+                evidence=list(r.evidence),
+                facts=list(r.facts),
+                missing=list(r.missing),
+            )
+        )
+    return Assessment(
+        trial_id=trial.id,
+        trial_title=trial.title,
+        patient=record.patient_ref,
+        evaluated_at=now,
+        verdict=overall_verdict(results),
+        criteria=results,
+    )

@@ -1,0 +1,102 @@
+"""What every rule evaluator needs: the record, the evaluation date, the trial and the value sets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Literal
+
+from cds.record import PatientRecord
+from cds.record.dates import FhirDate, add_months, age_in_years
+from cds.record.model import Concept, Condition, Observation
+from cds.trials import Trial, Window
+from cds.valuesets import Match, ValueSetLibrary
+
+
+NameUse = Literal["always", "uncoded", "never"]
+STANDARD_SYSTEMS = frozenset(
+    {
+        "http://snomed.info/sct",
+        "http://loinc.org",
+        "http://hl7.org/fhir/sid/icd-10-cm",
+        "http://terminology.hl7.org/CodeSystem/icd-o-3",
+        "http://www.nlm.nih.gov/research/umls/rxnorm",
+        "http://www.whocc.no/atc",
+        "http://hl7.org/fhir/sid/cvx",
+    }
+)
+
+
+@dataclass
+class EvalContext:
+    record: PatientRecord
+    now: datetime
+    trial: Trial
+    library: ValueSetLibrary
+    # Matches per value-set tuple, computed once per evaluation: many criteria read the same lists.
+    condition_matches: dict[tuple[tuple[str, ...], tuple[str, ...]], list[Condition]] = field(default_factory=dict)
+    observation_matches: dict[tuple[str, ...], list[Observation]] = field(default_factory=dict)
+
+    @property
+    def today(self) -> date:
+        return self.now.date()
+
+    def window_start(self, window: Window) -> date:
+        if window.days is not None:
+            return date.fromordinal(self.today.toordinal() - window.days)
+        assert window.months is not None
+        return add_months(self.today, -window.months)
+
+    def in_window(self, when: FhirDate | None, window: Window | None) -> bool | None:
+        """True/False, or None where the date is missing. A date after `now` is never inside."""
+        if window is None:
+            return when is None or when.day <= self.today
+        if when is None:
+            return None
+        return self.window_start(window) <= when.day <= self.today
+
+    def match(
+        self,
+        concept: Concept | None,
+        valuesets: Iterable[str],
+        *,
+        names: NameUse = "always",
+        exclude: Iterable[str] = (),
+    ) -> Match | None:
+        """The first value-set match of a concept's codings, then (last resort) of its text.
+
+        ``names``: "always" falls back to names when no code matched (drugs: products carry SCD codes
+        that only their ingredient name ties to a value set); "uncoded" only when the concept has no
+        coding in a standard terminology (diagnoses and procedures: a standard code is trusted, and a
+        word in its display such as "before radiotherapy" must not decide); "never"."""
+        if concept is None:
+            return None
+        canonical = self.library.aliases.canonical
+        excluded = [self.library[v] for v in exclude]
+        for vs_name in valuesets:
+            vs = self.library[vs_name]
+            for coding in concept.codings:
+                system = canonical(coding.system)
+                found = vs.match_code(system, coding.code)
+                if found and not any(x.match_code(system, coding.code) for x in excluded):
+                    return found
+        if names == "uncoded" and any(canonical(c.system) in STANDARD_SYSTEMS for c in concept.codings):
+            return None
+        if names != "never":
+            for text in concept.texts():
+                if any(x.match_text(text) for x in excluded):
+                    continue
+                for vs_name in valuesets:
+                    found = self.library[vs_name].match_text(text)
+                    if found:
+                        return found
+        return None
+
+    def age(self) -> tuple[int, int] | None:
+        """The patient's age in whole years on the evaluation date: (youngest, oldest) possible."""
+        p = self.record.patient
+        if p is None or p.birth_date is None:
+            return None
+        earliest, latest = p.birth_date.day, p.birth_date.latest_day()
+        return age_in_years(latest, self.today), age_in_years(earliest, self.today)

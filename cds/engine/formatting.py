@@ -1,0 +1,58 @@
+"""Values as clinicians write them: "2.1 × 10⁹/L", "1.1 mg/dL", "2026-10-28"."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from cds.record.dates import FhirDate
+
+_SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+
+
+def number(value: float) -> str:
+    if value == int(value) and abs(value) < 1e6:
+        return str(int(value))
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}".rstrip("0").rstrip(".")
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def unit(ucum: str) -> str:
+    """A UCUM unit as printed on a lab report."""
+    text = ucum
+    if text.startswith("10*"):
+        exponent, _, rest = text[3:].partition("/")
+        text = f"× 10{exponent.translate(_SUPERSCRIPT)}/{rest}" if rest else f"× 10{exponent.translate(_SUPERSCRIPT)}"
+    text = text.replace("umol", "µmol").replace("uL", "µL").replace("{1.73_m2}", "1.73 m²").replace("[IU]", "IU")
+    return text
+
+
+def quantity(value: float, ucum: str, display_unit: str | None = None) -> str:
+    shown = display_unit or unit(ucum)
+    sep = "" if shown in ("%",) else " "
+    return f"{number(value)}{sep}{shown}"
+
+
+def day(value: FhirDate | date | None) -> str:
+    if value is None:
+        return "undated"
+    if isinstance(value, FhirDate):
+        return (
+            value.text[:10]
+            if value.precision == "day"
+            else value.text[:7]
+            if value.precision == "month"
+            else value.text[:4]
+        )
+    return value.isoformat()
+
+
+def age_days(when: FhirDate, today: date) -> str:
+    days = (today - when.day).days
+    if days < 60:
+        return f"{days} days ago"
+    if days < 730:
+        return f"{days // 30} months ago"
+    return f"{days // 365} years ago"

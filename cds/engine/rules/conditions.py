@@ -1,0 +1,147 @@
+"""Diagnoses from Condition: ICD-10-CM, SNOMED CT and ICD-O-3 morphology; status, verification, dates."""
+
+from __future__ import annotations
+
+from cds.assessment import Fact, Status
+from cds.engine.context import EvalContext
+from cds.engine.formatting import day
+from cds.engine.result import RuleResult, outcome
+from cds.record.dates import FhirDate
+from cds.record.model import Condition
+from cds.trials import ConditionRule
+
+ACTIVE = frozenset({"active", "recurrence", "relapse"})
+HISTORY = frozenset({"inactive", "remission", "resolved"})
+UNCONFIRMED = frozenset({"provisional", "differential", "unconfirmed"})
+
+
+def is_active(c: Condition, ctx: EvalContext) -> bool:
+    if c.clinical_status in HISTORY:
+        return False
+    if c.clinical_status in ACTIVE:
+        return True
+    if c.abatement is not None:
+        return c.abatement.day > ctx.today
+    return not c.abated
+
+
+def event_date(c: Condition) -> FhirDate | None:
+    return c.onset or c.recorded
+
+
+def matching_conditions(ctx: EvalContext, valuesets: list[str], exclude: list[str] | None = None) -> list[Condition]:
+    key = (tuple(valuesets), tuple(exclude or ()))
+    cached = ctx.condition_matches.get(key)
+    if cached is None:
+        excluded = list(key[1])
+        cached = [
+            c
+            for c in ctx.record.conditions
+            if ctx.match(c.code, valuesets, exclude=excluded, names="uncoded")
+            or any(ctx.match(m, valuesets, exclude=excluded, names="uncoded") for m in c.morphology)
+        ]
+        ctx.condition_matches[key] = cached
+    return cached
+
+
+def describe(c: Condition) -> str:
+    codes = ", ".join(cd.code for cd in c.code.codings[:2])
+    name = c.code.label()
+    return f"{name} ({codes})" if codes and codes not in name else name
+
+
+def condition_fact(c: Condition, ctx: EvalContext) -> Fact:
+    state = "active" if is_active(c, ctx) else (c.clinical_status or "resolved")
+    when = event_date(c)
+    return Fact(label="Diagnosis", value=f"{describe(c)}, {state}", date=day(when) if when else None, resource=c.ref)
+
+
+def evaluate_condition(rule: ConditionRule, ctx: EvalContext) -> RuleResult:
+    candidates = matching_conditions(ctx, rule.valuesets, rule.exclude_valuesets)
+    qualifying: list[tuple[Condition, Status, str]] = []
+    undecided: list[tuple[Condition, str]] = []
+    out_of_window: list[Condition] = []
+    for c in candidates:
+        if rule.clinical_status and c.clinical_status not in rule.clinical_status:
+            continue
+        active = is_active(c, ctx)
+        if rule.status == "active" and not active:
+            out_of_window.append(c)
+            continue
+        if rule.status == "history" and active:
+            continue
+        if rule.onset_within is not None:
+            inside = ctx.in_window(event_date(c), rule.onset_within)
+            if inside is None:
+                undecided.append((c, f"{describe(c)} without an onset date"))
+                continue
+            if not inside:
+                out_of_window.append(c)
+                continue
+        if c.verification_status in UNCONFIRMED:
+            undecided.append((c, f"{describe(c)} is {c.verification_status}, not confirmed"))
+            continue
+        status, note = _severity(rule, c, ctx)
+        qualifying.append((c, status, note))
+
+    met = [(c, note) for c, st, note in qualifying if st is Status.MET]
+    if met:
+        status = outcome(rule.when_found)
+        prefix = "" if status is Status.MET else "to confirm: "
+        reasons = [f"{prefix}{rule.label}: {describe(c)}{_when(c, ctx)}{note}" for c, note in met]
+        return RuleResult(
+            status,
+            "; ".join(reasons),
+            tuple(c.ref for c, _ in met),
+            tuple(condition_fact(c, ctx) for c, _ in met),
+            (f"investigator review of {rule.label}",) if status is Status.UNKNOWN else (),
+        )
+    unknown = [(c, note) for c, st, note in qualifying if st is Status.UNKNOWN] + undecided
+    if unknown:
+        return RuleResult(
+            Status.UNKNOWN,
+            "; ".join(f"{rule.label}: {note or describe(c)}" for c, note in unknown),
+            tuple(c.ref for c, _ in unknown),
+            tuple(condition_fact(c, ctx) for c, _ in unknown),
+            tuple(note for _, note in unknown if note) or (rule.label,),
+        )
+    not_met = [(c, note) for c, st, note in qualifying if st is Status.NOT_MET]
+    if not_met:
+        return RuleResult(
+            Status.NOT_MET,
+            "; ".join(f"{rule.label}: {describe(c)}{note}" for c, note in not_met),
+            tuple(c.ref for c, _ in not_met),
+            tuple(condition_fact(c, ctx) for c, _ in not_met),
+        )
+    if out_of_window:
+        scope = f"within {rule.onset_within.describe()}" if rule.onset_within else "active"
+        listed = "; ".join(f"{describe(c)}{_when(c, ctx)}" for c in out_of_window[:3])
+        return RuleResult(
+            Status.NOT_MET,
+            f"no {rule.label} {scope} (recorded: {listed})",
+            tuple(c.ref for c in out_of_window),
+            tuple(condition_fact(c, ctx) for c in out_of_window),
+        )
+    scope = f" within {rule.onset_within.describe()}" if rule.onset_within else ""
+    return RuleResult(Status.NOT_MET, f"no {rule.label}{scope} in the record")
+
+
+def _when(c: Condition, ctx: EvalContext) -> str:
+    parts = []
+    when = event_date(c)
+    if when is not None:
+        parts.append(f"since {day(when)}")
+    if not is_active(c, ctx):
+        parts.append(f"{c.clinical_status or 'resolved'}" + (f" {day(c.abatement)}" if c.abatement else ""))
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _severity(rule: ConditionRule, c: Condition, ctx: EvalContext) -> tuple[Status, str]:
+    if rule.severity is None:
+        return Status.MET, ""
+    if c.severity is not None:
+        if ctx.match(c.severity, rule.severity.met):
+            return Status.MET, f", severity {c.severity.label()}"
+        if ctx.match(c.severity, rule.severity.not_met):
+            return Status.NOT_MET, f", severity {c.severity.label()}"
+    return outcome(rule.severity.missing), ", grade/severity not recorded"

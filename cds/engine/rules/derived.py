@@ -1,0 +1,116 @@
+"""Values computed from other results where the record allows: CKD-EPI 2021 eGFR, corrected calcium."""
+
+from __future__ import annotations
+
+from cds.assessment import Fact, Status
+from cds.engine.context import EvalContext
+from cds.engine.formatting import day, quantity
+from cds.engine.result import RuleResult
+from cds.engine.rules.labs import LabPick, LabValue, compare, missing_result, pick_latest
+from cds.trials import LabRule, LabTest, Window
+from cds.units import convert
+
+
+def ckd_epi_2021(creatinine_mg_dl: float, age: int, sex: str) -> float:
+    """CKD-EPI 2021 (race-free) creatinine equation, mL/min/1.73 m² (Inker et al., NEJM 2021)."""
+    female = sex == "female"
+    kappa = 0.7 if female else 0.9
+    alpha = -0.241 if female else -0.302
+    ratio = creatinine_mg_dl / kappa
+    egfr = 142 * min(ratio, 1.0) ** alpha * max(ratio, 1.0) ** -1.200 * 0.9938**age
+    return float(egfr * (1.012 if female else 1.0))
+
+
+def corrected_calcium_mg_dl(calcium_mg_dl: float, albumin_g_dl: float) -> float:
+    """Payne's correction: Ca + 0.8 × (4.0 − albumin g/dL)."""
+    return calcium_mg_dl + 0.8 * (4.0 - albumin_g_dl)
+
+
+def evaluate_derived(
+    rule: LabRule, ctx: EvalContext, test: LabTest, window: Window, pick: LabPick
+) -> RuleResult | None:
+    if rule.derive == "ckd_epi_2021":
+        return _egfr(rule, ctx, test, window, pick)
+    if rule.derive == "corrected_calcium":
+        return _calcium(rule, ctx, test, window, pick)
+    return None
+
+
+def _egfr(rule: LabRule, ctx: EvalContext, test: LabTest, window: Window, pick: LabPick) -> RuleResult | None:
+    creat_test = ctx.trial.tests[rule.derive_from["creatinine"]]
+    creat = pick_latest(ctx, creat_test, window)
+    if creat.value is None or creat.value.low != creat.value.high:
+        return None
+    patient = ctx.record.patient
+    ages = ctx.age()
+    if patient is None or ages is None or ages[0] != ages[1] or patient.gender not in ("male", "female"):
+        return RuleResult(
+            Status.UNKNOWN,
+            f"{pick.why_missing}; eGFR cannot be computed without age and sex",
+            (creat.value.obs.ref,),
+            missing=(test.label,),
+        )
+    mg_dl = convert(creat.value.value, creat_test.unit, "mg/dL", creat_test.molar_mass_g_per_mol)
+    if mg_dl is None:
+        return None
+    egfr = ckd_epi_2021(mg_dl, ages[0], patient.gender)
+    lab = LabValue(creat.value.obs, egfr, egfr, quantity(egfr, test.unit, test.display_unit))
+    note = (
+        f" (computed: CKD-EPI 2021 from creatinine {quantity(mg_dl, 'mg/dL')}, age {ages[0]}, "
+        f"{patient.gender}; no eGFR reported within {window.describe()})"
+    )
+    fact = Fact(
+        label="Creatinine", value=creat.value.shown, date=day(creat.value.obs.when), resource=creat.value.obs.ref
+    )
+    return compare(
+        rule, ctx, test, lab, label="eGFR", derived_note=note, extra_evidence=(patient.ref,), extra_facts=(fact,)
+    )
+
+
+def _calcium(rule: LabRule, ctx: EvalContext, test: LabTest, window: Window, pick: LabPick) -> RuleResult | None:
+    albumin_test = ctx.trial.tests[rule.derive_from["albumin"]]
+    if pick.value is None:
+        ionized_name = rule.derive_from.get("ionized")
+        if ionized_name:
+            ionized_test = ctx.trial.tests[ionized_name]
+            ionized = pick_latest(ctx, ionized_test, window)
+            if ionized.value is not None:
+                return compare(rule, ctx, ionized_test, ionized.value)
+        return missing_result(rule, test, pick)
+    calcium = pick.value
+    albumin = pick_latest(ctx, albumin_test, window)
+    if albumin.value is None or albumin.value.low != albumin.value.high or calcium.low != calcium.high:
+        return RuleResult(
+            Status.UNKNOWN,
+            f"{test.label} {calcium.shown} on {day(calcium.obs.when)} cannot be corrected: "
+            f"{albumin.why_missing or 'albumin is not an exact value'}",
+            (calcium.obs.ref,),
+            missing=(albumin_test.label,),
+        )
+    ca_mg_dl = convert(calcium.value, test.unit, "mg/dL", test.molar_mass_g_per_mol)
+    alb_g_dl = convert(albumin.value.value, albumin_test.unit, "g/dL", albumin_test.molar_mass_g_per_mol)
+    if ca_mg_dl is None or alb_g_dl is None:
+        return None
+    corrected = convert(corrected_calcium_mg_dl(ca_mg_dl, alb_g_dl), "mg/dL", test.unit, test.molar_mass_g_per_mol)
+    assert corrected is not None
+    lab = LabValue(calcium.obs, corrected, corrected, quantity(corrected, test.unit, test.display_unit))
+    note = (
+        f" (corrected for albumin {albumin.value.shown} on {day(albumin.value.obs.when)}: "
+        f"Ca + 0.8 × (4 − albumin g/dL); measured {calcium.shown})"
+    )
+    fact = Fact(
+        label=albumin_test.label,
+        value=albumin.value.shown,
+        date=day(albumin.value.obs.when),
+        resource=albumin.value.obs.ref,
+    )
+    return compare(
+        rule,
+        ctx,
+        test,
+        lab,
+        label=f"Corrected {test.label.lower()}",
+        derived_note=note,
+        extra_evidence=(albumin.value.obs.ref,),
+        extra_facts=(fact,),
+    )

@@ -1,0 +1,261 @@
+"""Laboratory thresholds: absolute, or times the result's own ULN/LLN; derived eGFR and corrected calcium."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cds.assessment import Fact, Status
+from cds.engine.context import EvalContext
+from cds.engine.formatting import age_days, day, number, quantity
+from cds.engine.result import RuleResult, outcome
+from cds.record.model import Observation, Quantity, RefRange
+from cds.trials import LabRule, LabTest, Window
+from cds.units import convert
+
+USABLE_STATUS = frozenset({"final", "amended", "corrected"})
+_EPS = 1e-9
+
+
+def _tol(b: float) -> float:
+    """Float noise allowance: 1.5 × 1.2 is 1.7999999999999998, and 1.8 must still be "≤ 1.5 × ULN"."""
+    return _EPS * max(1.0, abs(b))
+
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": lambda a, b: a >= b - _tol(b),
+    ">": lambda a, b: a > b + _tol(b),
+    "<=": lambda a, b: a <= b + _tol(b),
+    "<": lambda a, b: a < b - _tol(b),
+}
+
+
+@dataclass(frozen=True)
+class LabValue:
+    obs: Observation
+    low: float  # the possible values, in the test's unit: equal unless the result has a comparator
+    high: float
+    shown: str
+
+    @property
+    def value(self) -> float:
+        return self.high if math.isfinite(self.high) else self.low
+
+
+@dataclass(frozen=True)
+class LabPick:
+    value: LabValue | None
+    why_missing: str = ""
+    older: Observation | None = None
+
+
+def _to_interval(q: Quantity, factor_value: float) -> tuple[float, float]:
+    v = factor_value
+    if q.comparator in ("<", "<="):
+        return -math.inf, v - (_EPS if q.comparator == "<" else 0.0)
+    if q.comparator in (">", ">="):
+        return v + (_EPS if q.comparator == ">" else 0.0), math.inf
+    return v, v
+
+
+def matching_observations(ctx: EvalContext, valuesets: list[str]) -> list[Observation]:
+    """Observations coded in the value sets, newest first."""
+    key = tuple(valuesets)
+    cached = ctx.observation_matches.get(key)
+    if cached is None:
+        cached = [o for o in ctx.record.observations if ctx.match(o.code, valuesets, names="never")]
+        cached.sort(key=lambda o: ((o.when.day.toordinal() if o.when else 0), o.sort_key), reverse=True)
+        ctx.observation_matches[key] = cached
+    return cached
+
+
+def pick_latest(ctx: EvalContext, test: LabTest, window: Window) -> LabPick:
+    """The most recent usable result within the window, or why there is none."""
+    notes: list[str] = []
+    older: Observation | None = None
+    for obs in matching_observations(ctx, test.valuesets):
+        if obs.when is None or obs.when.day > ctx.today:
+            continue
+        if obs.status not in USABLE_STATUS:
+            notes.append(f"{test.label} on {day(obs.when)} is {obs.status or 'without status'}, not final")
+            continue
+        q = obs.value.quantity
+        if q is None or (q.unit is None and not test.dimensionless):
+            notes.append(f"{test.label} on {day(obs.when)} has no numeric value with a unit")
+            continue
+        converted = (
+            q.value if test.dimensionless else convert(q.value, q.unit or "", test.unit, test.molar_mass_g_per_mol)
+        )
+        if converted is None:
+            notes.append(f"{test.label} on {day(obs.when)} is in {q.unit}, which does not convert to {test.unit}")
+            continue
+        if not ctx.in_window(obs.when, window):
+            older = obs
+            break
+        low, high = _to_interval(q, converted)
+        shown = (q.comparator or "") + quantity(converted, test.unit, test.display_unit)
+        return LabPick(LabValue(obs, low, high, shown))
+    if older is not None and older.when is not None:
+        why = (
+            f"no {test.label} within {window.describe()}; last one {day(older.when)} "
+            f"({age_days(older.when, ctx.today)})"
+        )
+    else:
+        why = f"no {test.label} result in the record"
+    if notes:
+        why += " (" + "; ".join(notes[:2]) + ")"
+    return LabPick(None, why, older)
+
+
+def _range_for(obs: Observation, ctx: EvalContext) -> RefRange | None:
+    if not obs.ranges:
+        return None
+    gender = ctx.record.patient.gender if ctx.record.patient else None
+    sex_tags = {"male": ("male", "248153007"), "female": ("female", "248152002")}
+    if gender in sex_tags:
+        for r in obs.ranges:
+            if any(t in r.applies_to for t in sex_tags[gender]) and not (
+                gender == "male" and any(t in r.applies_to for t in sex_tags["female"])
+            ):
+                return r
+    generic = [
+        r for r in obs.ranges if not any(t in r.applies_to for t in ("male", "female", "248153007", "248152002"))
+    ]
+    return generic[0] if generic else obs.ranges[0]
+
+
+@dataclass(frozen=True)
+class Limit:
+    value: float
+    source: str  # "reference range of the result" or "trial default"
+
+
+def limit(ctx: EvalContext, test: LabTest, obs: Observation, which: str) -> Limit | None:
+    """The result's own ULN ("high") or LLN ("low"), in the test's unit; else the trial file's default."""
+    rr = _range_for(obs, ctx)
+    bound = getattr(rr, which) if rr is not None else None
+    if bound is not None:
+        if test.dimensionless:
+            return Limit(bound.value, "the result's reference range")
+        unit = bound.unit or (obs.value.quantity.unit if obs.value.quantity else None)
+        if unit:
+            converted = convert(bound.value, unit, test.unit, test.molar_mass_g_per_mol)
+            if converted is not None:
+                return Limit(converted, "the result's reference range")
+    default = test.default_range
+    if default is None:
+        return None
+    gender = ctx.record.patient.gender if ctx.record.patient else None
+    per_sex = getattr(default, gender) if gender in ("male", "female") else None
+    value = (per_sex or {}).get(which) if per_sex else None
+    if value is None:
+        value = getattr(default, which)
+    if value is None:
+        return None
+    return Limit(float(value), "trial default (no reference range on the result)")
+
+
+def compare(
+    rule: LabRule,
+    ctx: EvalContext,
+    test: LabTest,
+    lab: LabValue,
+    label: str | None = None,
+    derived_note: str = "",
+    extra_evidence: tuple[str, ...] = (),
+    extra_facts: tuple[Fact, ...] = (),
+) -> RuleResult:
+    name = label or test.label
+    fact = Fact(label=name, value=lab.shown, date=day(lab.obs.when), resource=lab.obs.ref)
+    evidence = (lab.obs.ref, *extra_evidence)
+    facts = (fact, *extra_facts)
+    head = f"{name} {lab.shown} on {day(lab.obs.when)}{derived_note}"
+    if rule.op == "outside_range":
+        lln, uln = limit(ctx, test, lab.obs, "low"), limit(ctx, test, lab.obs, "high")
+        if lln is None or uln is None:
+            return RuleResult(
+                Status.UNKNOWN,
+                f"{head}: no reference range to grade it",
+                evidence,
+                facts,
+                (f"reference range for {name}",),
+            )
+        status = _open_verdict(lab, lambda v: _OPS["<"](v, lln.value) or _OPS[">"](v, uln.value))
+        rng = f"{number(lln.value)}–{quantity(uln.value, test.unit, test.display_unit)}"
+        where = "outside" if status is Status.MET else "within" if status is Status.NOT_MET else "possibly outside"
+        src = "" if lln.source.startswith("the result") else f", {lln.source}"
+        return RuleResult(status, f"{head}, {where} {rng}{src}", evidence, facts)
+    if rule.value is not None:
+        threshold = rule.value
+        if rule.unit and rule.unit != test.unit:
+            converted = convert(rule.value, rule.unit, test.unit, test.molar_mass_g_per_mol)
+            assert converted is not None  # checked when the trial was loaded
+            threshold = converted
+        shown_threshold = quantity(
+            rule.value, rule.unit or test.unit, None if rule.unit and rule.unit != test.unit else test.display_unit
+        )
+        status = _open_verdict(lab, lambda v: _OPS[rule.op](v, threshold))
+        return RuleResult(
+            status, f"{head} (needs {rule.op.replace('>=', '≥').replace('<=', '≤')} {shown_threshold})", evidence, facts
+        )
+    which, times = ("high", rule.times_uln) if rule.times_uln is not None else ("low", rule.times_lln)
+    assert times is not None
+    ref = limit(ctx, test, lab.obs, which)
+    name_limit = "ULN" if which == "high" else "LLN"
+    if ref is None or ref.value <= 0:
+        return RuleResult(
+            Status.UNKNOWN,
+            f"{head}: no {name_limit} (no reference range on the result)",
+            evidence,
+            facts,
+            (f"{name_limit} for {name}",),
+        )
+    threshold = times * ref.value
+    status = _open_verdict(lab, lambda v: _OPS[rule.op](v, threshold))
+    ratio = lab.value / ref.value
+    src = "" if ref.source.startswith("the result") else f"; {name_limit} from {ref.source}"
+    op = rule.op.replace(">=", "≥").replace("<=", "≤")
+    return RuleResult(
+        status,
+        f"{head} = {number(ratio)} × {name_limit} {quantity(ref.value, test.unit, test.display_unit)} "
+        f"(needs {op} {number(times)} × {name_limit}{src})",
+        evidence,
+        facts,
+    )
+
+
+def _open_verdict(lab: LabValue, predicate: Callable[[float], bool]) -> Status:
+    if lab.low == lab.high:
+        return Status.MET if predicate(lab.low) else Status.NOT_MET
+    # A result with a comparator ("<0.5") decides only if every value it allows gives the same answer.
+    probes = [v for v in (lab.low, lab.high) if math.isfinite(v)]
+    far = [-1e12 if math.isinf(lab.low) else lab.low, 1e12 if math.isinf(lab.high) else lab.high]
+    answers = {predicate(v) for v in probes + far}
+    if answers == {True}:
+        return Status.MET
+    if answers == {False}:
+        return Status.NOT_MET
+    return Status.UNKNOWN
+
+
+def missing_result(rule: LabRule, test: LabTest, pick: LabPick) -> RuleResult:
+    status = outcome(rule.when_missing)
+    evidence = (pick.older.ref,) if pick.older is not None else ()
+    wanted = (f"{test.label}" + (f" ({test.order})" if test.order else ""),) if status is Status.UNKNOWN else ()
+    return RuleResult(status, pick.why_missing, evidence, missing=wanted)
+
+
+def evaluate_lab(rule: LabRule, ctx: EvalContext) -> RuleResult:
+    from cds.engine.rules.derived import evaluate_derived
+
+    test = ctx.trial.tests[rule.test]
+    window = rule.window or ctx.trial.measurement_window
+    pick = pick_latest(ctx, test, window)
+    if pick.value is not None and rule.derive != "corrected_calcium":
+        return compare(rule, ctx, test, pick.value)
+    if rule.derive is not None:
+        derived = evaluate_derived(rule, ctx, test, window, pick)
+        if derived is not None:
+            return derived
+    return missing_result(rule, test, pick)

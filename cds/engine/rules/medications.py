@@ -1,0 +1,229 @@
+"""Medication exposure from MedicationStatement, MedicationRequest and MedicationAdministration:
+RxNorm ingredient, ATC class, name as last resort; status; effective period against a window; systemic
+routes; daily dose against a prednisone-equivalent threshold."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+
+from cds.assessment import Fact, Status
+from cds.engine.context import EvalContext
+from cds.engine.formatting import day, number
+from cds.engine.result import RuleResult
+from cds.record.dates import FhirDate
+from cds.record.model import Dosage, MedicationUse
+from cds.trials import MedicationRule
+from cds.units import convert
+from cds.valuesets import Match
+
+ROUTE_SYSTEMIC = "route-systemic"
+ROUTE_NON_SYSTEMIC = "route-non-systemic"
+# Statuses that are not (yet) exposure: an intention or an order not acted on.
+NOT_EXPOSURE = frozenset({"intended", "draft", "proposal", "plan"})
+ONGOING = frozenset({"active", "on-hold", "in-progress"})
+_STRENGTH = re.compile(r"(\d+(?:\.\d+)?)\s*(MG|G|MCG|UG)\b(?!\s*/)", re.I)
+
+
+@dataclass(frozen=True)
+class Exposure:
+    use: MedicationUse
+    match: Match
+    inside: bool | None  # in the window; None where the dates do not say
+
+
+def _interval(use: MedicationUse, today: date) -> tuple[FhirDate | None, date | None, bool]:
+    """Start, end, and whether the end is known. An active use without an end runs to today."""
+    if use.point_in_time and use.start is not None and use.status not in ONGOING:
+        return use.start, use.start.latest_day(), True
+    if use.end is not None:
+        return use.start, use.end.latest_day(), True
+    if use.status in ONGOING:
+        return use.start, today, True
+    return use.start, None, False
+
+
+def exposure_in_window(use: MedicationUse, ctx: EvalContext, rule: MedicationRule) -> bool | None:
+    if rule.window is None:
+        return True
+    start, end, end_known = _interval(use, ctx.today)
+    window_start = ctx.window_start(rule.window)
+    if start is not None and start.day > ctx.today:
+        return False  # not started yet
+    if end_known and end is not None:
+        if end < window_start:
+            return False
+        return start is None or start.day <= ctx.today
+    # The end is not recorded: inside if it started inside the window, else the record does not say.
+    if start is not None and start.day >= window_start:
+        return True
+    return None
+
+
+def route_kind(ctx: EvalContext, dosages: tuple[Dosage, ...], medication_text: list[str]) -> str | None:
+    """ "systemic", "local", or None where neither the route nor the dose form says."""
+    for d in dosages:
+        if d.route is not None:
+            if ctx.match(d.route, [ROUTE_NON_SYSTEMIC]):
+                return "local"
+            if ctx.match(d.route, [ROUTE_SYSTEMIC]):
+                return "systemic"
+    for text in medication_text + [d.text for d in dosages if d.text]:
+        if ctx.library[ROUTE_NON_SYSTEMIC].match_text(text):
+            return "local"
+        if ctx.library[ROUTE_SYSTEMIC].match_text(text):
+            return "systemic"
+    return None
+
+
+def _daily_mg(use: MedicationUse, strength_texts: list[str]) -> tuple[float | None, bool]:
+    """Daily dose in mg and whether it is exact (False: a lower bound, frequency not stated)."""
+    best: tuple[float | None, bool] = (None, False)
+    for d in use.dosages:
+        if d.dose is None:
+            continue
+        mg = _dose_mg(d.dose.value, d.dose.unit, strength_texts)
+        if mg is None:
+            continue
+        if d.per_day is not None:
+            total = mg * d.per_day
+            if best[0] is None or not best[1] or total > best[0]:
+                best = (total, True)
+        elif best[0] is None:
+            best = (mg, False)
+    return best
+
+
+def _dose_mg(value: float, unit: str | None, strength_texts: list[str]) -> float | None:
+    if unit:
+        mg = convert(value, unit, "mg")
+        if mg is not None:
+            return mg
+    # A dose in tablets or capsules: the strength comes from the product name ("… 4 MG Oral Tablet").
+    for text in strength_texts:
+        found = _STRENGTH.search(text)
+        if found:
+            per_unit = convert(float(found.group(1)), found.group(2).lower().replace("mcg", "ug"), "mg")
+            if per_unit is not None:
+                return value * per_unit
+    return None
+
+
+def _describe(use: MedicationUse, ctx: EvalContext) -> str:
+    start = _interval(use, ctx.today)[0]
+    name = use.medication.label()
+    if use.point_in_time and start is not None:
+        return f"{name} on {day(start)}"
+    parts = []
+    if start is not None:
+        parts.append(f"from {day(start)}")
+    if use.end is not None:
+        parts.append(f"to {day(use.end)}")
+    elif use.status in ONGOING:
+        parts.append("ongoing")
+    span = " ".join(parts) if parts else "undated"
+    return f"{name} ({span}, {use.status or 'status not recorded'})"
+
+
+def evaluate_medication(rule: MedicationRule, ctx: EvalContext) -> RuleResult:
+    exposures: list[Exposure] = []
+    for use in ctx.record.medications:
+        if use.status in NOT_EXPOSURE:
+            continue
+        found = ctx.match(use.medication, rule.valuesets, exclude=rule.exclude_valuesets)
+        if found is None:
+            continue
+        exposures.append(Exposure(use, found, exposure_in_window(use, ctx, rule)))
+    scope = f"within {rule.window.describe()}" if rule.window else "ever"
+    if not exposures:
+        return RuleResult(Status.NOT_MET, f"no {rule.label} in the medication record")
+
+    met: list[tuple[Exposure, str]] = []
+    unknown: list[tuple[Exposure, str]] = []
+    outside: list[tuple[Exposure, str]] = []
+    for exp in exposures:
+        if exp.inside is False:
+            outside.append((exp, ""))
+            continue
+        if exp.inside is None:
+            unknown.append((exp, "dates do not show whether it was taken " + scope))
+            continue
+        if rule.systemic_only:
+            kind = route_kind(ctx, exp.use.dosages, exp.use.medication.texts())
+            if kind == "local":
+                outside.append((exp, "not a systemic route"))
+                continue
+            if kind is None and rule.route_unknown == "unknown":
+                unknown.append((exp, "route not recorded"))
+                continue
+        if rule.dose is not None:
+            status, note = _dose_status(rule, exp)
+            if status is Status.NOT_MET:
+                outside.append((exp, note))
+                continue
+            if status is Status.UNKNOWN:
+                unknown.append((exp, note))
+                continue
+            met.append((exp, note))
+            continue
+        met.append((exp, ""))
+
+    def fact(exp: Exposure) -> Fact:
+        start = exp.use.start
+        return Fact(
+            label=rule.label, value=exp.use.medication.label(), date=day(start) if start else None, resource=exp.use.ref
+        )
+
+    def via(exp: Exposure) -> str:
+        return "" if exp.match.via == "code" else f" [matched by name: {exp.match.label}]"
+
+    if met:
+        reasons = [f"{rule.label}: {_describe(e.use, ctx)}{via(e)}{(', ' + n) if n else ''}" for e, n in met]
+        return RuleResult(
+            Status.MET, "; ".join(reasons), tuple(e.use.ref for e, _ in met), tuple(fact(e) for e, _ in met)
+        )
+    if unknown:
+        reasons = [f"{rule.label}: {_describe(e.use, ctx)}{via(e)} — {n}" for e, n in unknown]
+        return RuleResult(
+            Status.UNKNOWN,
+            "; ".join(reasons),
+            tuple(e.use.ref for e, _ in unknown),
+            tuple(fact(e) for e, _ in unknown),
+            tuple(f"{e.use.medication.label()}: {n}" for e, n in unknown),
+        )
+    reasons = [f"{_describe(e.use, ctx)}{via(e)}{(', ' + n) if n else ''}" for e, n in outside[:4]]
+    detail = _outside_note(rule)
+    return RuleResult(
+        Status.NOT_MET,
+        f"no {rule.label} {scope}{detail} (recorded: {'; '.join(reasons)})",
+        tuple(e.use.ref for e, _ in outside),
+        tuple(fact(e) for e, _ in outside),
+    )
+
+
+def _outside_note(rule: MedicationRule) -> str:
+    notes = []
+    if rule.systemic_only:
+        notes.append("systemic route")
+    if rule.dose is not None:
+        notes.append(f"above {number(rule.dose.max_mg_per_day)} mg/day {rule.dose.reference}-equivalent")
+    return f" ({', '.join(notes)})" if notes else ""
+
+
+def _dose_status(rule: MedicationRule, exp: Exposure) -> tuple[Status, str]:
+    limit = rule.dose
+    assert limit is not None
+    equivalent = exp.match.value
+    if not isinstance(equivalent, int | float) or equivalent <= 0:
+        return Status.UNKNOWN, f"no {limit.reference} equivalence known for this drug"
+    daily, exact = _daily_mg(exp.use, exp.use.medication.texts())
+    if daily is None:
+        return Status.UNKNOWN, "dose not recorded"
+    converted = daily * limit.reference_mg / float(equivalent)
+    shown = f"{number(daily)} mg/day = {number(converted)} mg/day {limit.reference}-equivalent"
+    if converted > limit.max_mg_per_day + 1e-9:
+        return Status.MET, shown if exact else f"at least {shown}"
+    if exact:
+        return Status.NOT_MET, f"{shown} (not above {number(limit.max_mg_per_day)})"
+    return Status.UNKNOWN, f"at least {shown}: frequency not recorded"

@@ -1,0 +1,110 @@
+"""Coded observation values: ECOG, pregnancy and breastfeeding status, stage group, M category, histology."""
+
+from __future__ import annotations
+
+from cds.assessment import Fact, Status
+from cds.engine.context import EvalContext
+from cds.engine.formatting import age_days, day, number
+from cds.engine.result import RuleResult, outcome
+from cds.engine.rules.labs import USABLE_STATUS, matching_observations
+from cds.record.model import Observation, ObservationValue
+from cds.trials import NumericRange, ObservationRule
+
+
+def _in_range(value: float, rng: NumericRange | None) -> bool:
+    if rng is None:
+        return False
+    if rng.min is not None and value < rng.min:
+        return False
+    if rng.max is not None and value > rng.max:
+        return False
+    return not (rng.gt is not None and value <= rng.gt)
+
+
+def _shown(value: ObservationValue) -> str:
+    if value.concept is not None:
+        return value.concept.label()
+    if value.quantity is not None:
+        q = value.quantity
+        return f"{q.comparator or ''}{number(q.value)}{' ' + q.unit if q.unit else ''}"
+    if value.integer is not None:
+        return str(value.integer)
+    if value.string is not None:
+        return value.string
+    if value.boolean is not None:
+        return "yes" if value.boolean else "no"
+    return "no value"
+
+
+def classify(rule: ObservationRule, value: ObservationValue, ctx: EvalContext) -> Status:
+    if value.concept is not None:
+        if rule.met_values and ctx.match(value.concept, rule.met_values):
+            return Status.MET
+        if rule.not_met_values and ctx.match(value.concept, rule.not_met_values):
+            return Status.NOT_MET
+    if value.string is not None:
+        for names, status in ((rule.met_values, Status.MET), (rule.not_met_values, Status.NOT_MET)):
+            if any(ctx.library[v].match_text(value.string) for v in names):
+                return status
+    if value.boolean is not None and (rule.met_values or rule.not_met_values):
+        return Status.MET if value.boolean else Status.NOT_MET
+    number_value = _numeric(rule, value, ctx)
+    if number_value == "below":
+        return outcome(rule.below_detection)
+    if isinstance(number_value, float):
+        if _in_range(number_value, rule.met_range):
+            return Status.MET
+        if _in_range(number_value, rule.not_met_range):
+            return Status.NOT_MET
+    return outcome(rule.other)
+
+
+def _numeric(rule: ObservationRule, value: ObservationValue, ctx: EvalContext) -> float | str | None:
+    if value.integer is not None:
+        return float(value.integer)
+    if value.quantity is not None:
+        if value.quantity.comparator in ("<", "<="):
+            return "below"
+        return value.quantity.value
+    if value.concept is not None and rule.numeric_values:
+        found = ctx.match(value.concept, [rule.numeric_values])
+        if found is not None and isinstance(found.value, int | float):
+            return float(found.value)
+    if value.string is not None and rule.numeric_values:
+        text = value.string.strip()
+        if text.isdigit():
+            return float(text)
+    return None
+
+
+def _usable(obs: Observation, ctx: EvalContext) -> bool:
+    return obs.status in USABLE_STATUS and obs.when is not None and obs.when.day <= ctx.today
+
+
+def evaluate_observation(rule: ObservationRule, ctx: EvalContext) -> RuleResult:
+    older: Observation | None = None
+    for obs in matching_observations(ctx, rule.valuesets):
+        if not _usable(obs, ctx) or obs.value.is_empty():
+            continue
+        if rule.window is not None and not ctx.in_window(obs.when, rule.window):
+            older = obs
+            break
+        status = classify(rule, obs.value, ctx)
+        shown = _shown(obs.value)
+        fact = Fact(label=rule.label, value=shown, date=day(obs.when), resource=obs.ref)
+        reason = f"{rule.label}: {shown} on {day(obs.when)}"
+        missing = (f"{rule.label}" + (f" ({rule.order})" if rule.order else ""),) if status is Status.UNKNOWN else ()
+        return RuleResult(status, reason, (obs.ref,), (fact,), missing)
+    status = outcome(rule.when_missing)
+    if older is not None and older.when is not None and rule.window is not None:
+        reason = (
+            f"no {rule.label} within {rule.window.describe()}; last one {day(older.when)} "
+            f"({age_days(older.when, ctx.today)}): {_shown(older.value)}"
+        )
+        evidence: tuple[str, ...] = (older.ref,)
+    else:
+        scope = f" within {rule.window.describe()}" if rule.window else ""
+        reason = f"no {rule.label}{scope} in the record"
+        evidence = ()
+    missing = (f"{rule.label}" + (f" ({rule.order})" if rule.order else ""),) if status is Status.UNKNOWN else ()
+    return RuleResult(status, reason, evidence, missing=missing)

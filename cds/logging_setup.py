@@ -1,0 +1,79 @@
+"""structlog JSON logs without PHI or secrets.
+
+Log what the service did (hook, hookInstance, service id, counts, verdicts, durations), never whom it did it
+for. :func:`drop_sensitive` is the last line of defence: it drops keys whose names look like PHI or
+credentials and redacts values that look like tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import structlog
+
+SENSITIVE_KEY = re.compile(
+    r"(token|secret|password|passwd|authori[sz]ation|cookie|jwt|bearer|credential|api[_-]?key"
+    r"|birth|dob|ssn|mrn|address|phone|email|telecom|given|family|surname|identifier"
+    r"|comment|note|narrative|^text$|^name$|^patient$|patient_?id|^subject$|^body$|^detail$|^prefetch$)",
+    re.IGNORECASE,
+)
+TOKEN_VALUE = re.compile(r"(eyJ[\w-]{5,}\.[\w-]{5,}\.?[\w-]*|\bbearer\s+\S+)", re.IGNORECASE)
+REDACTED = "[redacted]"
+
+
+_KEEP = frozenset({"event", "level", "timestamp", "logger"})
+
+
+def drop_sensitive(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: drop PHI/credential-looking keys (at any depth) and redact token-like values."""
+    for key in list(event_dict):
+        if key not in _KEEP and SENSITIVE_KEY.search(str(key)):
+            del event_dict[key]
+        else:
+            event_dict[key] = _clean(event_dict[key])
+    return event_dict
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _clean(v) for k, v in value.items() if not SENSITIVE_KEY.search(str(k))}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, str):
+        return TOKEN_VALUE.sub(REDACTED, value)
+    return value
+
+
+_configured = False
+
+
+def configure_logging(level: str = "INFO", *, stream: Any = None) -> None:
+    """JSON lines on stderr (or ``stream``); safe to call more than once."""
+    global _configured
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        numeric = logging.INFO
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            drop_sensitive,
+            structlog.processors.JSONRenderer(sort_keys=True),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        # The stream is looked up at each logger creation, so a replaced sys.stderr (tests) is followed.
+        logger_factory=lambda *_args: structlog.PrintLogger(stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    _configured = True
+
+
+def get_logger(name: str = "trial-cds") -> Any:
+    return structlog.get_logger(name)

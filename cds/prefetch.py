@@ -1,0 +1,404 @@
+"""Prefetch templates → the patient's resources (CDS Hooks 2.0, "Providing FHIR Resources").
+
+For each prefetch key of a service:
+
+* key present with a resource or a Bundle → used as is (a Bundle's entries; a single resource);
+* key present with JSON ``null`` → the CDS client has no data for it: nothing is fetched;
+* key absent, or present with an OperationOutcome (or a Bundle of OperationOutcomes only: the client
+  tried and failed) → fetched from ``fhirServer`` with the request's access token.
+
+If data that must be fetched cannot be (no ``fhirServer``, refused, failed, too slow, garbage),
+:class:`DataUnavailable` is raised and the API answers 412 Precondition Failed, as the specification
+requires. Malformed prefetch data or tokens raise :class:`PrefetchError` (→ 400).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+import structlog
+
+from cds.fhir_client import FhirClient, classify_query
+from cds.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+KeySource = Literal[
+    "prefetch", "prefetch-null", "prefetch-partial", "fetched", "fetched-partial", "not-applicable"
+]
+
+#: The user tokens of CDS Hooks 2.0 and the resource type of ``userId`` each one stands for.
+USER_TOKENS: dict[str, str] = {
+    "userPractitionerId": "Practitioner",
+    "userPractitionerRoleId": "PractitionerRole",
+    "userPatientId": "Patient",
+    "userRelatedPersonId": "RelatedPerson",
+}
+
+_TOKEN = re.compile(r"\{\{(.*?)\}\}")
+_CONTEXT_PATH = re.compile(r"context(?:\.[A-Za-z_][A-Za-z0-9_-]*)+")
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_REFERENCE = re.compile(r"([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})")
+_MAX_BUNDLE_NESTING = 3
+
+
+class PrefetchError(ValueError):
+    """Malformed prefetch or template tokens → the API answers 400."""
+
+
+class TokenUnavailable(PrefetchError):
+    """A well-formed token has no value in this request (a context field that is absent or not a
+    primitive, a user token for another type of user): the template cannot be rendered, so its key
+    does not apply to this request."""
+
+    def __init__(self, token: str, reason: str) -> None:
+        super().__init__(f"prefetch token {{{{{token}}}}} {reason}")
+        self.token = token
+
+
+class DataUnavailable(Exception):
+    """Needed data could be neither prefetched nor fetched → the API answers 412 with an OperationOutcome."""
+
+    def __init__(self, issues: Sequence[str]) -> None:
+        self.issues: list[str] = list(issues)  # human-readable, no PHI, no tokens
+        super().__init__("; ".join(self.issues))
+
+
+@dataclass(frozen=True)
+class FhirAccess:
+    base_url: str | None  # request.fhirServer
+    access_token: str | None  # request.fhirAuthorization.access_token
+
+    def __repr__(self) -> str:  # never show the token
+        token = "***" if self.access_token else None
+        return f"FhirAccess(base_url={self.base_url!r}, access_token={token!r})"
+
+
+@dataclass
+class GatheredData:
+    #: Deduplicated by (resourceType, id), from every key and page; OperationOutcomes not included.
+    resources: list[dict[str, Any]]
+    #: key → "prefetch" | "prefetch-null" | "prefetch-partial" | "fetched" | "fetched-partial"
+    #: | "not-applicable" (the template has a token without a value in this request).
+    key_sources: dict[str, str]
+    http_requests: int
+    #: e.g. "observations: page limit reached after 20 pages" (no PHI).
+    problems: list[str]
+    #: The resources of each key (not deduplicated across keys).
+    by_key: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------
+# Templates
+# --------------------------------------------------------------------------------------------------
+
+
+def _user_reference(user_id: str | None, context: Mapping[str, Any]) -> tuple[str, str] | None:
+    candidate = user_id if user_id is not None else context.get("userId")
+    if not isinstance(candidate, str):
+        return None
+    match = _REFERENCE.fullmatch(candidate.strip())
+    return (match.group(1), match.group(2)) if match else None
+
+
+def _context_value(path: str, context: Mapping[str, Any]) -> str:
+    value: Any = context
+    for part in path.split(".")[1:]:
+        if not isinstance(value, Mapping) or part not in value:
+            raise TokenUnavailable(path, "has no value in this request's context")
+        value = value[part]
+    if value is None:
+        raise TokenUnavailable(path, "has no value in this request's context")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        if not value.strip():
+            raise TokenUnavailable(path, "has an empty value in this request's context")
+        return value
+    raise TokenUnavailable(path, "does not refer to a primitive value of the context")
+
+
+def _token_value(name: str, context: Mapping[str, Any], user_id: str | None) -> str:
+    if name in USER_TOKENS:
+        user = _user_reference(user_id, context)
+        if user is None:
+            raise TokenUnavailable(name, "needs a userId of the form ResourceType/id")
+        if user[0] != USER_TOKENS[name]:
+            raise TokenUnavailable(name, f"does not apply to a user of type {user[0]}")
+        return user[1]
+    if _CONTEXT_PATH.fullmatch(name):
+        return _context_value(name, context)
+    raise PrefetchError(f"unknown prefetch token {{{{{name}}}}}")
+
+
+def render_template(template: str, context: Mapping[str, Any], user_id: str | None) -> str:
+    """Replace the prefetch tokens of ``template``: ``{{context.X}}`` (any context key, nested keys
+    with dots), ``{{userPractitionerId}}``, ``{{userPractitionerRoleId}}``, ``{{userPatientId}}``,
+    ``{{userRelatedPersonId}}`` (from ``user_id``, else ``context.userId``, e.g. ``Practitioner/123``).
+
+    Values in the query are percent-encoded; values in the path must be FHIR ids (or ``Type/id``).
+    Raises :class:`TokenUnavailable` when a token has no value in this request, :class:`PrefetchError`
+    for unknown or malformed tokens and for path values that are not ids.
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1).strip()
+        value = _token_value(name, context, user_id)
+        in_query = "?" in template[: match.start()]
+        if in_query:
+            return quote(value, safe="")
+        if (_FHIR_ID.fullmatch(value) and value not in (".", "..")) or _REFERENCE.fullmatch(value):
+            return value
+        raise PrefetchError(f"the value of prefetch token {{{{{name}}}}} is not a FHIR id")
+
+    rendered = _TOKEN.sub(replace, template)
+    if "{{" in rendered or "}}" in rendered:
+        raise PrefetchError("malformed prefetch token (unbalanced braces)")
+    return rendered
+
+
+# --------------------------------------------------------------------------------------------------
+# Prefetched values
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PrefetchedValue:
+    resources: list[dict[str, Any]]
+    only_outcomes: bool  # the client's attempt failed: treat the key as absent
+    has_next: bool = False
+
+
+def _check_resource(key: str, value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise PrefetchError(f"prefetch key {key!r}: {where} is not a JSON object")
+    rtype = value.get("resourceType")
+    if not isinstance(rtype, str) or not rtype:
+        raise PrefetchError(f"prefetch key {key!r}: {where} has no resourceType")
+    return value
+
+
+def _flatten_bundle(key: str, bundle: dict[str, Any], depth: int, out: list[dict[str, Any]]) -> int:
+    """Appends the resources of ``bundle`` (nested Bundles flattened) to ``out``; returns the number of
+    OperationOutcomes left out."""
+    if depth > _MAX_BUNDLE_NESTING:
+        raise PrefetchError(f"prefetch key {key!r}: Bundles nested too deeply")
+    entries = bundle.get("entry", [])
+    if entries is None:
+        return 0
+    if not isinstance(entries, list):
+        raise PrefetchError(f"prefetch key {key!r}: Bundle.entry is not a list")
+    outcomes = 0
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise PrefetchError(f"prefetch key {key!r}: a Bundle entry is not a JSON object")
+        if entry.get("resource") is None:
+            continue
+        resource = _check_resource(key, entry["resource"], "a Bundle entry's resource")
+        rtype = resource["resourceType"]
+        if rtype == "OperationOutcome":
+            outcomes += 1
+        elif rtype == "Bundle":
+            outcomes += _flatten_bundle(key, resource, depth + 1, out)
+        else:
+            out.append(resource)
+    return outcomes
+
+
+def _has_next_link(bundle: dict[str, Any]) -> bool:
+    links = bundle.get("link")
+    return isinstance(links, list) and any(
+        isinstance(link, dict) and link.get("relation") == "next" for link in links
+    )
+
+
+def _expected(template: str) -> tuple[bool, str | None]:
+    """(read?, resource type) of a template, or (False, None) when its type is itself a token."""
+    path = template.partition("?")[0].strip("/")
+    if path.startswith("{{"):
+        return False, None
+    kind = classify_query(_TOKEN.sub("x", template))
+    return kind.read, kind.resource_type
+
+
+def classify_prefetch_value(key: str, template: str, value: Any, settings: Settings) -> PrefetchedValue:
+    """Validate one non-null prefetch value against its template."""
+    resource = _check_resource(key, value, "the value")
+    rtype = resource["resourceType"]
+    read, expected_type = _expected(template)
+    if rtype == "OperationOutcome":
+        return PrefetchedValue(resources=[], only_outcomes=True)
+    if rtype == "Bundle":
+        out: list[dict[str, Any]] = []
+        outcomes = _flatten_bundle(key, resource, 1, out)
+        resources, only_outcomes = out, outcomes > 0 and not out
+        has_next = _has_next_link(resource)
+    else:
+        if expected_type is not None and rtype != expected_type:
+            shape = "resource" if read else "resource or Bundle"
+            raise PrefetchError(f"prefetch key {key!r}: expected a {expected_type} {shape}, got a {rtype}")
+        resources, only_outcomes, has_next = [resource], False, False
+    if len(resources) > settings.max_resources_per_key:
+        raise PrefetchError(f"prefetch key {key!r}: more than {settings.max_resources_per_key} resources")
+    return PrefetchedValue(resources=resources, only_outcomes=only_outcomes, has_next=has_next)
+
+
+# --------------------------------------------------------------------------------------------------
+# Merge
+# --------------------------------------------------------------------------------------------------
+
+
+def _last_updated(resource: Mapping[str, Any]) -> datetime | None:
+    meta = resource.get("meta")
+    value = meta.get("lastUpdated") if isinstance(meta, Mapping) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def merge_resources(groups: Iterable[Iterable[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Deduplicate by (resourceType, id), keeping the first position and, of the copies, the one with
+    the latest ``meta.lastUpdated`` (else the first). Resources without an id are all kept;
+    OperationOutcomes are left out."""
+    merged: list[dict[str, Any]] = []
+    index: dict[tuple[str, str], int] = {}
+    for group in groups:
+        for resource in group:
+            rtype = resource.get("resourceType")
+            if rtype == "OperationOutcome":
+                continue
+            rid = resource.get("id")
+            if not isinstance(rtype, str) or not isinstance(rid, str) or not rid:
+                merged.append(resource)
+                continue
+            ident = (rtype, rid)
+            if ident not in index:
+                index[ident] = len(merged)
+                merged.append(resource)
+                continue
+            kept = merged[index[ident]]
+            new_time, kept_time = _last_updated(resource), _last_updated(kept)
+            if new_time is not None and kept_time is not None and new_time > kept_time:
+                merged[index[ident]] = resource
+    return merged
+
+
+# --------------------------------------------------------------------------------------------------
+# Gather
+# --------------------------------------------------------------------------------------------------
+
+
+async def gather(
+    templates: Mapping[str, str],
+    *,
+    context: Mapping[str, Any],
+    user_id: str | None,
+    prefetch: Mapping[str, Any] | None,
+    fhir: FhirAccess,
+    settings: Settings,
+    http: httpx.AsyncClient | None = None,
+    deadline: float | None = None,
+) -> GatheredData:
+    """Everything the service's templates ask for: prefetched where given, fetched where not.
+
+    Raises :class:`PrefetchError` (→ 400) for malformed prefetch data or tokens,
+    :class:`DataUnavailable` (→ 412) when data that must be fetched cannot be, and
+    :class:`cds.fhir_client.FhirServerNotAllowed` when fetching is needed and ``fhir.base_url`` is not
+    allow-listed (the API is expected to have checked it already with ``check_fhir_server``).
+
+    ``deadline`` (``asyncio`` loop time) lets the caller share one budget with the rest of the request;
+    by default fetching gets ``settings.time_budget_s`` from its start.
+    """
+    started = time.perf_counter()
+    if prefetch is not None and not isinstance(prefetch, Mapping):
+        raise PrefetchError("prefetch must be a JSON object")
+    given: Mapping[str, Any] = prefetch or {}
+
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    key_sources: dict[str, str] = {}
+    problems: list[str] = []
+    to_fetch: dict[str, str] = {}
+
+    for key, template in templates.items():
+        if key in given:
+            value = given[key]
+            if value is None:
+                key_sources[key] = "prefetch-null"
+                by_key[key] = []
+                continue
+            prefetched = classify_prefetch_value(key, template, value, settings)
+            if not prefetched.only_outcomes:
+                by_key[key] = prefetched.resources
+                key_sources[key] = "prefetch"
+                if prefetched.has_next:
+                    key_sources[key] = "prefetch-partial"
+                    problems.append(
+                        f"{key}: the prefetched Bundle has a next link; only its first page was used"
+                    )
+                continue
+            problems.append(
+                f"{key}: the CDS client sent an OperationOutcome instead of data; fetched instead"
+            )
+        try:
+            to_fetch[key] = render_template(template, context, user_id)
+        except TokenUnavailable as exc:
+            key_sources[key] = "not-applicable"
+            by_key[key] = []
+            problems.append(f"{key}: not fetched: {exc}")
+
+    http_requests = 0
+    if to_fetch:
+        if not fhir.base_url:
+            raise DataUnavailable(
+                [
+                    f"{key}: not prefetched, and the request has no fhirServer to fetch it from"
+                    for key in to_fetch
+                ]
+            )
+        client = FhirClient(fhir.base_url, settings, access_token=fhir.access_token, http=http)
+        results = await client.search_all(to_fetch, deadline=deadline)
+        issues: list[str] = []
+        for key in to_fetch:
+            result = results[key]
+            http_requests += result.requests
+            if result.error is not None:
+                issues.append(f"{key}: {result.error}")
+                continue
+            by_key[key] = result.resources
+            key_sources[key] = "fetched-partial" if result.partial else "fetched"
+            problems.extend(f"{key}: {problem}" for problem in result.problems)
+        if issues:
+            log.info("prefetch.unavailable", keys=len(issues), http_requests=http_requests)
+            raise DataUnavailable(issues)
+
+    resources = merge_resources(by_key[key] for key in templates if key in by_key)
+    log.info(
+        "prefetch.gathered",
+        keys=len(templates),
+        prefetched=sum(1 for s in key_sources.values() if s.startswith("prefetch")),
+        fetched=sum(1 for s in key_sources.values() if s.startswith("fetched")),
+        resources=len(resources),
+        http_requests=http_requests,
+        problems=len(problems),
+        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+    return GatheredData(
+        resources=resources,
+        key_sources=key_sources,
+        http_requests=http_requests,
+        problems=problems,
+        by_key=by_key,
+    )

@@ -1,0 +1,164 @@
+"""PatientRecord: one patient's resources, read once into typed, indexed form for the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from cds.record import parse
+from cds.record.model import (
+    Allergy,
+    Condition,
+    Immunization,
+    MedicationUse,
+    Observation,
+    PatientInfo,
+    Procedure,
+)
+
+__all__ = ["PatientRecord"]
+
+T = TypeVar("T")
+
+# Resources that must never count, whatever they say (criteria file, "data rules").
+_IGNORED_STATUS: dict[str, frozenset[str]] = {
+    "Observation": frozenset({"entered-in-error", "cancelled"}),
+    "MedicationStatement": frozenset({"entered-in-error", "not-taken"}),
+    "MedicationRequest": frozenset({"entered-in-error", "cancelled", "draft"}),
+    "MedicationAdministration": frozenset({"entered-in-error", "not-done"}),
+    "Procedure": frozenset({"entered-in-error", "not-done"}),
+    "Immunization": frozenset({"entered-in-error", "not-done"}),
+}
+_IGNORED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
+_SUBJECT_FIELDS = ("subject", "patient")
+
+
+@dataclass
+class PatientRecord:
+    patient: PatientInfo | None
+    observations: list[Observation] = field(default_factory=list)
+    conditions: list[Condition] = field(default_factory=list)
+    medications: list[MedicationUse] = field(default_factory=list)
+    procedures: list[Procedure] = field(default_factory=list)
+    immunizations: list[Immunization] = field(default_factory=list)
+    allergies: list[Allergy] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    resource_count: int = 0
+
+    @property
+    def patient_ref(self) -> str:
+        return self.patient.ref if self.patient else "Patient/(unknown)"
+
+    @classmethod
+    def from_bundle(cls, bundle: Mapping[str, Any], patient_id: str | None = None) -> PatientRecord:
+        resources = [
+            e["resource"]
+            for e in parse.arr(bundle.get("entry"))
+            if isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping)
+        ]
+        return cls.from_resources(resources, patient_id=patient_id)
+
+    @classmethod
+    def from_resources(cls, resources: Iterable[Mapping[str, Any]], patient_id: str | None = None) -> PatientRecord:
+        unique = _deduplicate(r for r in resources if isinstance(r, Mapping))
+        patients = [r for r in unique if r.get("resourceType") == "Patient"]
+        chosen = _choose_patient(patients, patient_id)
+        pid = patient_id or (chosen.get("id") if chosen else None)
+        record = cls(patient=parse.patient(chosen) if chosen else None, resource_count=len(unique))
+        medication_index = {
+            key: r
+            for r in unique
+            if r.get("resourceType") == "Medication" and isinstance(r.get("id"), str)
+            for key in (f"Medication/{r['id']}", r["id"])
+        }
+        readers: dict[str, tuple[Callable[[Mapping[str, Any]], Any], list[Any]]] = {
+            "Observation": (parse.observation, record.observations),
+            "Condition": (parse.condition, record.conditions),
+            "MedicationStatement": (lambda r: parse.medication_use(r, medication_index), record.medications),
+            "MedicationRequest": (lambda r: parse.medication_use(r, medication_index), record.medications),
+            "MedicationAdministration": (lambda r: parse.medication_use(r, medication_index), record.medications),
+            "Procedure": (parse.procedure, record.procedures),
+            "Immunization": (parse.immunization, record.immunizations),
+            "AllergyIntolerance": (parse.allergy, record.allergies),
+        }
+        for resource in unique:
+            rtype = resource.get("resourceType")
+            if not isinstance(rtype, str) or rtype not in readers:
+                continue
+            ref = parse.ref_of(resource)
+            if not _belongs_to(resource, pid):
+                record.ignored.append(ref)
+                continue
+            if _is_ignored(rtype, resource):
+                record.ignored.append(ref)
+                continue
+            reader, target = readers[rtype]
+            try:
+                item = reader(resource)
+            except Exception:  # a malformed resource is skipped, never fatal
+                item = None
+            if item is None:
+                record.unreadable.append(ref)
+            else:
+                target.append(item)
+        return record
+
+
+def _deduplicate(resources: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The same resource under several prefetch keys or pages counts once (same type and id); the most
+    recently updated copy wins."""
+    by_key: dict[tuple[str, str], Mapping[str, Any]] = {}
+    out: list[Mapping[str, Any]] = []
+    for r in resources:
+        rtype, rid = r.get("resourceType"), r.get("id")
+        if not isinstance(rtype, str) or not isinstance(rid, str):
+            out.append(r)
+            continue
+        key = (rtype, rid)
+        previous = by_key.get(key)
+        if previous is None or _last_updated(r) > _last_updated(previous):
+            by_key[key] = r
+    return list(by_key.values()) + out
+
+
+def _last_updated(resource: Mapping[str, Any]) -> str:
+    meta = resource.get("meta")
+    value = meta.get("lastUpdated") if isinstance(meta, Mapping) else None
+    return value if isinstance(value, str) else ""
+
+
+def _choose_patient(patients: list[Mapping[str, Any]], patient_id: str | None) -> Mapping[str, Any] | None:
+    if patient_id is not None:
+        for p in patients:
+            if p.get("id") == patient_id:
+                return p
+        return None
+    return patients[0] if len(patients) == 1 else None
+
+
+def _belongs_to(resource: Mapping[str, Any], patient_id: str | None) -> bool:
+    """A resource about another patient never counts (a mixed-up prefetch must not leak into a verdict)."""
+    if patient_id is None:
+        return True
+    for name in _SUBJECT_FIELDS:
+        ref = resource.get(name)
+        if isinstance(ref, Mapping):
+            target = ref.get("reference")
+            if isinstance(target, str) and target:
+                if target.startswith("urn:"):
+                    return True
+                return target.rstrip("/").rsplit("/", 2)[-2:] == ["Patient", patient_id]
+    return True
+
+
+def _is_ignored(rtype: str, resource: Mapping[str, Any]) -> bool:
+    status = resource.get("status")
+    if isinstance(status, str) and status.lower() in _IGNORED_STATUS.get(rtype, frozenset()):
+        return True
+    if rtype in ("Condition", "AllergyIntolerance"):
+        verification = parse.status_code(resource.get("verificationStatus"))
+        if verification in _IGNORED_VERIFICATION:
+            return True
+    return False

@@ -1,0 +1,168 @@
+"""The few fields of each FHIR resource that eligibility rules read, extracted once per request.
+
+Why not fhir.resources models here: validating every prefetched resource costs ~140 µs each, and a
+malformed resource must cost the patient one unknown criterion, not the whole answer. Extraction is
+lenient and typed; a field that cannot be read is simply absent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cds.record.dates import FhirDate
+
+
+@dataclass(frozen=True, slots=True)
+class Coding:
+    system: str
+    code: str
+    display: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Concept:
+    codings: tuple[Coding, ...] = ()
+    text: str | None = None
+
+    def texts(self) -> list[str]:
+        out = [c.display for c in self.codings if c.display]
+        if self.text:
+            out.append(self.text)
+        return out
+
+    def label(self) -> str:
+        if self.text:
+            return self.text
+        for coding in self.codings:
+            if coding.display:
+                return coding.display
+        return self.codings[0].code if self.codings else "?"
+
+    def __bool__(self) -> bool:
+        return bool(self.codings or self.text)
+
+
+@dataclass(frozen=True, slots=True)
+class Quantity:
+    value: float
+    unit: str | None = None
+    comparator: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefRange:
+    low: Quantity | None
+    high: Quantity | None
+    applies_to: tuple[str, ...] = ()  # lower-cased texts and codes of appliesTo / type
+
+
+@dataclass(frozen=True, slots=True)
+class ObservationValue:
+    quantity: Quantity | None = None
+    concept: Concept | None = None
+    integer: int | None = None
+    string: str | None = None
+    boolean: bool | None = None
+
+    def is_empty(self) -> bool:
+        return (
+            self.quantity is None
+            and self.concept is None
+            and self.integer is None
+            and self.string is None
+            and self.boolean is None
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    ref: str
+    status: str | None
+    code: Concept
+    when: FhirDate | None
+    sort_key: str  # the full timestamp as written, for ordering results of the same day
+    value: ObservationValue
+    ranges: tuple[RefRange, ...] = ()
+    components: tuple[tuple[Concept, ObservationValue], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    ref: str
+    code: Concept
+    clinical_status: str | None
+    verification_status: str | None
+    onset: FhirDate | None
+    abatement: FhirDate | None
+    abated: bool
+    recorded: FhirDate | None
+    severity: Concept | None
+    morphology: tuple[Concept, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Dosage:
+    route: Concept | None
+    dose: Quantity | None
+    per_day: float | None  # administrations per day, where timing says so
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MedicationUse:
+    ref: str
+    resource_type: str  # MedicationStatement | MedicationRequest | MedicationAdministration
+    status: str | None
+    medication: Concept
+    start: FhirDate | None
+    end: FhirDate | None
+    dosages: tuple[Dosage, ...] = ()
+    point_in_time: bool = False  # effectiveDateTime / authoredOn: one moment, not a period
+
+
+@dataclass(frozen=True, slots=True)
+class Procedure:
+    ref: str
+    status: str | None
+    code: Concept
+    category: Concept | None
+    start: FhirDate | None
+    end: FhirDate | None
+
+
+@dataclass(frozen=True, slots=True)
+class Immunization:
+    ref: str
+    status: str | None
+    vaccine: Concept
+    when: FhirDate | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    substance: Concept | None
+    severity: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Allergy:
+    ref: str
+    code: Concept
+    clinical_status: str | None
+    verification_status: str | None
+    criticality: str | None
+    reactions: tuple[Reaction, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PatientInfo:
+    ref: str
+    gender: str | None
+    birth_date: FhirDate | None
+    deceased: bool = False
+
+
+@dataclass(slots=True)
+class ReadProblems:
+    """What could not be read, by resource reference (no content, so no PHI)."""
+
+    unreadable: list[str] = field(default_factory=list)

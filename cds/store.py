@@ -1,0 +1,307 @@
+"""Feedback storage (SQLAlchemy 2): the cards the service issued and the feedback CDS clients sent.
+
+No PHI is stored: an issued card is its uuid, trial, service, verdict and time; feedback is the card uuid,
+outcome, accepted suggestion ids, the override reason Coding and times. The clinician's free-text
+``userComment`` may name the patient, so only whether there was one is kept.
+
+SQLite (the default, a file at ``settings.database_url``) runs in WAL mode; any SQLAlchemy URL works,
+e.g. PostgreSQL in production. Feedback is idempotent: the same (card, outcome, outcomeTimestamp) is
+stored once, by insert-or-ignore, which is safe under concurrent requests.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import StaticPool
+
+metadata = MetaData()
+
+issued_cards = Table(
+    "issued_cards",
+    metadata,
+    Column("card_uuid", String(64), primary_key=True),
+    Column("service_id", String(128), nullable=False),
+    Column("trial_id", String(128), nullable=False, index=True),
+    Column("verdict", String(32), nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+)
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("card_uuid", String(64), nullable=False, index=True),
+    Column("service_id", String(128), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    # ISO 8601 in UTC with microseconds ("2026-11-01T09:30:00.000000Z"), so equal instants compare equal.
+    Column("outcome_timestamp", String(32), nullable=False),
+    Column("accepted_suggestions", Text, nullable=True),  # JSON array of suggestion uuids
+    Column("override_system", String(512), nullable=True),
+    Column("override_code", String(256), nullable=True),
+    Column("override_display", String(512), nullable=True),
+    Column("has_user_comment", Boolean, nullable=False, default=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("card_uuid", "outcome", "outcome_timestamp", name="uq_feedback_card_outcome_time"),
+)
+
+
+@dataclass(frozen=True)
+class IssuedCard:
+    card_uuid: str
+    service_id: str
+    trial_id: str
+    verdict: str
+    issued_at: datetime
+
+
+@dataclass(frozen=True)
+class FeedbackEntry:
+    card_uuid: str
+    service_id: str
+    outcome: str  # accepted | overridden
+    outcome_timestamp: datetime
+    accepted_suggestions: tuple[str, ...] = ()
+    override_system: str | None = None
+    override_code: str | None = None
+    override_display: str | None = None
+    has_user_comment: bool = False
+
+
+@dataclass(frozen=True)
+class TrialFeedbackSummary:
+    """Feedback for one trial; ``trial_id`` None gathers feedback on cards this database never issued."""
+
+    trial_id: str | None
+    cards_shown: int
+    accepted: int  # cards with at least one accepted outcome
+    overridden: int  # cards with at least one overridden outcome
+    override_reasons: dict[str, int] = field(default_factory=dict)  # "code (display)" or "(no reason)"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "trial_id": self.trial_id,
+            "cards_shown": self.cards_shown,
+            "accepted": self.accepted,
+            "overridden": self.overridden,
+            "override_reasons": dict(self.override_reasons),
+        }
+
+
+def timestamp_key(moment: datetime) -> str:
+    """The normalised text of an instant: UTC, microseconds, ``Z`` (a naive time is taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets its directory created, WAL, a busy timeout and foreign keys."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    database = parsed.database or ""
+    in_memory = database in {"", ":memory:"} or database.startswith("file::memory:")
+    if in_memory:
+        engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    else:
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 15})
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return engine
+
+
+def _insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert rows, skipping those that break a unique constraint; returns how many were inserted."""
+    if not rows:
+        return 0
+    dialect = conn.dialect.name
+    if dialect in {"sqlite", "postgresql"}:
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert  # type: ignore[assignment]
+        inserted = 0
+        for row in rows:
+            result = conn.execute(dialect_insert(table).values(**row).on_conflict_do_nothing())
+            inserted += max(result.rowcount, 0)
+        return inserted
+    inserted = 0
+    for row in rows:  # other databases: one savepoint per row
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(table).values(**row))
+            inserted += 1
+        except IntegrityError:
+            pass
+    return inserted
+
+
+class FeedbackStore:
+    """The one place that talks to the database."""
+
+    def __init__(self, url_or_engine: str | Engine) -> None:
+        self.engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+
+    def create_tables(self) -> None:
+        metadata.create_all(self.engine)
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def record_cards(self, cards: Iterable[IssuedCard]) -> int:
+        rows = [
+            {
+                "card_uuid": c.card_uuid,
+                "service_id": c.service_id,
+                "trial_id": c.trial_id,
+                "verdict": c.verdict,
+                "issued_at": c.issued_at,
+            }
+            for c in cards
+        ]
+        with self.engine.begin() as conn:
+            return _insert_ignore(conn, issued_cards, rows)
+
+    def record_feedback(
+        self, entries: Iterable[FeedbackEntry], *, received_at: datetime | None = None
+    ) -> int:
+        """Stores feedback; duplicates (same card, outcome and outcomeTimestamp) are ignored. Returns the
+        number of new rows."""
+        now = received_at or datetime.now(UTC)
+        rows = [
+            {
+                "card_uuid": e.card_uuid,
+                "service_id": e.service_id,
+                "outcome": e.outcome,
+                "outcome_timestamp": timestamp_key(e.outcome_timestamp),
+                "accepted_suggestions": json.dumps(list(e.accepted_suggestions))
+                if e.accepted_suggestions
+                else None,
+                "override_system": e.override_system,
+                "override_code": e.override_code,
+                "override_display": e.override_display,
+                "has_user_comment": e.has_user_comment,
+                "received_at": now,
+            }
+            for e in entries
+        ]
+        with self.engine.begin() as conn:
+            return _insert_ignore(conn, feedback, rows)
+
+    def feedback_count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(feedback)).scalar_one())
+
+    def summary(self, trial_id: str | None = None) -> list[TrialFeedbackSummary]:
+        """Per trial: cards shown, cards accepted, cards overridden, override reasons with counts. Feedback
+        on cards this database did not issue is reported under trial None (only when no trial is asked
+        for)."""
+        with self.engine.connect() as conn:
+            shown_q = select(issued_cards.c.trial_id, func.count()).group_by(issued_cards.c.trial_id)
+            if trial_id is not None:
+                shown_q = shown_q.where(issued_cards.c.trial_id == trial_id)
+            shown = {str(t): int(n) for t, n in conn.execute(shown_q)}
+
+            joined = feedback.outerjoin(issued_cards, feedback.c.card_uuid == issued_cards.c.card_uuid)
+            outcome_q = (
+                select(
+                    issued_cards.c.trial_id,
+                    feedback.c.outcome,
+                    func.count(func.distinct(feedback.c.card_uuid)),
+                )
+                .select_from(joined)
+                .group_by(issued_cards.c.trial_id, feedback.c.outcome)
+            )
+            reason_q = (
+                select(
+                    issued_cards.c.trial_id,
+                    feedback.c.override_code,
+                    feedback.c.override_display,
+                    func.count(),
+                )
+                .select_from(joined)
+                .where(feedback.c.outcome == "overridden")
+                .group_by(issued_cards.c.trial_id, feedback.c.override_code, feedback.c.override_display)
+            )
+            if trial_id is not None:
+                outcome_q = outcome_q.where(issued_cards.c.trial_id == trial_id)
+                reason_q = reason_q.where(issued_cards.c.trial_id == trial_id)
+            outcomes: dict[str | None, dict[str, int]] = {}
+            for t, outcome, n in conn.execute(outcome_q):
+                outcomes.setdefault(t, {})[str(outcome)] = int(n)
+            reasons: dict[str | None, dict[str, int]] = {}
+            for t, code, display, n in conn.execute(reason_q):
+                label = "(no reason)" if not code else (f"{code} ({display})" if display else str(code))
+                bucket = reasons.setdefault(t, {})
+                bucket[label] = bucket.get(label, 0) + int(n)
+
+        trial_ids: list[str | None] = [*sorted(set(shown) | {t for t in outcomes if t is not None})]
+        if trial_id is None and (None in outcomes or None in reasons):
+            trial_ids.append(None)
+        if trial_id is not None and not trial_ids:
+            trial_ids = [trial_id]
+        return [
+            TrialFeedbackSummary(
+                trial_id=t,
+                cards_shown=shown.get(t, 0) if t is not None else 0,
+                accepted=outcomes.get(t, {}).get("accepted", 0),
+                overridden=outcomes.get(t, {}).get("overridden", 0),
+                override_reasons=dict(sorted(reasons.get(t, {}).items(), key=lambda kv: (-kv[1], kv[0]))),
+            )
+            for t in trial_ids
+        ]
+
+
+def feedback_summary(engine_or_url: Engine | str, trial_id: str | None = None) -> list[TrialFeedbackSummary]:
+    """Feedback per trial, for ``trial-cds feedback``: cards shown, accepted, overridden, and the override
+    reasons with their counts. Creates the tables if the database is new."""
+    store = FeedbackStore(engine_or_url)
+    try:
+        store.create_tables()
+        return store.summary(trial_id)
+    finally:
+        if isinstance(engine_or_url, str):
+            store.dispose()

@@ -1,0 +1,111 @@
+"""Shared helpers for the API tests: settings, a client with a fixed clock, real FHIR request bodies."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi.testclient import TestClient
+
+from cds.api import create_app
+from cds.demo import ANCHOR_DATE, DemoPatient, demo_request, load_demo_patients, searchset
+from cds.settings import Settings
+from hooks import HOOKS
+
+FHIR = "https://fhir.example.org/r4"
+TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJjZHMtc2VydmljZSJ9.c2lnbmF0dXJl"
+# The demo Bundles' clinical dates are written for this evaluation time.
+NOW = datetime(ANCHOR_DATE.year, ANCHOR_DATE.month, ANCHOR_DATE.day, 12, 0, tzinfo=UTC)
+SERVICE = "/cds-services/trial-eligibility"
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "auth": "none",
+        "database_url": f"sqlite:///{tmp_path / 'cds.sqlite3'}",
+        "fhir_allowlist": [FHIR],
+        "time_budget_s": 1.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def make_client(tmp_path: Path, **overrides: Any) -> TestClient:
+    app = create_app(make_settings(tmp_path, **overrides), clock=lambda: NOW)
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def patients() -> dict[str, DemoPatient]:
+    """The synthetic demo patients, with their dates as written (evaluation date 2026-11-01)."""
+    return load_demo_patients(ANCHOR_DATE)
+
+
+def full_request(client: TestClient, patient_id: str = "npc-01") -> dict[str, Any]:
+    """A patient-view request with every prefetch key the service asks for."""
+    service = client.app.state.cds.services["trial-eligibility"]  # type: ignore[attr-defined]
+    return demo_request(patients()[patient_id], HOOKS["patient-view"], service.resource_types)
+
+
+def bare_request(patient_id: str = "npc-01", **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"userId": "Practitioner/dr-1", "patientId": patient_id},
+    }
+    body.update(extra)
+    return body
+
+
+def with_server(body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **body,
+        "fhirServer": FHIR,
+        "fhirAuthorization": {
+            "access_token": TOKEN,
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": "patient/Patient.rs patient/Observation.rs patient/Condition.rs",
+            "subject": "trial-cds",
+        },
+    }
+
+
+_PATH = re.compile(r"^/r4/([A-Za-z]+)(?:/([A-Za-z0-9\-.]+))?$")
+
+
+def fhir_handler(patient: DemoPatient, calls: list[httpx.Request]) -> Any:
+    """A respx side effect acting as the EHR's FHIR server for one patient: reads and patient searches."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if request.headers.get("authorization") != f"Bearer {TOKEN}":
+            return httpx.Response(401)
+        match = _PATH.match(request.url.path)
+        if match is None:
+            return httpx.Response(404)
+        rtype, rid = match.groups()
+        found = patient.resources_of(rtype)
+        if rid is not None:
+            hit = next((r for r in found if r.get("id") == rid), None)
+            return httpx.Response(200, json=hit) if hit else httpx.Response(404)
+        if request.url.params.get("patient") != patient.id:
+            return httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset", "total": 0})
+        return httpx.Response(200, json=searchset(found))
+
+    return handle
+
+
+def is_operation_outcome(body: Any, *codes: str) -> bool:
+    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
+        return False
+    issues = body.get("issue")
+    if not isinstance(issues, list) or not issues:
+        return False
+    for issue in issues:
+        if issue.get("severity") not in {"error", "fatal"} or not issue.get("diagnostics"):
+            return False
+    return not codes or any(issue.get("code") in codes for issue in issues)

@@ -28,9 +28,7 @@ REDACTED = "[redacted]"
 _KEEP = frozenset({"event", "level", "timestamp", "logger"})
 
 
-def drop_sensitive(
-    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
+def drop_sensitive(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: drop PHI/credential-looking keys (at any depth) and redact token-like values."""
     for key in list(event_dict):
         if key not in _KEEP and SENSITIVE_KEY.search(str(key)):

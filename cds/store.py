@@ -205,9 +205,7 @@ class FeedbackStore:
         with self.engine.begin() as conn:
             return _insert_ignore(conn, issued_cards, rows)
 
-    def record_feedback(
-        self, entries: Iterable[FeedbackEntry], *, received_at: datetime | None = None
-    ) -> int:
+    def record_feedback(self, entries: Iterable[FeedbackEntry], *, received_at: datetime | None = None) -> int:
         """Stores feedback; duplicates (same card, outcome and outcomeTimestamp) are ignored. Returns the
         number of new rows."""
         now = received_at or datetime.now(UTC)
@@ -217,9 +215,7 @@ class FeedbackStore:
                 "service_id": e.service_id,
                 "outcome": e.outcome,
                 "outcome_timestamp": timestamp_key(e.outcome_timestamp),
-                "accepted_suggestions": json.dumps(list(e.accepted_suggestions))
-                if e.accepted_suggestions
-                else None,
+                "accepted_suggestions": json.dumps(list(e.accepted_suggestions)) if e.accepted_suggestions else None,
                 "override_system": e.override_system,
                 "override_code": e.override_code,
                 "override_display": e.override_display,

@@ -47,6 +47,11 @@ def test_health_and_ready(tmp_path: Path) -> None:
     assert ready.json()["status"] == "ready" and ready.json()["trials"] >= 1
 
 
+def test_lifespan_starts_and_stops_cleanly(tmp_path: Path) -> None:
+    with TestClient(create_app(make_settings(tmp_path), clock=lambda: NOW)) as client:
+        assert client.get("/ready").status_code == 200
+
+
 def test_ready_is_503_when_the_database_is_gone(tmp_path: Path) -> None:
     client = make_client(tmp_path)
     client.app.state.cds.store.engine.dispose()  # type: ignore[attr-defined]

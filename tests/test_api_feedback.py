@@ -23,9 +23,7 @@ def accepted(card: str, suggestion: str, at: str = "2026-11-01T12:05:00Z") -> di
     }
 
 
-def overridden(
-    card: str, reason: dict[str, Any] | None = None, at: str = "2026-11-01T12:06:00Z"
-) -> dict[str, Any]:
+def overridden(card: str, reason: dict[str, Any] | None = None, at: str = "2026-11-01T12:06:00Z") -> dict[str, Any]:
     item: dict[str, Any] = {"card": card, "outcome": "overridden", "outcomeTimestamp": at}
     if reason is not None:
         item["overrideReason"] = {
@@ -74,9 +72,7 @@ def test_feedback_for_an_unknown_card_is_stored_with_no_trial(tmp_path: Path) ->
         "code": "other",
         "display": "Other reason",
     }
-    assert (
-        client.post(FEEDBACK, json={"feedback": [overridden(str(uuid.uuid4()), reason)]}).status_code == 200
-    )
+    assert client.post(FEEDBACK, json={"feedback": [overridden(str(uuid.uuid4()), reason)]}).status_code == 200
     summaries = feedback_summary(client.app.state.cds.store.engine)  # type: ignore[attr-defined]
     (unknown,) = [s for s in summaries if s.trial_id is None]
     assert unknown.overridden == 1 and unknown.override_reasons == {"other (Other reason)": 1}
@@ -108,9 +104,7 @@ BAD_FEEDBACK: dict[str, Any] = {
     },
     "accepted with empty suggestions": {"feedback": [{**accepted(CARD, "s"), "acceptedSuggestions": []}]},
     "suggestion without id": {"feedback": [{**accepted(CARD, "s"), "acceptedSuggestions": [{}]}]},
-    "reason not a Coding": {
-        "feedback": [{**overridden(CARD), "overrideReason": {"reason": "patient-declined"}}]
-    },
+    "reason not a Coding": {"feedback": [{**overridden(CARD), "overrideReason": {"reason": "patient-declined"}}]},
 }
 
 

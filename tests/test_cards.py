@@ -88,9 +88,7 @@ def needs_review() -> Assessment:
                 Status.MET,
                 text="ANC ≥ 1.5 × 10⁹/L",
                 reason="ANC 2.1 × 10⁹/L ≥ 1.5",
-                facts=[
-                    Fact(label="ANC", value="2.1 × 10⁹/L", date="2026-10-28", resource="Observation/anc1")
-                ],
+                facts=[Fact(label="ANC", value="2.1 × 10⁹/L", date="2026-10-28", resource="Observation/anc1")],
                 evidence=["Observation/anc1"],
             ),
             crit(
@@ -160,13 +158,8 @@ def test_card_has_every_required_field_and_no_empty_value() -> None:
 
 
 def test_summary_reads_in_one_glance() -> None:
-    assert summary(needs_review(), FakeTrial()) == (
-        "NPC-LDRT trial: needs review — 2 of 4 criteria met, 2 to confirm"
-    )
-    assert (
-        summary(not_eligible(), FakeTrial())
-        == "NPC-LDRT trial: not eligible — 1 not met, 1 of 2 criteria met"
-    )
+    assert summary(needs_review(), FakeTrial()) == ("NPC-LDRT trial: needs review — 2 of 4 criteria met, 2 to confirm")
+    assert summary(not_eligible(), FakeTrial()) == "NPC-LDRT trial: not eligible — 1 not met, 1 of 2 criteria met"
 
 
 def test_summary_stays_under_140_characters_with_a_long_name() -> None:

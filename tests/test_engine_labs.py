@@ -14,7 +14,7 @@ def anc(value: float, date: str = "2026-10-28", **kw: object) -> dict:
 def test_anc_at_threshold_is_met_and_cites_value_and_date() -> None:
     result = assess("inc_anc", [anc(1.5)])
     assert result.status == "met"
-    assert "1.5 × 10⁹/L on 2026-10-28" in result.reason
+    assert "ANC 1.5 × 10³/µL (= 1.5 × 10⁹/L) on 2026-10-28" in result.reason
     assert result.evidence[0].startswith("Observation/")
 
 

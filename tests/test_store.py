@@ -20,9 +20,7 @@ def make_store(tmp_path: Path) -> tuple[FeedbackStore, str]:
 
 
 def issued(card: str, trial: str = "npc-liver-mets-ldrt", verdict: str = "likely_eligible") -> IssuedCard:
-    return IssuedCard(
-        card_uuid=card, service_id="trial-eligibility", trial_id=trial, verdict=verdict, issued_at=T0
-    )
+    return IssuedCard(card_uuid=card, service_id="trial-eligibility", trial_id=trial, verdict=verdict, issued_at=T0)
 
 
 def overridden(card: str, code: str | None, at: datetime = T0, display: str | None = None) -> FeedbackEntry:
@@ -92,9 +90,7 @@ def test_summary_per_trial(tmp_path: Path) -> None:
         [
             accepted("c1"),
             overridden("c2", "patient-declined", display="Patient declined trial participation"),
-            overridden(
-                "c3", "patient-declined", T0 + timedelta(minutes=1), "Patient declined trial participation"
-            ),
+            overridden("c3", "patient-declined", T0 + timedelta(minutes=1), "Patient declined trial participation"),
             overridden("c3", None, T0 + timedelta(minutes=2)),
             overridden("unknown-card", "other"),
         ]

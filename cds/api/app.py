@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.concurrency import run_in_threadpool
 
 import cds
 from cds.api import errors
@@ -38,6 +39,19 @@ def _auth_dependencies(settings: Settings) -> list[Any]:
     return [Depends(require_cds_client)]
 
 
+def _warm_up(trials: dict[str, Any], evaluate: Evaluator) -> None:
+    """One evaluation per trial on an empty record, so the first real request does not pay for loading
+    value sets and unit tables."""
+    from cds.record import PatientRecord
+
+    record = PatientRecord.from_resources([])
+    for trial in trials.values():
+        try:
+            evaluate(trial, record, datetime.now(UTC))
+        except Exception as exc:  # never fatal: the request path reports real errors
+            log.warning("service.warm_up_failed", trial=trial.id, error_type=type(exc).__name__)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -65,6 +79,18 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         log.info("service.start", trials=len(trials), auth=settings.auth, demo=settings.demo)
+        if settings.auth == "none":
+            log.warning(
+                "service.auth_disabled",
+                detail="CDS client authentication is OFF: any caller can use this service. "
+                "For demo and development only; production runs with TRIAL_CDS_AUTH=jwt.",
+            )
+        elif settings.clients_file is None:
+            log.warning(
+                "service.no_clients",
+                detail="TRIAL_CDS_CLIENTS_FILE is not set: every CDS call will be refused (401).",
+            )
+        await run_in_threadpool(_warm_up, trials, evaluate)
         yield
         if settings.auth == "jwt":
             from cds.auth import close_auth_state
@@ -92,6 +118,11 @@ def create_app(
     app.state.settings = settings  # cds.auth reads it here
     app.state.clock = clock or (lambda: datetime.now(UTC))
     errors.install(app)
+    if settings.auth == "jwt":
+        from cds.auth import AuthError, auth_exception_handler
+
+        # A failed client check is a bare 401: nothing in the body to help a forger.
+        app.add_exception_handler(AuthError, auth_exception_handler)
     app.include_router(cds_router, dependencies=_auth_dependencies(settings))
     app.include_router(open_router)
     if settings.demo:

@@ -69,9 +69,7 @@ def describe_trial(trial: Any) -> dict[str, Any]:
         by_id = {str(k): str(v) for k, v in described.items()}
     elif isinstance(described, list):
         by_id = {
-            str(d.get("id")): str(d.get("rule") or d.get("summary") or "")
-            for d in described
-            if isinstance(d, Mapping)
+            str(d.get("id")): str(d.get("rule") or d.get("summary") or "") for d in described if isinstance(d, Mapping)
         }
     criteria = []
     for c in getattr(trial, "criteria", []):

@@ -30,8 +30,8 @@ def unit(ucum: str) -> str:
 
 
 def quantity(value: float, ucum: str, display_unit: str | None = None) -> str:
-    shown = display_unit or unit(ucum)
-    sep = "" if shown in ("%",) else " "
+    shown = display_unit if display_unit is not None else unit(ucum)
+    sep = "" if shown in ("%", "") else " "
     return f"{number(value)}{sep}{shown}"
 
 

@@ -12,7 +12,7 @@ from cds.engine.formatting import age_days, day, number, quantity
 from cds.engine.result import RuleResult, outcome
 from cds.record.model import Observation, Quantity, RefRange
 from cds.trials import LabRule, LabTest, Window
-from cds.units import convert
+from cds.units import convert, normalise_unit
 
 USABLE_STATUS = frozenset({"final", "amended", "corrected"})
 _EPS = 1e-9
@@ -95,6 +95,9 @@ def pick_latest(ctx: EvalContext, test: LabTest, window: Window) -> LabPick:
             break
         low, high = _to_interval(q, converted)
         shown = (q.comparator or "") + quantity(converted, test.unit, test.display_unit)
+        if q.unit and not test.dimensionless and normalise_unit(q.unit) != normalise_unit(test.unit):
+            # As reported first, the way the lab printed it; the converted value for the threshold after.
+            shown = f"{q.comparator or ''}{quantity(q.value, normalise_unit(q.unit))} (= {shown})"
         return LabPick(LabValue(obs, low, high, shown))
     if older is not None and older.when is not None:
         why = (
@@ -197,7 +200,7 @@ def compare(
         )
         status = _open_verdict(lab, lambda v: _OPS[rule.op](v, threshold))
         return RuleResult(
-            status, f"{head} (needs {rule.op.replace('>=', '≥').replace('<=', '≤')} {shown_threshold})", evidence, facts
+            status, f"{head} (criterion: {rule.op.replace('>=', '≥').replace('<=', '≤')} {shown_threshold})", evidence, facts
         )
     which, times = ("high", rule.times_uln) if rule.times_uln is not None else ("low", rule.times_lln)
     assert times is not None
@@ -219,7 +222,7 @@ def compare(
     return RuleResult(
         status,
         f"{head} = {number(ratio)} × {name_limit} {quantity(ref.value, test.unit, test.display_unit)} "
-        f"(needs {op} {number(times)} × {name_limit}{src})",
+        f"(criterion: {op} {number(times)} × {name_limit}{src})",
         evidence,
         facts,
     )

@@ -36,6 +36,15 @@ def _shown(value: ObservationValue) -> str:
     return "no value"
 
 
+def _shown_for(rule: ObservationRule, value: ObservationValue, ctx: EvalContext) -> str:
+    """A graded answer (ECOG "LA9623-5") is shown as its grade, the way clinicians say it."""
+    if rule.numeric_values and value.concept is not None:
+        found = ctx.match(value.concept, [rule.numeric_values])
+        if found is not None and isinstance(found.value, int | float):
+            return number(float(found.value))
+    return _shown(value)
+
+
 def classify(rule: ObservationRule, value: ObservationValue, ctx: EvalContext) -> Status:
     if value.concept is not None:
         if rule.met_values and ctx.match(value.concept, rule.met_values):
@@ -77,6 +86,10 @@ def _numeric(rule: ObservationRule, value: ObservationValue, ctx: EvalContext) -
     return None
 
 
+def _wanted(rule: ObservationRule) -> str:
+    return rule.label if not rule.order or rule.order == rule.label else f"{rule.label} ({rule.order})"
+
+
 def _usable(obs: Observation, ctx: EvalContext) -> bool:
     return obs.status in USABLE_STATUS and obs.when is not None and obs.when.day <= ctx.today
 
@@ -90,10 +103,10 @@ def evaluate_observation(rule: ObservationRule, ctx: EvalContext) -> RuleResult:
             older = obs
             break
         status = classify(rule, obs.value, ctx)
-        shown = _shown(obs.value)
+        shown = _shown_for(rule, obs.value, ctx)
         fact = Fact(label=rule.label, value=shown, date=day(obs.when), resource=obs.ref)
         reason = f"{rule.label}: {shown} on {day(obs.when)}"
-        missing = (f"{rule.label}" + (f" ({rule.order})" if rule.order else ""),) if status is Status.UNKNOWN else ()
+        missing = (_wanted(rule),) if status is Status.UNKNOWN else ()
         return RuleResult(status, reason, (obs.ref,), (fact,), missing)
     status = outcome(rule.when_missing)
     if older is not None and older.when is not None and rule.window is not None:
@@ -106,5 +119,5 @@ def evaluate_observation(rule: ObservationRule, ctx: EvalContext) -> RuleResult:
         scope = f" within {rule.window.describe()}" if rule.window else ""
         reason = f"no {rule.label}{scope} in the record"
         evidence = ()
-    missing = (f"{rule.label}" + (f" ({rule.order})" if rule.order else ""),) if status is Status.UNKNOWN else ()
+    missing = (_wanted(rule),) if status is Status.UNKNOWN else ()
     return RuleResult(status, reason, evidence, missing=missing)

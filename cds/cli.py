@@ -170,22 +170,13 @@ def feedback(
     if not summaries:
         typer.echo("no cards or feedback recorded yet")
         return
-    for line in _summary_lines(summaries):
-        typer.echo(line)
-
-
-def _summary_lines(summaries: Any) -> list[str]:
-    lines: list[str] = []
-    for s in summaries:
-        item = s if isinstance(s, dict) else s.model_dump() if hasattr(s, "model_dump") else vars(s)
-        lines.append(
-            f"{item.get('trial_id') or '(unknown trial)'}: shown {item.get('shown', 0)}, "
-            f"accepted {item.get('accepted', 0)}, overridden {item.get('overridden', 0)}"
+    for item in summaries:
+        typer.echo(
+            f"{item.trial_id or '(cards not issued by this database)'}: shown {item.cards_shown}, "
+            f"accepted {item.accepted}, overridden {item.overridden}"
         )
-        reasons = item.get("override_reasons") or {}
-        for reason, count in reasons.items() if isinstance(reasons, dict) else reasons:
-            lines.append(f"    override: {reason} × {count}")
-    return lines
+        for reason, count in sorted(item.override_reasons.items(), key=lambda kv: -kv[1]):
+            typer.echo(f"    overridden: {reason} × {count}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -36,6 +36,7 @@ def _ureg() -> Any:
         return _registry
 
 
+@lru_cache(maxsize=1024)
 def normalise_unit(unit: str) -> str:
     text = unit.strip().replace("µ", "u").replace("μ", "u")
     for pattern, replacement in _SPELLINGS:

@@ -88,7 +88,9 @@ class ValueSet:
     _patterns: list[CodeEntry] = field(default_factory=list)
     _exclude_exact: set[tuple[str, str]] = field(default_factory=set)
     _exclude_patterns: list[CodeEntry] = field(default_factory=list)
-    _names: list[tuple[re.Pattern[str], NameEntry]] = field(default_factory=list)
+    # All names in one alternation: one regex scan per text instead of one per name.
+    _names_any: re.Pattern[str] | None = None
+    _names_by_text: dict[str, NameEntry] = field(default_factory=dict)
     _suffixes: list[tuple[re.Pattern[str], CodeEntry]] = field(default_factory=list)
     _cache: dict[tuple[str, str], Match | None] = field(default_factory=dict)
     entries: list[CodeEntry] = field(default_factory=list)
@@ -113,8 +115,11 @@ class ValueSet:
                 vs._exclude_patterns.append(entry)
         for name in data.names:
             entry_name = NameEntry(text=name) if isinstance(name, str) else name
-            pattern = re.compile(rf"(?<![\w-]){re.escape(entry_name.text)}(?![\w-])", re.I)
-            vs._names.append((pattern, entry_name))
+            vs._names_by_text.setdefault(entry_name.text.lower(), entry_name)
+        if vs._names_by_text:
+            longest_first = sorted(vs._names_by_text, key=len, reverse=True)
+            alternation = "|".join(re.escape(t) for t in longest_first)
+            vs._names_any = re.compile(rf"(?<![\w-])(?:{alternation})(?![\w-])", re.I)
         return vs
 
     def match_code(self, system: str, code: str) -> Match | None:
@@ -138,8 +143,10 @@ class ValueSet:
         return Match(value=entry.value, via="code", label=entry.display)
 
     def match_text(self, text: str) -> Match | None:
-        for pattern, name in self._names:
-            if pattern.search(text):
+        if self._names_any is not None:
+            found_name = self._names_any.search(text)
+            if found_name:
+                name = self._names_by_text[found_name.group(0).lower()]
                 return Match(value=name.value, via="name", label=name.text)
         for pattern, entry in self._suffixes:
             found = pattern.search(text)

@@ -13,7 +13,6 @@ from cds.record.model import Concept, Condition, Observation
 from cds.trials import Trial, Window
 from cds.valuesets import Match, ValueSetLibrary
 
-
 NameUse = Literal["always", "uncoded", "never"]
 STANDARD_SYSTEMS = frozenset(
     {
@@ -37,6 +36,20 @@ class EvalContext:
     # Matches per value-set tuple, computed once per evaluation: many criteria read the same lists.
     condition_matches: dict[tuple[tuple[str, ...], tuple[str, ...]], list[Condition]] = field(default_factory=dict)
     observation_matches: dict[tuple[str, ...], list[Observation]] = field(default_factory=dict)
+    _match_memo: dict[tuple[object, ...], Match | None] = field(default_factory=dict)
+    _observations_by_code: dict[tuple[str, str], list[Observation]] | None = None
+
+    def observations_by_code(self) -> dict[tuple[str, str], list[Observation]]:
+        """The record's Observations indexed by (canonical system, code): a value set is then matched
+        once per distinct code, not once per result (oncology records hold thousands of results)."""
+        if self._observations_by_code is None:
+            index: dict[tuple[str, str], list[Observation]] = {}
+            canonical = self.library.aliases.canonical
+            for o in self.record.observations:
+                for c in o.code.codings:
+                    index.setdefault((canonical(c.system), c.code), []).append(o)
+            self._observations_by_code = index
+        return self._observations_by_code
 
     @property
     def today(self) -> date:
@@ -72,6 +85,16 @@ class EvalContext:
         word in its display such as "before radiotherapy" must not decide); "never"."""
         if concept is None:
             return None
+        key = (concept, tuple(valuesets), names, tuple(exclude))
+        if key in self._match_memo:
+            return self._match_memo[key]
+        found = self._match(concept, key[1], names, key[3])
+        self._match_memo[key] = found
+        return found
+
+    def _match(
+        self, concept: Concept, valuesets: tuple[str, ...], names: NameUse, exclude: tuple[str, ...]
+    ) -> Match | None:
         canonical = self.library.aliases.canonical
         excluded = [self.library[v] for v in exclude]
         for vs_name in valuesets:

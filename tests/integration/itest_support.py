@@ -102,12 +102,14 @@ def card_assessments(response_json: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def offline_assessments(
-    trials: Mapping[str, Any], resources: list[dict[str, Any]], patient_id: str
-) -> dict[str, Any]:
-    """trial id → what `trial-cds screen` says for these resources (pruned as the card extension is)."""
-    record = PatientRecord.from_resources(resources, patient_id=patient_id)
+def offline_assessments(trials: Mapping[str, Any], record: PatientRecord) -> dict[str, Any]:
+    """trial id → the engine's assessment of ``record`` at :data:`NOW`, pruned as the card extension is."""
     return {tid: prune(evaluate(trial, record, NOW).screen_json()) for tid, trial in trials.items()}
+
+
+def screen_offline(trials: Mapping[str, Any], bundle: Mapping[str, Any]) -> dict[str, Any]:
+    """What `trial-cds screen --now 2026-11-01T12:00:00Z BUNDLE` says: the same engine, no HTTP."""
+    return offline_assessments(trials, PatientRecord.from_bundle(bundle))
 
 
 def bundle_of(resources: list[dict[str, Any]]) -> dict[str, Any]:

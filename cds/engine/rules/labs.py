@@ -64,7 +64,13 @@ def matching_observations(ctx: EvalContext, valuesets: list[str]) -> list[Observ
     key = tuple(valuesets)
     cached = ctx.observation_matches.get(key)
     if cached is None:
-        cached = [o for o in ctx.record.observations if ctx.match(o.code, valuesets, names="never")]
+        sets = [ctx.library[v] for v in valuesets]
+        found: dict[int, Observation] = {}
+        for (system, code), observations in ctx.observations_by_code().items():
+            if any(vs.match_code(system, code) for vs in sets):
+                for o in observations:
+                    found[id(o)] = o
+        cached = list(found.values())
         cached.sort(key=lambda o: ((o.when.day.toordinal() if o.when else 0), o.sort_key), reverse=True)
         ctx.observation_matches[key] = cached
     return cached
@@ -200,7 +206,10 @@ def compare(
         )
         status = _open_verdict(lab, lambda v: _OPS[rule.op](v, threshold))
         return RuleResult(
-            status, f"{head} (criterion: {rule.op.replace('>=', '≥').replace('<=', '≤')} {shown_threshold})", evidence, facts
+            status,
+            f"{head} (criterion: {rule.op.replace('>=', '≥').replace('<=', '≤')} {shown_threshold})",
+            evidence,
+            facts,
         )
     which, times = ("high", rule.times_uln) if rule.times_uln is not None else ("low", rule.times_lln)
     assert times is not None

@@ -1,7 +1,7 @@
 """inc_age and inc_sex_not_pregnant: age in whole years on the evaluation date, sex, pregnancy."""
 
 from builders import LOINC, condition, coded_obs, patient
-from conftest import assess
+from engine_support import assess
 
 NEGATIVE = (LOINC, "LA26683-5", "Not pregnant")
 PREGNANT = (LOINC, "LA15173-0", "Pregnant")

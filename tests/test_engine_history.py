@@ -11,7 +11,7 @@ from builders import (
     med_statement,
     procedure,
 )
-from conftest import assess
+from engine_support import assess
 
 ORAL = ("26643006", "Oral route")
 IV = ("47625008", "Intravenous route")

@@ -2,7 +2,7 @@
 
 import pytest
 from builders import condition, lab, patient
-from conftest import assess
+from engine_support import assess
 
 from cds.engine.rules.derived import ckd_epi_2021, corrected_calcium_mg_dl
 

@@ -3,7 +3,7 @@
 from typing import Any
 
 from builders import lab, patient
-from conftest import assess, assess_all
+from engine_support import assess, assess_all
 
 from cds.assessment import CriterionAssessment, Status, Verdict, overall_verdict
 
@@ -52,7 +52,7 @@ def test_a_resource_about_another_patient_never_counts() -> None:
     from cds.engine import evaluate
     from cds.record import PatientRecord
     from cds.trials import default_trials
-    from conftest import NOW
+    from engine_support import NOW
 
     record = PatientRecord.from_resources([patient(), other, mine], patient_id="pt-1")
     a = evaluate(default_trials()["npc-liver-mets-ldrt"], record, NOW)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 from builders import condition, immunization, lab, patient
-from conftest import NOW
+from engine_support import NOW
 from typer.testing import CliRunner
 
 from cds.cli import app

@@ -156,33 +156,28 @@ class FeedbackRequest(BaseModel):
 # Reading a JSON body safely.
 
 
-def _too_deep(value: Any, limit: int) -> bool:
+def limit_violation(value: Any, *, max_depth: int, max_string_length: int) -> str | None:
+    """One iterative pass over parsed JSON (no recursion, so no stack to exhaust): a description of the
+    first limit broken - nesting deeper than ``max_depth`` or a string (value or key) longer than
+    ``max_string_length`` - or None."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if depth > limit:
-            return True
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return False
-
-
-def _too_long_string(value: Any, limit: int) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
         if isinstance(item, str):
-            if len(item) > limit:
-                return True
+            if len(item) > max_string_length:
+                return f"A JSON string is longer than {max_string_length} characters"
         elif isinstance(item, dict):
-            stack.extend(item.values())
-            if any(len(k) > limit for k in item):
-                return True
+            if depth > max_depth:
+                return f"The JSON nests deeper than {max_depth} levels"
+            for key, child in item.items():
+                if len(key) > max_string_length:
+                    return f"A JSON string is longer than {max_string_length} characters"
+                stack.append((child, depth + 1))
         elif isinstance(item, list):
-            stack.extend(item)
-    return False
+            if depth > max_depth:
+                return f"The JSON nests deeper than {max_depth} levels"
+            stack.extend((child, depth + 1) for child in item)
+    return None
 
 
 async def read_json_object(request: Request, settings: Settings) -> dict[str, Any]:
@@ -207,10 +202,9 @@ async def read_json_object(request: Request, settings: Settings) -> dict[str, An
     if not isinstance(data, dict):
         kind = "an array" if isinstance(data, list) else f"a JSON {type(data).__name__}"
         raise ApiError.single(400, "structure", f"The request body must be a JSON object, not {kind}")
-    if _too_deep(data, settings.max_json_depth):
-        raise ApiError.single(400, "too-long", f"The JSON nests deeper than {settings.max_json_depth} levels")
-    if _too_long_string(data, settings.max_string_length):
-        raise ApiError.single(400, "too-long", f"A JSON string is longer than {settings.max_string_length}")
+    problem = limit_violation(data, max_depth=settings.max_json_depth, max_string_length=settings.max_string_length)
+    if problem is not None:
+        raise ApiError.single(400, "too-long", problem)
     return data
 
 

@@ -165,6 +165,10 @@ def limit(ctx: EvalContext, test: LabTest, obs: Observation, which: str) -> Limi
     return Limit(float(value), "trial default (no reference range on the result)")
 
 
+def _symbol(op: str) -> str:
+    return op.replace(">=", "≥").replace("<=", "≤")
+
+
 def compare(
     rule: LabRule,
     ctx: EvalContext,
@@ -207,7 +211,7 @@ def compare(
         status = _open_verdict(lab, lambda v: _OPS[rule.op](v, threshold))
         return RuleResult(
             status,
-            f"{head} (criterion: {rule.op.replace('>=', '≥').replace('<=', '≤')} {shown_threshold})",
+            f"{head} (criterion: {_symbol(rule.op)} {shown_threshold})",
             evidence,
             facts,
         )
@@ -227,7 +231,7 @@ def compare(
     status = _open_verdict(lab, lambda v: _OPS[rule.op](v, threshold))
     ratio = lab.value / ref.value
     src = "" if ref.source.startswith("the result") else f"; {name_limit} from {ref.source}"
-    op = rule.op.replace(">=", "≥").replace("<=", "≤")
+    op = _symbol(rule.op)
     return RuleResult(
         status,
         f"{head} = {number(ratio)} × {name_limit} {quantity(ref.value, test.unit, test.display_unit)} "

@@ -150,15 +150,33 @@ def summary(a: Assessment, trial: TrialInfo) -> str:
     return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1] + "…"
 
 
+_ISO_DAY = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+# A judgement criterion's text often ends by saying so; the line already does.
+_JUDGEMENT_SUFFIX = re.compile(r"\s*\(investigator's (judgement|assessment)\)\s*$", re.I)
+
+
+def clinical_dates(text: str) -> str:
+    """ISO days as clinicians write them, unambiguous in any locale: 2026-10-28 → 28 Oct 2026."""
+
+    def day(m: re.Match[str]) -> str:
+        month = int(m.group(2))
+        if not 1 <= month <= 12:
+            return m.group(0)
+        return f"{int(m.group(3))} {_MONTHS[month - 1]} {m.group(1)}"
+
+    return _ISO_DAY.sub(day, text)
+
+
 def _fact_text(f: Fact) -> str:
     text = f"{f.label} {f.value}".strip()
-    return f"{text} on {f.date}" if f.date else text
+    return clinical_dates(f"{text} on {f.date}" if f.date else text)
 
 
 def _criterion_line(c: CriterionAssessment) -> str:
-    text = md_escape(c.text)
+    text = md_escape(_JUDGEMENT_SUFFIX.sub("", c.text) if c.judgement else c.text)
     facts = "; ".join(_fact_text(f) for f in c.facts)
-    because = md_escape(facts or c.reason)
+    because = md_escape(facts or clinical_dates(c.reason))
     if _favourable(c):
         label = text if c.kind == "inclusion" else f"Not present — exclusion: {text}"
         return f"- [x] {label} — {because}"
@@ -169,7 +187,7 @@ def _criterion_line(c: CriterionAssessment) -> str:
         line = f"- [ ] To confirm (investigator's judgement): {text}"
         return f"{line} — seen: {md_escape(facts)}" if facts else line
     # Unknown: say why, and what to check.
-    line = f"- [ ] To confirm: {text} — {md_escape(c.reason)}"
+    line = f"- [ ] To confirm: {text} — {md_escape(clinical_dates(c.reason))}"
     if facts:
         line += f" (seen: {md_escape(facts)})"
     if c.missing:
@@ -182,7 +200,7 @@ def detail(a: Assessment, trial: TrialInfo) -> str:
     title = md_escape(trial.title or trial.id)
     lines = [
         f"**{VERDICT_LABEL[a.verdict].capitalize()}** for *{title}* — {counts_line(a)} "
-        f"(screened {a.evaluated_at.date().isoformat()}).",
+        f"(screened {clinical_dates(a.evaluated_at.date().isoformat())}).",
         "",
     ]
     failing = [c for c in a.criteria if _failing(c)]
@@ -192,7 +210,7 @@ def detail(a: Assessment, trial: TrialInfo) -> str:
     sections: list[tuple[str, list[CriterionAssessment]]] = [
         ("Rules the patient out", failing),
         ("To confirm", decided_unknown),
-        ("Met", ok),
+        ("Satisfied", ok),
     ]
     for heading, items in sections:
         if not items:

@@ -58,8 +58,15 @@ def serve(
     ] = False,
 ) -> None:
     """Run the CDS Hooks service. Without --demo, CDS clients must authenticate (TRIAL_CDS_* settings)."""
-    from cds.api.server import run
+    from pydantic import ValidationError
 
+    from cds.api.server import run
+    from cds.settings import Settings, SettingsError
+
+    try:
+        Settings()  # a bad setting stops here with a clear message, before anything is started
+    except (SettingsError, ValidationError) as exc:
+        _fail(f"invalid configuration: {exc}")
     run(host, port, demo=demo)
 
 
@@ -159,13 +166,25 @@ def trials_validate(files: Annotated[list[Path], typer.Argument(help="Trial YAML
 @app.command()
 def feedback(
     trial: Annotated[str | None, typer.Option("--trial", help="Only this trial.")] = None,
+    daily: Annotated[bool, typer.Option("--daily", help="One line per day instead of totals.")] = False,
     database_url: Annotated[str | None, typer.Option(help="Database URL (default: TRIAL_CDS_DATABASE_URL).")] = None,
 ) -> None:
-    """Per-trial summary of card feedback for trial coordinators: shown, accepted, overridden and why."""
+    """Card feedback for trial coordinators, without PHI: shown, accepted, overridden and why."""
     from cds.settings import Settings
-    from cds.store import feedback_summary
+    from cds.store import feedback_daily, feedback_summary
 
     url = database_url or Settings().database_url
+    if daily:
+        rows = feedback_daily(url, trial)
+        if not rows:
+            typer.echo("no cards or feedback recorded yet")
+        for day_row in rows:
+            reasons = ", ".join(f"{k} × {v}" for k, v in sorted(day_row.override_reasons.items()))
+            typer.echo(
+                f"{day_row.day}  {day_row.trial_id or '(unknown trial)'}: shown {day_row.cards_shown}, "
+                f"accepted {day_row.accepted}, overridden {day_row.overridden}" + (f" ({reasons})" if reasons else "")
+            )
+        return
     summaries = feedback_summary(url, trial)
     if not summaries:
         typer.echo("no cards or feedback recorded yet")

@@ -87,12 +87,22 @@ def needs_of(templates: Mapping[str, str]) -> list[Need]:
 
 
 def service_templates() -> dict[str, str]:
-    """The prefetch templates of this service's ``trial-eligibility`` (as in its discovery document)."""
+    """The prefetch templates of the services (as in discovery), each distinct template once."""
     from cds.api.services import trial_eligibility_service
     from cds.trials import load_trials
     from hooks import HOOKS
 
-    return trial_eligibility_service(HOOKS["patient-view"], load_trials()).templates
+    trials = load_trials()
+    templates: dict[str, str] = {}
+    for hook in HOOKS.values():  # every hook's service; the same template is checked once
+        for key, template in trial_eligibility_service(hook, trials).templates.items():
+            if template in templates.values():
+                continue
+            name, n = key, 2
+            while name in templates:
+                name, n = f"{key}-{n}", n + 1
+            templates[name] = template
+    return templates
 
 
 # --------------------------------------------------------------------------------------------------
@@ -151,15 +161,18 @@ def check_capabilities(capability: Mapping[str, Any], templates: Mapping[str, st
         declared = resources.get(need.resource_type)
         if declared is None:
             rows.append(
-                CheckRow(need.resource_type, "read" if need.read else "search-type", "no", need.key,
-                         "resource type not in the CapabilityStatement")
+                CheckRow(
+                    need.resource_type,
+                    "read" if need.read else "search-type",
+                    "no",
+                    need.key,
+                    "resource type not in the CapabilityStatement",
+                )
             )
             continue
         interactions = _codes(declared.get("interaction"), "code")
         interaction = "read" if need.read else "search-type"
-        rows.append(
-            CheckRow(need.resource_type, interaction, "yes" if interaction in interactions else "no", need.key)
-        )
+        rows.append(CheckRow(need.resource_type, interaction, "yes" if interaction in interactions else "no", need.key))
         params = _codes(declared.get("searchParam"), "name") | common_params
         for name in need.search_params:
             if name in params:
@@ -184,7 +197,9 @@ def render_table(rows: list[CheckRow]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
 
     def fmt(line: tuple[str, ...]) -> str:
-        return "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line[:-1])) + ("  " + line[-1] if line[-1] else "")
+        return "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line[:-1])) + (
+            "  " + line[-1] if line[-1] else ""
+        )
 
     out = [fmt(header), "  ".join("-" * w for w in widths) + "  ----"]
     out.extend(fmt(line) for line in lines[1:])

@@ -205,7 +205,9 @@ def prefix_ids(bundle: Mapping[str, Any], prefix: str) -> dict[str, Any]:
 
 def patient_ids(bundle: Mapping[str, Any]) -> list[str]:
     """The ids of the Patient resources of a Bundle."""
-    return [r["id"] for r in bundle_resources(bundle) if r["resourceType"] == "Patient" and isinstance(r.get("id"), str)]
+    return [
+        r["id"] for r in bundle_resources(bundle) if r["resourceType"] == "Patient" and isinstance(r.get("id"), str)
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -359,7 +361,5 @@ def delete_resource(
     with httpx.Client(timeout=timeout_s, follow_redirects=False) as http:
         response = http.delete(f"{_base(base_url)}/{resource_type}/{resource_id}", headers=headers)
     if response.status_code not in (200, 202, 204, 404, 410):
-        raise FhirLoadError(
-            f"DELETE {resource_type}: HTTP {response.status_code}: {_outcome_text(response)}"
-        )
+        raise FhirLoadError(f"DELETE {resource_type}: HTTP {response.status_code}: {_outcome_text(response)}")
     return response.status_code

@@ -49,6 +49,7 @@ def _clean(value: Any) -> Any:
 
 
 _configured = False
+_URL_LOGGERS = ("httpx", "httpcore", "hpack")
 
 
 def configure_logging(level: str = "INFO", *, stream: Any = None) -> None:
@@ -70,6 +71,11 @@ def configure_logging(level: str = "INFO", *, stream: Any = None) -> None:
         logger_factory=lambda *_args: structlog.PrintLogger(stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
+    # Libraries that log every request URL at INFO/DEBUG through the standard library (httpx: "HTTP
+    # Request: GET https://ehr/fhir/Observation?patient=123"): FHIR URLs carry patient ids, so these
+    # loggers stay at WARNING or above, whatever the service's level and the host's logging setup.
+    for name in _URL_LOGGERS:
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
     _configured = True
 
 

@@ -1,15 +1,23 @@
 """One settings model for the whole service: environment variables ``TRIAL_CDS_*`` and an optional
-config file (``TRIAL_CDS_CONFIG_FILE``, YAML or .env style). Secure by default: JWT authentication on,
-no FHIR server allow-listed, no CORS origin allowed."""
+config file (``TRIAL_CDS_CONFIG_FILE``: a YAML mapping of the same names, without the prefix; the
+environment wins over the file). Secure by default: JWT authentication on, no FHIR server allow-listed,
+no CORS origin allowed. An invalid value, an unknown name in the config file or an unreadable config file
+is an error at start-up (:class:`SettingsError` or pydantic's ``ValidationError``), never a silent default."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class SettingsError(ValueError):
+    """The configuration cannot be used (config file missing, unreadable, not a mapping, unknown names)."""
 
 
 def _default_database_url() -> str:
@@ -23,15 +31,15 @@ class Settings(BaseSettings):
     auth: Literal["jwt", "none"] = "jwt"
     clients_file: Path | None = None
     audience: str | None = None
-    jwt_leeway_s: int = 60
-    jwks_timeout_s: float = 2.0
-    jwks_cache_s: int = 300
+    jwt_leeway_s: int = Field(default=60, ge=0, le=600)
+    jwks_timeout_s: float = Field(default=2.0, gt=0, le=30)
+    jwks_cache_s: int = Field(default=300, ge=0)
 
     # FHIR servers the service may contact; empty means none.
     fhir_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    time_budget_s: float = 3.0
-    max_pages: int = 20
-    page_size: int = 200
+    time_budget_s: float = Field(default=3.0, gt=0, le=60)
+    max_pages: int = Field(default=20, ge=1)
+    page_size: int = Field(default=200, ge=1, le=1000)
 
     # Storage of feedback (and the JWT replay cache).
     database_url: str = Field(default_factory=_default_database_url)
@@ -39,10 +47,10 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Limits on input.
-    max_body_bytes: int = 16 * 1024 * 1024
-    max_resources_per_key: int = 20_000
-    max_json_depth: int = 64
-    max_string_length: int = 1_000_000
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_resources_per_key: int = Field(default=20_000, ge=1)
+    max_json_depth: int = Field(default=64, ge=8, le=1000)
+    max_string_length: int = Field(default=1_000_000, ge=64)
 
     # What the service shows.
     show_not_eligible: bool = False
@@ -55,8 +63,44 @@ class Settings(BaseSettings):
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            return [part.strip().rstrip("/") if isinstance(part, str) else part for part in value if part != ""]
         return value
+
+    @field_validator("fhir_allowlist")
+    @classmethod
+    def _fhir_base_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            parts = urlsplit(url)
+            try:
+                parts.port  # noqa: B018 - raises for a port out of range
+            except ValueError:
+                raise ValueError(f"{url!r} has an invalid port") from None
+            if parts.scheme not in ("https", "http") or not parts.hostname:
+                raise ValueError(f"{url!r} is not an absolute http(s) base URL")
+            if parts.username is not None or parts.query or parts.fragment:
+                raise ValueError(f"{url!r}: a FHIR base URL has no credentials, query or fragment")
+            if parts.scheme == "http" and not _loopback(parts.hostname):
+                raise ValueError(f"{url!r}: use https (http is allowed only for loopback hosts)")
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            parts = urlsplit(origin)
+            if origin != "*" and (parts.scheme not in ("https", "http") or not parts.hostname or parts.path):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port])")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
 
     @classmethod
     def settings_customise_sources(
@@ -68,6 +112,15 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _ConfigFileSource(settings_cls), file_secret_settings)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _ConfigFileSource(PydanticBaseSettingsSource):
@@ -82,7 +135,16 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
         path = os.environ.get("TRIAL_CDS_CONFIG_FILE")
         if not path:
             return {}
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise SettingsError(f"TRIAL_CDS_CONFIG_FILE {path}: cannot be read ({exc.strerror or exc})") from None
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"TRIAL_CDS_CONFIG_FILE {path}: not valid YAML ({exc})") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: the config file must hold a mapping of setting names to values")
-        return {str(k).lower().removeprefix("trial_cds_"): v for k, v in data.items()}
+            raise SettingsError(f"TRIAL_CDS_CONFIG_FILE {path}: must hold a mapping of setting names to values")
+        values = {str(k).lower().removeprefix("trial_cds_"): v for k, v in data.items()}
+        unknown = sorted(set(values) - set(self.settings_cls.model_fields))
+        if unknown:  # a typo must not silently leave a security setting at its default
+            raise SettingsError(f"TRIAL_CDS_CONFIG_FILE {path}: unknown settings: {', '.join(unknown)}")
+        return values

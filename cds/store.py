@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     Boolean,
     Column,
+    Date,
     DateTime,
     Engine,
     Integer,
@@ -29,6 +30,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    cast,
     create_engine,
     event,
     func,
@@ -105,6 +107,29 @@ class TrialFeedbackSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "trial_id": self.trial_id,
+            "cards_shown": self.cards_shown,
+            "accepted": self.accepted,
+            "overridden": self.overridden,
+            "override_reasons": dict(self.override_reasons),
+        }
+
+
+@dataclass(frozen=True)
+class DailyFeedback:
+    """One day (UTC) of one trial: cards issued that day, and cards accepted or overridden that day (by the
+    feedback's outcomeTimestamp), with the override reasons. No PHI: counts and reason codes only."""
+
+    day: str  # YYYY-MM-DD
+    trial_id: str | None
+    cards_shown: int
+    accepted: int
+    overridden: int
+    override_reasons: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "day": self.day,
             "trial_id": self.trial_id,
             "cards_shown": self.cards_shown,
             "accepted": self.accepted,
@@ -290,6 +315,71 @@ class FeedbackStore:
             for t in trial_ids
         ]
 
+    def daily(self, trial_id: str | None = None, *, since: date | None = None) -> list[DailyFeedback]:
+        """``summary`` per day (UTC), oldest first, from ``since`` on if given. Feedback on cards this
+        database did not issue is reported under trial None (only when no trial is asked for)."""
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                issued_day: Any = func.date(issued_cards.c.issued_at)
+            else:
+                issued_day = func.to_char(cast(issued_cards.c.issued_at, Date), "YYYY-MM-DD")
+            feedback_day = func.substr(feedback.c.outcome_timestamp, 1, 10)
+            shown_q = select(issued_day, issued_cards.c.trial_id, func.count()).group_by(
+                issued_day, issued_cards.c.trial_id
+            )
+            joined = feedback.outerjoin(issued_cards, feedback.c.card_uuid == issued_cards.c.card_uuid)
+            outcome_q = (
+                select(
+                    feedback_day,
+                    issued_cards.c.trial_id,
+                    feedback.c.outcome,
+                    func.count(func.distinct(feedback.c.card_uuid)),
+                )
+                .select_from(joined)
+                .group_by(feedback_day, issued_cards.c.trial_id, feedback.c.outcome)
+            )
+            reason_q = (
+                select(
+                    feedback_day,
+                    issued_cards.c.trial_id,
+                    feedback.c.override_code,
+                    feedback.c.override_display,
+                    func.count(),
+                )
+                .select_from(joined)
+                .where(feedback.c.outcome == "overridden")
+                .group_by(feedback_day, issued_cards.c.trial_id, feedback.c.override_code, feedback.c.override_display)
+            )
+            if trial_id is not None:
+                shown_q = shown_q.where(issued_cards.c.trial_id == trial_id)
+                outcome_q = outcome_q.where(issued_cards.c.trial_id == trial_id)
+                reason_q = reason_q.where(issued_cards.c.trial_id == trial_id)
+            if since is not None:
+                shown_q = shown_q.where(issued_day >= since.isoformat())
+                outcome_q = outcome_q.where(feedback_day >= since.isoformat())
+                reason_q = reason_q.where(feedback_day >= since.isoformat())
+            shown: dict[tuple[str, str | None], int] = {(str(d), t): int(n) for d, t, n in conn.execute(shown_q)}
+            outcomes: dict[tuple[str, str | None], dict[str, int]] = {}
+            for d, t, outcome, n in conn.execute(outcome_q):
+                outcomes.setdefault((str(d), t), {})[str(outcome)] = int(n)
+            reasons: dict[tuple[str, str | None], dict[str, int]] = {}
+            for d, t, code, display, n in conn.execute(reason_q):
+                label = "(no reason)" if not code else (f"{code} ({display})" if display else str(code))
+                bucket = reasons.setdefault((str(d), t), {})
+                bucket[label] = bucket.get(label, 0) + int(n)
+        keys = sorted(set(shown) | set(outcomes), key=lambda k: (k[0], k[1] is None, k[1] or ""))
+        return [
+            DailyFeedback(
+                day=d,
+                trial_id=t,
+                cards_shown=shown.get((d, t), 0),
+                accepted=outcomes.get((d, t), {}).get("accepted", 0),
+                overridden=outcomes.get((d, t), {}).get("overridden", 0),
+                override_reasons=dict(sorted(reasons.get((d, t), {}).items(), key=lambda kv: (-kv[1], kv[0]))),
+            )
+            for d, t in keys
+        ]
+
 
 def feedback_summary(engine_or_url: Engine | str, trial_id: str | None = None) -> list[TrialFeedbackSummary]:
     """Feedback per trial, for ``trial-cds feedback``: cards shown, accepted, overridden, and the override
@@ -298,6 +388,20 @@ def feedback_summary(engine_or_url: Engine | str, trial_id: str | None = None) -
     try:
         store.create_tables()
         return store.summary(trial_id)
+    finally:
+        if isinstance(engine_or_url, str):
+            store.dispose()
+
+
+def feedback_daily(
+    engine_or_url: Engine | str, trial_id: str | None = None, *, since: date | None = None
+) -> list[DailyFeedback]:
+    """Feedback per trial and day, for ``trial-cds feedback --daily`` and the trial activity page: cards
+    shown, accepted, overridden, and the override reasons. Creates the tables if the database is new."""
+    store = FeedbackStore(engine_or_url)
+    try:
+        store.create_tables()
+        return store.daily(trial_id, since=since)
     finally:
         if isinstance(engine_or_url, str):
             store.dispose()

@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 MAPPINGS_DIR = Path(__file__).resolve().parent.parent / "fhir_mappings"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 NAME_SUFFIX_SYSTEM = "urn:trial-cds:name-suffix"
+# libyaml's safe loader where the platform has it: value sets hold tens of thousands of codes, and the
+# pure-Python parser takes seconds over them.
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class CodeEntry(BaseModel):
@@ -227,7 +230,7 @@ class ValueSetLibrary:
         errors: list[str] = []
         for path in sorted((base / "valuesets").glob("*.yaml")):
             try:
-                raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+                raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
                 data = ValueSetFile.model_validate(raw)
             except Exception as exc:  # every problem in every file, reported together
                 errors.append(f"{path.name}: {exc}")

@@ -1,9 +1,9 @@
 """CDS Hooks hook definitions: one module per hook.
 
 A hook module knows CDS Hooks (its context, its prefetch templates) and turns a validated context into an
-:class:`EvaluationTarget` — *what* to evaluate. It knows nothing of how criteria are evaluated. To add
-``order-select`` or ``order-sign`` later, write a module with a context model (``draftOrders`` …), give its
-``target()`` the draft orders as ``extra_resources``, and register it in :data:`HOOKS`.
+:class:`EvaluationTarget` — *what* to evaluate. It knows nothing of how criteria are evaluated.
+``patient-view`` asks for the patient to be screened; ``order-select`` and ``order-sign`` ask what their
+draft orders would change (``EvaluationTarget.orders``). A new hook is a module registered in :data:`HOOKS`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ class EvaluationTarget:
     user_id: str
     # Context fields eligible as prefetch tokens (root-level primitives), e.g. {"patientId": "123"}.
     tokens: Mapping[str, str]
-    # Resources the context carries itself (e.g. order-sign's draftOrders), added to the record.
+    # Resources the context carries itself (e.g. Medications in draftOrders), added to the record.
     extra_resources: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
+    # None: screen the patient. A tuple (possibly empty): warn about what these draft orders would change.
+    orders: tuple[Mapping[str, Any], ...] | None = None
 
 
 class HookDefinition(Protocol):
@@ -59,9 +61,11 @@ def smart_v1_scopes(resource_types: Iterable[str]) -> list[str]:
 
 
 def _registry() -> dict[str, HookDefinition]:
-    from hooks import patient_view
+    from hooks.order_select import HOOK as ORDER_SELECT
+    from hooks.order_sign import HOOK as ORDER_SIGN
+    from hooks.patient_view import HOOK as PATIENT_VIEW
 
-    return {patient_view.HOOK.name: patient_view.HOOK}
+    return {h.name: h for h in (PATIENT_VIEW, ORDER_SELECT, ORDER_SIGN)}
 
 
 HOOKS: dict[str, HookDefinition] = _registry()

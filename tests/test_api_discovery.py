@@ -21,8 +21,9 @@ def test_discovery_lists_the_service_with_its_prefetch(tmp_path: Path) -> None:
     assert response.status_code == 200
     body = response.json()
     assert find_empty(body) == []
-    (service,) = body["services"]
-    assert service["id"] == "trial-eligibility"
+    services = {s["id"]: s for s in body["services"]}
+    assert list(services) == ["trial-eligibility", "trial-eligibility-order-select", "trial-eligibility-order-sign"]
+    service = services["trial-eligibility"]
     assert service["hook"] == "patient-view"
     assert service["title"] and service["description"]
     prefetch = service["prefetch"]

@@ -204,9 +204,9 @@ def test_detail_is_a_checklist_with_decisive_criteria_first() -> None:
 
 def test_detail_shows_facts_and_what_to_confirm() -> None:
     detail = card(needs_review(), FakeTrial(), base_url=BASE, patient_id="p1")["detail"]
-    assert "- [x] ANC ≥ 1.5 × 10⁹/L — ANC 2.1 × 10⁹/L on 2026-10-28" in detail
+    assert "- [x] ANC ≥ 1.5 × 10⁹/L — ANC 2.1 × 10⁹/L on 28 Oct 2026" in detail
     assert (
-        "- [ ] To confirm: Platelets ≥ 100 × 10⁹/L — no platelet count within 28 days; last one 2026-09-01"
+        "- [ ] To confirm: Platelets ≥ 100 × 10⁹/L — no platelet count within 28 days; last one 1 Sep 2026"
         " (61 days old); check: platelet count (LOINC 777-3)"
     ) in detail
     assert "- [x] Not present — exclusion: HIV infection — no HIV condition recorded" in detail
@@ -290,3 +290,9 @@ def test_find_empty_reports_paths() -> None:
         "$.cards[0].links",
         "$.cards[0].source.topic",
     ]
+
+
+def test_dates_are_written_as_clinicians_write_them() -> None:
+    detail = card(needs_review(), FakeTrial(), base_url=BASE, patient_id="p1")["detail"]
+    assert "(screened 1 Nov 2026)" in detail and "2026-" not in detail
+    assert "#### Satisfied (" in detail

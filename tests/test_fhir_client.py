@@ -160,7 +160,8 @@ def test_check_fhir_server_rejects_everything_with_an_empty_allowlist() -> None:
 
 
 def test_check_fhir_server_rejects_plain_http_to_a_remote_host_even_if_allowlisted() -> None:
-    settings = make_settings(fhir_allowlist=["http://fhir.example.org/baseR4"])
+    # Settings refuse such an entry at start-up; model_copy skips that check, to test the second line of defence.
+    settings = make_settings().model_copy(update={"fhir_allowlist": ["http://fhir.example.org/baseR4"]})
     with pytest.raises(FhirServerNotAllowed, match="https"):
         check_fhir_server("http://fhir.example.org/baseR4", settings)
 
@@ -192,7 +193,8 @@ def test_check_fhir_server_allows_http_for_loopback_hosts(url: str) -> None:
 )
 def test_check_fhir_server_rejects_malformed_urls(url: str) -> None:
     with pytest.raises(FhirServerNotAllowed):
-        check_fhir_server(url, make_settings(fhir_allowlist=[BASE, url]))
+        # model_copy: Settings refuse such entries at start-up; this tests the request-time check.
+        check_fhir_server(url, make_settings().model_copy(update={"fhir_allowlist": [BASE, url]}))
 
 
 def test_client_refuses_a_base_url_that_is_not_allowlisted() -> None:

@@ -663,3 +663,104 @@ def test_system_aliases() -> None:
     used = {e["system"] for data in ALL.values() for e in data["include"]} - {"urn:trial-cds:name-suffix"}
     canonical_known = set(raw) | {"http://terminology.hl7.org/CodeSystem/v3-RouteOfAdministration"}
     assert used <= canonical_known, used - canonical_known
+
+
+# ---------------------------------------------------------------- SNOMED CT coverage (eCQM VSAC expansions)
+
+
+def _sct_display_texts(vs_id: str) -> dict[str, str]:
+    return {c: e["display"] for c, e in codes(vs_id, SCT).items()}
+
+
+def test_other_malignancy_snomed_pinned() -> None:
+    sct = set(codes("cond-other-malignancy", SCT))
+    for code in (
+        "254837009",  # Malignant neoplasm of breast (Synthea)
+        "254637007",  # Non-small cell lung cancer (Synthea)
+        "254632001",  # Small cell carcinoma of lung (Synthea)
+        "424132000",  # Non-small cell carcinoma of lung, TNM stage 1 (Synthea)
+        "67841000119103",  # Primary small cell malignant neoplasm of lung, TNM stage 4 (Synthea)
+        "363406005",  # Malignant neoplasm of colon (Synthea)
+        "93761005",  # Primary malignant neoplasm of colon (Synthea)
+        "109838007",  # Overlapping malignant neoplasm of colon (Synthea)
+        "91861009",  # Acute myeloid leukemia (Synthea)
+        "399068003",  # Malignant tumor of prostate
+        "399326009",  # Malignant neoplasm of urinary bladder
+        "363418001",  # Malignant tumor of pancreas
+        "93655004",  # Malignant melanoma of skin
+        "363478007",  # Malignant tumor of thyroid gland
+        "429699009",  # History of malignant neoplasm of colon
+    ):
+        assert code in sct, code
+
+
+def test_other_malignancy_snomed_leaves_out_npc_spread_and_generic() -> None:
+    other = _sct_display_texts("cond-other-malignancy")
+    npc = set(codes("cond-npc", SCT))
+    assert not npc & set(other), "nasopharyngeal carcinoma concepts must not count as another malignancy"
+    for code in ("187694000", "93662008", "187697007", "254484001", "722530005"):  # adenoid, recess, choanae
+        assert code in npc and code not in other, code
+    assert not set(other) & set(codes("cond-distant-metastasis", SCT))
+    assert not set(other) & set(codes("cond-liver-metastasis", SCT))
+    assert not set(other) & set(codes("cond-bcc-skin", SCT)), "BCC of skin is handled by cond-bcc-skin"
+    assert not set(other) & set(codes("cond-malignancy-ambiguous", SCT))
+    for code, text in other.items():
+        assert not re.search(r"naso|pharyngeal tonsil|adenoid \(|in situ of (uterine )?cervix", text, re.I), (code, text)
+        assert "(morphologic abnormality)" not in text, (code, text)
+        assert not re.search(r"[Ss]econdary|[Mm]etastatic .* to |[Mm]etastasis to|uncertain behavio", text), (code, text)
+        if re.search(r"metasta", text, re.I):
+            assert re.search(r"metastasis from|metastatic to|with widespread metastatic", text, re.I), (code, text)
+    # generic concepts that may be the NPC itself -> ambiguous (unknown), never "other malignancy"
+    amb = set(codes("cond-malignancy-ambiguous", SCT))
+    for code in ("363346000", "372087000", "402815007", "716659002", "363507003", "255052006"):
+        assert code in amb and code not in other, code
+
+
+def test_bcc_skin_snomed() -> None:
+    bcc = _sct_display_texts("cond-bcc-skin")
+    assert {"254701007", "402819001", "403914000", "402536001"} <= set(bcc)
+    assert "717731002" not in bcc, "BCC of vulva is not skin BCC"
+    assert "717731002" in codes("cond-other-malignancy", SCT)
+
+
+@pytest.mark.parametrize(
+    ("vs_id", "required"),
+    [
+        ("cond-diabetes", {"44054006", "46635009", "73211009", "368581000119106", "1551000119108"}),
+        ("cond-uncontrolled-diabetes", {"443694000", "444073006", "420422005", "368051000119109"}),
+        ("cond-hiv", {"86406008", "62479008", "165816005"}),
+        ("cond-hbv-chronic", {"61977001", "186639003"}),
+        ("cond-hcv", {"128302006", "50711007", "235866006"}),
+        ("cond-autoimmune", {"69896004", "55464009", "34000006", "64766004", "24700007", "46635009", "396331005"}),
+        ("cond-myocardial-infarction", {"22298006", "401303003", "401314000", "57054005"}),
+        ("cond-angina", {"194828000", "4557003", "233819005"}),
+        ("cond-heart-failure", {"84114007", "88805009", "42343007"}),
+        ("cond-stroke", {"230690007", "422504002", "432504007"}),
+        ("cond-pulmonary-embolism", {"59282003", "233935004"}),
+        ("cond-pregnancy", {"77386006", "72892002"}),
+        ("cond-transplant-status", {"161665007"}),
+        ("cond-tuberculosis", {"56717001", "154283005"}),
+        ("proc-radiotherapy", {"33195004", "152198000"}),
+        ("proc-transplant", {"70536003", "175901007"}),
+    ],
+)
+def test_required_snomed_codes(vs_id: str, required: set[str]) -> None:
+    assert required <= set(codes(vs_id, SCT)), required - set(codes(vs_id, SCT))
+
+
+def test_snomed_traps() -> None:
+    assert "399211009" not in codes("cond-myocardial-infarction", SCT), "history of MI is not an acute MI"
+    for code, text in _sct_display_texts("cond-myocardial-infarction").items():
+        assert not re.search(r"\bold\b|healed|history", text, re.I), (code, text)
+    for code, text in _sct_display_texts("cond-pregnancy").items():
+        assert not re.search(r"not pregnant|^(ectopic|tubal|miscarriage|abortion|spontaneous abortion)", text, re.I), (code, text)
+    for code, text in _sct_display_texts("cond-bleeding-event").items():
+        assert not re.search(r"epistaxis|nose ?bleed", text, re.I), (code, text)
+    for code, text in _sct_display_texts("cond-substance-use").items():
+        assert not re.search(r"nicotine|tobacco", text, re.I), (code, text)
+    for code, text in _sct_display_texts("cond-tuberculosis").items():
+        assert not re.search(r"latent", text, re.I), (code, text)
+    assert "175899003" not in codes("proc-transplant", SCT), "kidney autotransplantation is not an organ transplant"
+    major = set(codes("proc-major-surgery", SCT))
+    assert not major & set(codes("proc-minor", SCT))
+    assert not major & set(codes("proc-surgical", SCT))

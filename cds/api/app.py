@@ -13,8 +13,9 @@ from starlette.concurrency import run_in_threadpool
 
 import cds
 from cds.api import errors
+from cds.api.activity import activity_router
 from cds.api.routes import cds_router, demo_router, open_router
-from cds.api.services import AppState, Evaluator, trial_eligibility_service
+from cds.api.services import AppState, Evaluator, trial_eligibility_services
 from cds.demo import DemoData
 from cds.logging_setup import configure_logging, get_logger
 from cds.settings import Settings
@@ -74,7 +75,7 @@ def create_app(
         evaluate = engine_evaluate
     store = FeedbackStore(settings.database_url)
     store.create_tables()
-    service = trial_eligibility_service(HOOKS["patient-view"], trials)
+    services = trial_eligibility_services(HOOKS, trials)  # patient-view first: the demo uses the first
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -111,7 +112,7 @@ def create_app(
         settings=settings,
         trials=trials,
         store=store,
-        services={service.id: service},
+        services=services,
         evaluate=evaluate,
         demo=DemoData() if settings.demo else None,
     )
@@ -124,6 +125,8 @@ def create_app(
         # A failed client check is a bare 401: nothing in the body to help a forger.
         app.add_exception_handler(AuthError, auth_exception_handler)
     app.include_router(cds_router, dependencies=_auth_dependencies(settings))
+    # Coordinator data: no PHI, but internal, so behind the same client check as the CDS endpoints.
+    app.include_router(activity_router, dependencies=_auth_dependencies(settings))
     app.include_router(open_router)
     if settings.demo:
         app.include_router(demo_router)

@@ -38,7 +38,7 @@ def _uuid_text(value: str) -> str:
     return value
 
 
-UuidText = Annotated[StrictStr, AfterValidator(_uuid_text)]
+UuidText = Annotated[StrictStr, AfterValidator(_uuid_text), Field(json_schema_extra={"format": "uuid"})]
 
 
 class FhirAuthorization(BaseModel):
@@ -197,7 +197,10 @@ async def read_json_object(request: Request, settings: Settings) -> dict[str, An
         raise ApiError.single(400, "required", "The request body is empty; a JSON object is required")
     try:
         data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc):  # orjson's own nesting limit (1024), far above max_json_depth
+            too_deep = f"The JSON nests deeper than {settings.max_json_depth} levels"
+            raise ApiError.single(400, "too-long", too_deep) from None
         raise ApiError.single(400, "structure", "The request body is not valid JSON (UTF-8)") from None
     if not isinstance(data, dict):
         kind = "an array" if isinstance(data, list) else f"a JSON {type(data).__name__}"
@@ -215,3 +218,28 @@ def parse(model: type[M], data: Any, *, prefix: str = "") -> M:
     except ValidationError as exc:
         issues = validation_issues(exc.errors(include_input=False), prefix=prefix)
         raise ApiError(400, issues or [Issue("invalid", "The request is not valid")]) from None
+
+
+# ---------------------------------------------------------------------------------------------------
+# OpenAPI: the routes read their bodies themselves (size and depth limits first), so FastAPI cannot see
+# the models; ``openapi_body`` describes them for the schema (``openapi_extra`` of the route).
+
+
+def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            rest = {k: v for k, v in node.items() if k != "$ref"}
+            return {**_inline_refs(defs[ref.removeprefix("#/$defs/")], defs), **_inline_refs(rest, defs)}
+        return {k: _inline_refs(v, defs) for k, v in node.items() if k != "$defs"}
+    if isinstance(node, list):
+        return [_inline_refs(v, defs) for v in node]
+    return node
+
+
+def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
+    """``{"requestBody": ...}`` for a route's ``openapi_extra``: ``model``'s JSON schema, references
+    inlined (the request models are not recursive)."""
+    schema = model.model_json_schema(mode="validation")
+    inlined = _inline_refs(schema, schema.get("$defs", {}))
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inlined}}}}

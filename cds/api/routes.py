@@ -13,13 +13,15 @@ from starlette.concurrency import run_in_threadpool
 
 from cds.api import pages
 from cds.api.errors import ApiError, Issue, outcome_response
-from cds.api.models import FeedbackItem, FeedbackRequest, HookRequest, parse, read_json_object
+from cds.api.models import FeedbackItem, FeedbackRequest, HookRequest, openapi_body, parse, read_json_object
 from cds.api.services import AppState, ServiceDefinition
 from cds.assessment import Assessment
 from cds.cards import cards_for
 from cds.demo import demo_request
 from cds.fhir_client import FhirServerNotAllowed, check_fhir_server
 from cds.logging_setup import get_logger
+from cds.order_cards import order_warning_cards
+from cds.orders import order_impacts
 from cds.prefetch import DataUnavailable, FhirAccess, PrefetchError, gather
 from cds.record import PatientRecord
 from cds.store import FeedbackEntry, IssuedCard
@@ -50,6 +52,21 @@ def _service(request: Request, service_id: str) -> ServiceDefinition:
     return service
 
 
+def _note_incomplete(cards: list[dict[str, Any]], key_sources: dict[str, str], problems: list[str]) -> None:
+    """An honest card: when a key's data were read only in part (page loop, page limit, next link to another
+    server, a prefetched Bundle with a next link), each card says so, as decisions may rest on missing data."""
+    partial = sorted(key for key, source in key_sources.items() if source.endswith("-partial"))
+    if not partial:
+        return
+    why = "; ".join(p for p in problems if p.split(":", 1)[0] in partial)
+    note = (
+        f"\n\n**Incomplete record:** not all of the patient's data could be read ({why}). "
+        "Criteria decided from these data may change with the complete record."
+    )
+    for card in cards:
+        card["detail"] = str(card.get("detail", "")).rstrip() + note
+
+
 # ---------------------------------------------------------------------------------------------------
 # CDS Hooks: discovery, service, feedback (behind client authentication when it is on).
 
@@ -61,7 +78,7 @@ async def discovery(request: Request) -> JSONResponse:
     return JSONResponse({"services": [s.discovery() for s in state(request).services.values()]})
 
 
-@cds_router.post("/cds-services/{service_id}")
+@cds_router.post("/cds-services/{service_id}", openapi_extra=openapi_body(HookRequest))
 async def call_service(service_id: str, request: Request) -> JSONResponse:
     started = time.perf_counter()
     st = state(request)
@@ -112,14 +129,29 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         record = PatientRecord.from_resources(resources, patient_id=target.patient_id)
         return [(trial, st.evaluate(trial, record, moment)) for trial in st.trials.values()]
 
-    results = await run_in_threadpool(evaluate_all)
-    chosen = cards_for(
-        results,
-        base_url=base_url(request),
-        patient_id=target.patient_id,
-        user_id=target.user_id,
-        show_not_eligible=st.settings.show_not_eligible,
-    )
+    if target.orders is None:  # screen the patient
+        results = await run_in_threadpool(evaluate_all)
+        chosen = cards_for(
+            results,
+            base_url=base_url(request),
+            patient_id=target.patient_id,
+            user_id=target.user_id,
+            show_not_eligible=st.settings.show_not_eligible,
+        )
+    else:  # warn about what the draft orders would change
+        results, impacts = await run_in_threadpool(
+            order_impacts,
+            list(st.trials.values()),
+            resources,
+            target.orders,
+            patient_id=target.patient_id,
+            now=moment,
+            evaluate=st.evaluate,
+        )
+        chosen = order_warning_cards(
+            impacts, base_url=base_url(request), patient_id=target.patient_id, user_id=target.user_id
+        )
+    _note_incomplete([c for _, _, c in chosen], gathered.key_sources, gathered.problems)
     if chosen:
         await run_in_threadpool(
             st.store.record_cards,
@@ -164,7 +196,7 @@ def _feedback_entry(item: FeedbackItem, service_id: str) -> FeedbackEntry:
     )
 
 
-@cds_router.post("/cds-services/{service_id}/feedback")
+@cds_router.post("/cds-services/{service_id}/feedback", openapi_extra=openapi_body(FeedbackRequest))
 async def feedback(service_id: str, request: Request) -> Response:
     st = state(request)
     service = _service(request, service_id)

@@ -52,22 +52,48 @@ class ServiceDefinition:
         }
 
 
+# The order hooks: the service id's suffix and what the clinician is doing when it is called.
+_ORDER_HOOKS: dict[str, str] = {"order-select": "selects", "order-sign": "is about to sign"}
+
+
 def trial_eligibility_service(hook: HookDefinition, trials: Mapping[str, Any]) -> ServiceDefinition:
     types: set[str] = {"Patient"}
     for trial in trials.values():
         types.update(trial.resource_types())
     names = "; ".join(f"{t.short_name} ({t.title})" for t in trials.values())
+    plural = "s" if len(trials) != 1 else ""
+    if hook.name in _ORDER_HOOKS:
+        return ServiceDefinition(
+            id=f"{SERVICE_ID}-{hook.name}",
+            hook=hook,
+            title="Clinical trial eligibility: order check",
+            description=(
+                f"When the clinician {_ORDER_HOOKS[hook.name]} an order (a MedicationRequest coded with RxNorm "
+                "or CVX, or a ServiceRequest), warns if carrying it out would make a patient who may be "
+                f"eligible for a clinical trial ineligible, naming the criterion and for how long ({len(trials)} "
+                f"trial{plural}: {names})."
+            ),
+            resource_types=frozenset(types),
+        )
     return ServiceDefinition(
         id=SERVICE_ID,
         hook=hook,
         title="Clinical trial eligibility screening",
         description=(
             "Screens the patient in context against the eligibility criteria of "
-            f"{len(trials)} clinical trial{'s' if len(trials) != 1 else ''} from coded FHIR R4 data, and "
+            f"{len(trials)} clinical trial{plural} from coded FHIR R4 data, and "
             f"returns a card for each trial the patient may be eligible for: {names}."
         ),
         resource_types=frozenset(types),
     )
+
+
+def trial_eligibility_services(
+    hooks: Mapping[str, HookDefinition], trials: Mapping[str, Any]
+) -> dict[str, ServiceDefinition]:
+    """One service per hook, by id, on the same trials: patient-view screens, the order hooks warn."""
+    services = [trial_eligibility_service(hook, trials) for hook in hooks.values()]
+    return {s.id: s for s in services}
 
 
 @dataclass

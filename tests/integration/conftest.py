@@ -18,10 +18,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from itest_support import FhirServer, fixture_files, read_json, server_from_env  # noqa: E402
+from itest_support import FhirServer, fixture_files, read_json, server_from_env
 
-from cds.fhir_load import prefix_ids, upload_bundle  # noqa: E402
-from cds.trials import Trial, load_trials  # noqa: E402
+from cds.fhir_load import prefix_ids, upload_bundle
+from cds.trials import Trial, load_trials
 
 NO_SERVER = (
     "no FHIR server configured: set FHIR_BASE_URL (e.g. `FHIR_BASE_URL=$(scripts/fhir-servers start-sekmet)`, "
@@ -68,6 +68,5 @@ def loaded_fixtures(fhir_server: FhirServer) -> dict[str, dict[str, Any]]:
             bundle = prefix_ids(read_json(path), fhir_server.prefix)
             upload_bundle(fhir_server.base, bundle, token=fhir_server.token, http=http, source=path.name)
             loaded[path.stem] = bundle
-    print(f"\nloaded {len(loaded)} fixture patients into {fhir_server.base} in "
-          f"{time.perf_counter() - started:.1f} s")
+    print(f"\nloaded {len(loaded)} fixture patients into {fhir_server.base} in {time.perf_counter() - started:.1f} s")
     return loaded

@@ -97,9 +97,7 @@ def _over_http(service: TestClient, server: FhirServer, patient_id: str) -> dict
     return card_assessments(response.json())
 
 
-def test_paging_across_several_pages(
-    fhir_server: FhirServer, service: TestClient, trials: dict[str, Any]
-) -> None:
+def test_paging_across_several_pages(fhir_server: FhirServer, service: TestClient, trials: dict[str, Any]) -> None:
     bundle = _with_extra_observations("01-base-male-eligible", f"{fhir_server.prefix}pg-", 20)
     upload_bundle(fhir_server.base, bundle, token=fhir_server.token)
     pid = f"{fhir_server.prefix}pg-npc-01"
@@ -156,7 +154,9 @@ def test_deleted_resource_no_longer_counts(
         if resource["resourceType"] != "Observation":
             continue
         rest = copy.deepcopy(bundle)
-        rest["entry"] = [e for e in rest["entry"] if e["resource"] is not None and e["resource"].get("id") != resource["id"]]
+        rest["entry"] = [
+            e for e in rest["entry"] if e["resource"] is not None and e["resource"].get("id") != resource["id"]
+        ]
         without = screen_offline(trials, rest)
         if without != full:
             chosen = resource

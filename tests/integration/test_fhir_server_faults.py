@@ -108,23 +108,44 @@ class _Handler(BaseHTTPRequestHandler):
         matches = [
             r
             for r in self.server.resources
-            if r["resourceType"] == rtype and mode != "gone"
-            and json.dumps(r).find(f'"Patient/{patient}"') >= 0
+            if r["resourceType"] == rtype and mode != "gone" and json.dumps(r).find(f'"Patient/{patient}"') >= 0
         ]
         if mode == "offset":
             # _offset paging of at most 2 per page whatever _count says, and no Bundle.total.
             offset = int((query.get("_offset") or ["0"])[0])
             page = matches[offset : offset + 2]
-            links = [{"relation": "self", "url": f"{self.server.root}/offset/fhir/{rtype}?patient={patient}&_offset={offset}"}]
+            links = [
+                {
+                    "relation": "self",
+                    "url": f"{self.server.root}/offset/fhir/{rtype}?patient={patient}&_offset={offset}",
+                }
+            ]
             if offset + 2 < len(matches):
                 links.append(
-                    {"relation": "next", "url": f"{self.server.root}/offset/fhir/{rtype}?patient={patient}&_offset={offset + 2}"}
+                    {
+                        "relation": "next",
+                        "url": f"{self.server.root}/offset/fhir/{rtype}?patient={patient}&_offset={offset + 2}",
+                    }
                 )
-            self._send(200, {"resourceType": "Bundle", "type": "searchset", "link": links,
-                             "entry": [{"resource": r} for r in page]})
+            self._send(
+                200,
+                {
+                    "resourceType": "Bundle",
+                    "type": "searchset",
+                    "link": links,
+                    "entry": [{"resource": r} for r in page],
+                },
+            )
             return
-        self._send(200, {"resourceType": "Bundle", "type": "searchset", "total": len(matches),
-                         "entry": [{"resource": r} for r in matches]})
+        self._send(
+            200,
+            {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "total": len(matches),
+                "entry": [{"resource": r} for r in matches],
+            },
+        )
 
 
 def _outcome(code: str) -> dict[str, Any]:

@@ -198,6 +198,50 @@ def feedback(
             typer.echo(f"    overridden: {reason} × {count}")
 
 
+@app.command()
+def load(
+    bundles: Annotated[list[Path], typer.Argument(help="FHIR Bundle files (JSON) of synthetic patients.")],
+    fhir: Annotated[str, typer.Option("--fhir", help="Base URL of the FHIR R4 server.")],
+    token: Annotated[
+        str | None, typer.Option("--token", envvar="FHIR_BEARER_TOKEN", help="Bearer token, if the server needs one.")
+    ] = None,
+    id_prefix: Annotated[str, typer.Option("--id-prefix", help="Put before every resource id (shared servers).")] = "",
+) -> None:
+    """Upload synthetic patients: one transaction per file, PUT by id, so a re-run changes nothing."""
+    from cds.fhir_load import FhirLoadError, load_files
+
+    try:
+        results = load_files(fhir, bundles, token=token, id_prefix=id_prefix)
+    except FhirLoadError as exc:
+        _fail(str(exc), 1)
+        raise
+    for r in results:
+        typer.echo(
+            f"{r.source}: {r.resources} resources ({r.created} created, {r.updated} unchanged or updated), "
+            f"Patient/{', Patient/'.join(r.patient_ids)}"
+        )
+
+
+@app.command()
+def check(
+    fhir: Annotated[str, typer.Option("--fhir", help="Base URL of the FHIR R4 server.")],
+    token: Annotated[
+        str | None, typer.Option("--token", envvar="FHIR_BEARER_TOKEN", help="Bearer token, if /metadata needs one.")
+    ] = None,
+) -> None:
+    """Read the server's /metadata: does it support every search this service makes? Exit 1 if not."""
+    from cds.fhir_check import CapabilityError, all_supported, check_server, render_table
+
+    try:
+        rows = check_server(fhir, token=token)
+    except CapabilityError as exc:
+        _fail(f"{fhir}: {exc}", 1)
+        raise
+    typer.echo(render_table(rows))
+    if not all_supported(rows):
+        raise typer.Exit(1)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -1,20 +1,71 @@
 #!/usr/bin/env bash
-# Every check and test: lint, types, trial files, unit and API tests, then the integration suite against
-# real FHIR servers (started here, stopped on exit). Called by `make test` and so by .ci/run.
+# Every check and test, as `make test` and CI (.ci/run) run them:
+#   1. ruff, mypy --strict, trial-file validation;
+#   2. pytest: engine, API, security, browser tests (headless Chromium from Debian's package);
+#   3. the integration suite against real FHIR servers, started here and stopped on exit:
+#      - FHIR_BASE_URL set: that server only (any FHIR R4 server; FHIR_BEARER_TOKEN if it needs one);
+#      - CI (CI=true) or TEST_HAPI=1: HAPI FHIR JPA (sandbox/hapi, built with Maven), then SEKMET;
+#      - otherwise: HAPI if it already runs (scripts/fhir-servers start-hapi), else SEKMET (fast).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 status=0
-step() { echo; echo "== $*"; }
+step() { printf '\n== %s\n' "$*"; }
+fail() { echo "FAILED: $*"; status=1; }
 
 step "ruff"
-$BIN/ruff check cds hooks fhir_mappings tests || status=1
+$BIN/ruff check cds hooks fhir_mappings tests || fail ruff
 step "mypy --strict"
-$BIN/mypy cds hooks fhir_mappings || status=1
+$BIN/mypy cds hooks fhir_mappings || fail mypy
 step "trial files"
-$BIN/trial-cds trials validate fhir_mappings/trials/*.yaml || status=1
+$BIN/trial-cds trials validate fhir_mappings/trials/*.yaml || fail "trial files"
 
-step "pytest"
-$BIN/pytest -q -p no:cacheprovider || status=1
+step "browser for the browser tests"
+if [[ ! -x /usr/bin/chromium ]]; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "could not install chromium: the browser tests will say so and be skipped"
+  else
+    echo "no /usr/bin/chromium and not root: install Debian's chromium package to run the browser tests"
+  fi
+fi
+[[ -x /usr/bin/chromium ]] && /usr/bin/chromium --version
 
+step "pytest (unit, API, security, browser)"
+$BIN/pytest -q -p no:cacheprovider -m "not integration" || fail pytest
+
+integration() {  # $1: label, $2: base URL
+  step "integration suite against $1 ($2)"
+  FHIR_BASE_URL="$2" $BIN/pytest -q -p no:cacheprovider -m integration tests/integration || fail "integration ($1)"
+}
+
+trap 'scripts/fhir-servers stop all >/dev/null 2>&1' EXIT
+if [[ -n "${FHIR_BASE_URL:-}" ]]; then
+  integration "FHIR_BASE_URL" "$FHIR_BASE_URL"
+else
+  if [[ "${CI:-}" == "true" || "${TEST_HAPI:-}" == "1" ]]; then
+    step "HAPI FHIR JPA server (sandbox/hapi)"
+    if hapi_url="$(scripts/fhir-servers start-hapi)"; then
+      integration "HAPI FHIR" "$hapi_url"
+      scripts/fhir-servers stop hapi
+    else
+      fail "HAPI FHIR could not be built or started; see var/logs/hapi-build.log and var/logs/hapi.log"
+      tail -n 40 var/logs/hapi-build.log var/logs/hapi.log 2>/dev/null
+    fi
+    if sekmet_url="$(scripts/fhir-servers start-sekmet)"; then
+      integration "SEKMET" "$sekmet_url"
+    else
+      fail "SEKMET could not be started; see var/logs/sekmet.log"
+    fi
+  else
+    if base_url="$(scripts/fhir-servers ensure)"; then
+      integration "local FHIR server" "$base_url"
+    else
+      fail "no FHIR server could be started (scripts/fhir-servers ensure)"
+    fi
+  fi
+fi
+
+echo
+if [[ $status -eq 0 ]]; then echo "ALL CHECKS PASSED"; else echo "SOME CHECKS FAILED"; fi
 exit $status

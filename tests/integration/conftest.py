@@ -29,11 +29,6 @@ NO_SERVER = (
 )
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "integration: runs against a real FHIR R4 server (FHIR_BASE_URL) or real local sockets"
-    )
-
 
 @pytest.fixture(scope="session")
 def fhir_server() -> FhirServer:

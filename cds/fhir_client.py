@@ -242,9 +242,7 @@ class FhirClient:
     def base_url(self) -> str:
         return self._base
 
-    async def search_all(
-        self, queries: Mapping[str, str], *, deadline: float | None = None
-    ) -> dict[str, QueryResult]:
+    async def search_all(self, queries: Mapping[str, str], *, deadline: float | None = None) -> dict[str, QueryResult]:
         """Run every query (key → relative URL, e.g. ``Observation?patient=123`` or ``Patient/123``) in
         parallel under one deadline (``loop.time()`` based; default now + ``settings.time_budget_s``).
         Never raises for a failed query: each result carries its ``error``."""
@@ -264,9 +262,7 @@ class FhirClient:
     async def _run_all(
         self, http: httpx.AsyncClient, queries: Mapping[str, str], deadline: float
     ) -> dict[str, QueryResult]:
-        tasks = {
-            key: asyncio.create_task(self._run_query(http, key, q, deadline)) for key, q in queries.items()
-        }
+        tasks = {key: asyncio.create_task(self._run_query(http, key, q, deadline)) for key, q in queries.items()}
         try:
             await asyncio.gather(*tasks.values())
         finally:
@@ -454,9 +450,7 @@ class FhirClient:
                     else:
                         retry_after = response.headers.get("Retry-After")
             except httpx.TimeoutException as exc:
-                raise _QueryFailed(
-                    f"the time budget of {self._settings.time_budget_s:g} s was exceeded"
-                ) from exc
+                raise _QueryFailed(f"the time budget of {self._settings.time_budget_s:g} s was exceeded") from exc
             except httpx.TransportError as exc:
                 log.info("fhir.request.error", key=key, error=type(exc).__name__)
                 wait = BACKOFF_S

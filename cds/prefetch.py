@@ -30,9 +30,7 @@ from cds.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-KeySource = Literal[
-    "prefetch", "prefetch-null", "prefetch-partial", "fetched", "fetched-partial", "not-applicable"
-]
+KeySource = Literal["prefetch", "prefetch-null", "prefetch-partial", "fetched", "fetched-partial", "not-applicable"]
 
 #: The user tokens of CDS Hooks 2.0 and the resource type of ``userId`` each one stands for.
 USER_TOKENS: dict[str, str] = {
@@ -216,9 +214,7 @@ def _flatten_bundle(key: str, bundle: dict[str, Any], depth: int, out: list[dict
 
 def _has_next_link(bundle: dict[str, Any]) -> bool:
     links = bundle.get("link")
-    return isinstance(links, list) and any(
-        isinstance(link, dict) and link.get("relation") == "next" for link in links
-    )
+    return isinstance(links, list) and any(isinstance(link, dict) and link.get("relation") == "next" for link in links)
 
 
 def _expected(template: str) -> tuple[bool, str | None]:
@@ -345,13 +341,9 @@ async def gather(
                 key_sources[key] = "prefetch"
                 if prefetched.has_next:
                     key_sources[key] = "prefetch-partial"
-                    problems.append(
-                        f"{key}: the prefetched Bundle has a next link; only its first page was used"
-                    )
+                    problems.append(f"{key}: the prefetched Bundle has a next link; only its first page was used")
                 continue
-            problems.append(
-                f"{key}: the CDS client sent an OperationOutcome instead of data; fetched instead"
-            )
+            problems.append(f"{key}: the CDS client sent an OperationOutcome instead of data; fetched instead")
         try:
             to_fetch[key] = render_template(template, context, user_id)
         except TokenUnavailable as exc:
@@ -363,10 +355,7 @@ async def gather(
     if to_fetch:
         if not fhir.base_url:
             raise DataUnavailable(
-                [
-                    f"{key}: not prefetched, and the request has no fhirServer to fetch it from"
-                    for key in to_fetch
-                ]
+                [f"{key}: not prefetched, and the request has no fhirServer to fetch it from" for key in to_fetch]
             )
         client = FhirClient(fhir.base_url, settings, access_token=fhir.access_token, http=http)
         results = await client.search_all(to_fetch, deadline=deadline)

@@ -90,9 +90,7 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def raw_token(
-    header: dict[str, Any], claims: dict[str, Any], signing_input_signer: Callable[[bytes], bytes]
-) -> str:
+def raw_token(header: dict[str, Any], claims: dict[str, Any], signing_input_signer: Callable[[bytes], bytes]) -> str:
     signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
     return f"{signing_input}.{b64url(signing_input_signer(signing_input.encode('ascii')))}"
 
@@ -242,9 +240,7 @@ async def test_valid_rs384_token_is_accepted(client: httpx.AsyncClient, rsa_key:
 
 
 @pytest.mark.parametrize("alg", ["RS256", "RS512", "PS256", "PS384", "PS512"])
-async def test_other_rsa_algorithms_are_accepted(
-    client: httpx.AsyncClient, rsa_key: RSAKey, alg: str
-) -> None:
+async def test_other_rsa_algorithms_are_accepted(client: httpx.AsyncClient, rsa_key: RSAKey, alg: str) -> None:
     response = await client.get("/cds-services", headers=bearer(sign(rsa_key, alg)))
     assert response.status_code == 200
 
@@ -305,9 +301,7 @@ async def test_wrong_audience_is_rejected(client: httpx.AsyncClient, ec_key: ECK
     assert_rejected(await client.get("/cds-services", headers=bearer(token)))
 
 
-async def test_unconfigured_issuer_is_rejected(
-    client: httpx.AsyncClient, ehr: JWKSServer, ec_key: ECKey
-) -> None:
+async def test_unconfigured_issuer_is_rejected(client: httpx.AsyncClient, ehr: JWKSServer, ec_key: ECKey) -> None:
     token = sign(ec_key, "ES384", claims_for(iss="https://stranger.example.com/"))
     assert_rejected(await client.get("/cds-services", headers=bearer(token)))
     assert ehr.calls(EHR_JWKS) == 0
@@ -365,9 +359,7 @@ async def test_alg_none_is_rejected(client: httpx.AsyncClient, ec_key: ECKey) ->
     assert_rejected(await client.get("/cds-services", headers=bearer(token.rstrip("."))))
 
 
-async def test_hs256_signed_with_the_public_key_is_rejected(
-    client: httpx.AsyncClient, rsa_key: RSAKey
-) -> None:
+async def test_hs256_signed_with_the_public_key_is_rejected(client: httpx.AsyncClient, rsa_key: RSAKey) -> None:
     public_pem = rsa_key.as_pem(private=False)
     for secret in (public_pem, json.dumps(rsa_key.as_dict(private=False)).encode()):
 
@@ -439,9 +431,7 @@ async def test_missing_or_malformed_authorization_is_rejected(
     assert_rejected(await client.get("/cds-services", headers=headers))
 
 
-async def test_without_the_handler_the_401_still_says_nothing(
-    clients_file: Path, db_url: str, ehr: JWKSServer
-) -> None:
+async def test_without_the_handler_the_401_still_says_nothing(clients_file: Path, db_url: str, ehr: JWKSServer) -> None:
     app = make_app(make_settings(clients_file, db_url), empty_401=False)
     try:
         async with asgi_client(app) as c:
@@ -453,9 +443,7 @@ async def test_without_the_handler_the_401_still_says_nothing(
         close_auth_state(app)
 
 
-async def test_jku_on_the_allow_list_is_used(
-    client: httpx.AsyncClient, ehr: JWKSServer, jku_key: ECKey
-) -> None:
+async def test_jku_on_the_allow_list_is_used(client: httpx.AsyncClient, ehr: JWKSServer, jku_key: ECKey) -> None:
     token = sign(jku_key, "ES256", jku=EHR_JKU)
     assert (await client.get("/cds-services", headers=bearer(token))).status_code == 200
     assert ehr.calls(EHR_JKU) == 1
@@ -491,9 +479,7 @@ async def test_no_clients_file_fails_closed(db_url: str, ehr: JWKSServer, ec_key
         close_auth_state(app)
 
 
-async def test_jwks_endpoint_down_fails_closed(
-    client: httpx.AsyncClient, ehr: JWKSServer, ec_key: ECKey
-) -> None:
+async def test_jwks_endpoint_down_fails_closed(client: httpx.AsyncClient, ehr: JWKSServer, ec_key: ECKey) -> None:
     ehr.routes[EHR_JWKS].mock(side_effect=httpx.ConnectTimeout("down"))
     assert_rejected(await client.get("/cds-services", headers=bearer(sign(ec_key, "ES384"))))
 

@@ -124,8 +124,7 @@ class Clock:
 def _jwks(*kids: str) -> dict[str, Any]:
     return {
         "keys": [
-            ECKey.generate_key("P-256", parameters={"kid": kid}, auto_kid=False).as_dict(private=False)
-            for kid in kids
+            ECKey.generate_key("P-256", parameters={"kid": kid}, auto_kid=False).as_dict(private=False) for kid in kids
         ]
     }
 

@@ -1,6 +1,6 @@
 """inc_age and inc_sex_not_pregnant: age in whole years on the evaluation date, sex, pregnancy."""
 
-from builders import LOINC, condition, coded_obs, patient
+from builders import LOINC, coded_obs, condition, patient
 from engine_support import assess
 
 NEGATIVE = (LOINC, "LA26683-5", "Not pregnant")

@@ -49,10 +49,11 @@ def test_a_resource_about_another_patient_never_counts() -> None:
     other = lab("751-8", "Neutrophils", 0.2, "10*3/uL", "2026-10-28")
     other["subject"] = {"reference": "Patient/someone-else"}
     mine = lab("751-8", "Neutrophils", 2.0, "10*3/uL", "2026-10-20")
+    from engine_support import NOW
+
     from cds.engine import evaluate
     from cds.record import PatientRecord
     from cds.trials import default_trials
-    from engine_support import NOW
 
     record = PatientRecord.from_resources([patient(), other, mine], patient_id="pt-1")
     a = evaluate(default_trials()["npc-liver-mets-ldrt"], record, NOW)

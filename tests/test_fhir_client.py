@@ -257,9 +257,7 @@ async def test_read_returns_the_resource(fhir: respx.MockRouter) -> None:
 async def test_read_404_means_the_resource_does_not_exist(fhir: respx.MockRouter) -> None:
     outcome = {
         "resourceType": "OperationOutcome",
-        "issue": [
-            {"severity": "error", "code": "not-found", "diagnostics": "Resource Patient/404 is not known"}
-        ],
+        "issue": [{"severity": "error", "code": "not-found", "diagnostics": "Resource Patient/404 is not known"}],
     }
     fhir.get(f"{BASE}/Patient/gone").mock(return_value=fhir_json(outcome, 404))
     result = await fetch_one("Patient/gone")
@@ -282,9 +280,7 @@ async def test_search_404_is_an_error(fhir: respx.MockRouter) -> None:
 
 async def test_search_adds_count_from_settings(fhir: respx.MockRouter) -> None:
     route = fhir.get(f"{BASE}/Observation").mock(return_value=fhir_json(searchset([hba1c("o1")])))
-    await client(make_settings(page_size=50)).search_all(
-        {"obs": f"Observation?patient={PATIENT_ID}&code=4548-4"}
-    )
+    await client(make_settings(page_size=50)).search_all({"obs": f"Observation?patient={PATIENT_ID}&code=4548-4"})
     params = route.calls.last.request.url.params
     assert params["_count"] == "50"
     assert params["patient"] == PATIENT_ID
@@ -293,9 +289,7 @@ async def test_search_adds_count_from_settings(fhir: respx.MockRouter) -> None:
 
 async def test_search_with_its_own_count_reads_one_page_only(fhir: respx.MockRouter) -> None:
     first = fhir.get(f"{BASE}/Observation").mock(
-        return_value=fhir_json(
-            searchset([hba1c("o1")], next_url=f"{BASE}?_getpages=t1&_getpagesoffset=1&_count=1")
-        )
+        return_value=fhir_json(searchset([hba1c("o1")], next_url=f"{BASE}?_getpages=t1&_getpagesoffset=1&_count=1"))
     )
     more = fhir.get(BASE, params={"_getpages": "t1"}).mock(return_value=fhir_json(searchset([hba1c("o2")])))
     result = await fetch_one(f"Observation?patient={PATIENT_ID}&_count=1&_sort=-date")
@@ -311,9 +305,7 @@ async def test_search_leaves_out_operation_outcome_entries(fhir: respx.MockRoute
         {
             "resource": {
                 "resourceType": "OperationOutcome",
-                "issue": [
-                    {"severity": "warning", "code": "processing", "diagnostics": "Unknown code system"}
-                ],
+                "issue": [{"severity": "warning", "code": "processing", "diagnostics": "Unknown code system"}],
             },
             "search": {"mode": "outcome"},
         }
@@ -365,9 +357,7 @@ async def test_offset_paging_with_relative_next_links(fhir: respx.MockRouter) ->
     fhir.get(f"{BASE}/Observation", params={"_offset": "1"}).mock(
         return_value=fhir_json(searchset([hba1c("o2")], next_url="Observation?patient=1&_count=1&_offset=2"))
     )
-    fhir.get(f"{BASE}/Observation", params={"_offset": "2"}).mock(
-        return_value=fhir_json(searchset([hba1c("o3")]))
-    )
+    fhir.get(f"{BASE}/Observation", params={"_offset": "2"}).mock(return_value=fhir_json(searchset([hba1c("o3")])))
     result = await fetch_one("Observation?patient=1&_offset=0", make_settings(page_size=1))
     assert [r["id"] for r in result.resources] == ["o1", "o2", "o3"]
     assert result.pages == 3 and not result.partial
@@ -405,9 +395,7 @@ async def test_next_link_to_another_host_is_not_followed(fhir: respx.MockRouter)
     fhir.get(f"{BASE}/Observation").mock(
         return_value=fhir_json(searchset([hba1c("o1")], next_url="https://attacker.example.net/steal?page=2"))
     )
-    elsewhere = fhir.get(url__startswith="https://attacker.example.net").mock(
-        return_value=httpx.Response(200)
-    )
+    elsewhere = fhir.get(url__startswith="https://attacker.example.net").mock(return_value=httpx.Response(200))
     result = await fetch_one("Observation?patient=1")
     assert not elsewhere.called
     assert [r["id"] for r in result.resources] == ["o1"]
@@ -417,16 +405,12 @@ async def test_next_link_to_another_host_is_not_followed(fhir: respx.MockRouter)
 
 async def test_next_link_with_another_scheme_or_port_is_not_followed(fhir: respx.MockRouter) -> None:
     fhir.get(f"{BASE}/Observation").mock(
-        return_value=fhir_json(
-            searchset([hba1c("o1")], next_url="http://fhir.example.org/baseR4?_getpages=x")
-        )
+        return_value=fhir_json(searchset([hba1c("o1")], next_url="http://fhir.example.org/baseR4?_getpages=x"))
     )
     fhir.get(f"{BASE}/Condition").mock(
         return_value=fhir_json(searchset([], next_url="https://fhir.example.org:8443/baseR4?_getpages=y"))
     )
-    other = fhir.get(url__regex=r"^(http://|https://fhir\.example\.org:8443)").mock(
-        return_value=httpx.Response(200)
-    )
+    other = fhir.get(url__regex=r"^(http://|https://fhir\.example\.org:8443)").mock(return_value=httpx.Response(200))
     results = await client().search_all({"obs": "Observation?patient=1", "cond": "Condition?patient=1"})
     assert not other.called
     assert results["obs"].partial and results["cond"].partial
@@ -454,18 +438,14 @@ async def test_500_is_retried_then_fails(fhir: respx.MockRouter) -> None:
 
 
 async def test_503_is_retried_then_fails(fhir: respx.MockRouter) -> None:
-    route = fhir.get(f"{BASE}/Observation").mock(
-        return_value=httpx.Response(503, headers={"Retry-After": "0"})
-    )
+    route = fhir.get(f"{BASE}/Observation").mock(return_value=httpx.Response(503, headers={"Retry-After": "0"}))
     result = await fetch_one("Observation?patient=1")
     assert route.call_count == 3
     assert result.error == "the FHIR server failed (HTTP 503)"
 
 
 async def test_503_then_success_is_retried(fhir: respx.MockRouter) -> None:
-    fhir.get(f"{BASE}/Observation").mock(
-        side_effect=[httpx.Response(503), fhir_json(searchset([hba1c("o1")]))]
-    )
+    fhir.get(f"{BASE}/Observation").mock(side_effect=[httpx.Response(503), fhir_json(searchset([hba1c("o1")]))])
     result = await fetch_one("Observation?patient=1")
     assert result.error is None and result.requests == 2
 
@@ -481,9 +461,7 @@ async def test_429_with_retry_after_zero_then_success(fhir: respx.MockRouter) ->
 
 
 async def test_retry_after_longer_than_the_budget_fails_at_once(fhir: respx.MockRouter) -> None:
-    route = fhir.get(f"{BASE}/Observation").mock(
-        return_value=httpx.Response(429, headers={"Retry-After": "120"})
-    )
+    route = fhir.get(f"{BASE}/Observation").mock(return_value=httpx.Response(429, headers={"Retry-After": "120"}))
     started = time.monotonic()
     result = await fetch_one("Observation?patient=1")
     assert time.monotonic() - started < 0.5
@@ -495,9 +473,7 @@ async def test_redirect_is_not_followed(fhir: respx.MockRouter) -> None:
     fhir.get(f"{BASE}/Patient/1").mock(
         return_value=httpx.Response(302, headers={"Location": "https://elsewhere.example.net/Patient/1"})
     )
-    elsewhere = fhir.get(url__startswith="https://elsewhere.example.net").mock(
-        return_value=fhir_json(patient())
-    )
+    elsewhere = fhir.get(url__startswith="https://elsewhere.example.net").mock(return_value=fhir_json(patient()))
     result = await fetch_one("Patient/1")
     assert not elsewhere.called
     assert result.error is not None and "redirect" in result.error
@@ -528,9 +504,7 @@ async def test_budget_is_shared_across_pages(fhir: respx.MockRouter) -> None:
     async def slow_page(request: httpx.Request) -> httpx.Response:
         await asyncio.sleep(0.15)
         offset = int(request.url.params.get("_getpagesoffset", "0"))
-        return fhir_json(
-            searchset([hba1c(f"o{offset}")], next_url=f"{BASE}?_getpages=s&_getpagesoffset={offset + 1}")
-        )
+        return fhir_json(searchset([hba1c(f"o{offset}")], next_url=f"{BASE}?_getpages=s&_getpagesoffset={offset + 1}"))
 
     fhir.get(url__startswith=BASE).mock(side_effect=slow_page)
     started = time.monotonic()
@@ -586,9 +560,7 @@ async def test_too_many_resources_for_one_key_is_an_error(fhir: respx.MockRouter
 
 
 async def test_response_larger_than_max_body_bytes_is_an_error(fhir: respx.MockRouter) -> None:
-    fhir.get(f"{BASE}/Observation").mock(
-        return_value=fhir_json(searchset([hba1c(f"o{i}") for i in range(50)]))
-    )
+    fhir.get(f"{BASE}/Observation").mock(return_value=fhir_json(searchset([hba1c(f"o{i}") for i in range(50)])))
     result = await fetch_one("Observation?patient=1", make_settings(max_body_bytes=2_000))
     assert result.error is not None and "larger than" in result.error
 
@@ -649,9 +621,7 @@ async def test_logs_carry_neither_token_nor_patient_data(fhir: respx.MockRouter)
     fhir.get(f"{BASE}/Patient/{PATIENT_ID}").mock(return_value=fhir_json(patient()))
     fhir.get(f"{BASE}/Observation").mock(return_value=httpx.Response(401))
     with capture_logs() as logs:
-        await client().search_all(
-            {"patient": f"Patient/{PATIENT_ID}", "obs": f"Observation?patient={PATIENT_ID}"}
-        )
+        await client().search_all({"patient": f"Patient/{PATIENT_ID}", "obs": f"Observation?patient={PATIENT_ID}"})
     assert logs, "the client logs its fetches"
     text = repr(logs)
     for secret in (TOKEN, PATIENT_ID, "Lindqvist", "1961-03-14", "fhir.example.org"):

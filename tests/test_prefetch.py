@@ -74,9 +74,7 @@ def diabetes(cond_id: str = "c-t2dm") -> dict[str, Any]:
         "resourceType": "Condition",
         "id": cond_id,
         "clinicalStatus": {
-            "coding": [
-                {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}
-            ]
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]
         },
         "code": {
             "coding": [
@@ -95,9 +93,7 @@ def diabetes(cond_id: str = "c-t2dm") -> dict[str, Any]:
 def operation_outcome() -> dict[str, Any]:
     return {
         "resourceType": "OperationOutcome",
-        "issue": [
-            {"severity": "error", "code": "timeout", "diagnostics": "Prefetch of Observation timed out"}
-        ],
+        "issue": [{"severity": "error", "code": "timeout", "diagnostics": "Prefetch of Observation timed out"}],
     }
 
 
@@ -213,9 +209,7 @@ def test_render_rejects_path_values_that_are_not_ids(value: str) -> None:
     assert value not in str(caught.value)
 
 
-@pytest.mark.parametrize(
-    "template", ["Patient/{{patientId}}", "Patient/{{Patient.id}}", "Observation?x={{user}}"]
-)
+@pytest.mark.parametrize("template", ["Patient/{{patientId}}", "Patient/{{Patient.id}}", "Observation?x={{user}}"])
 def test_render_unknown_token_is_a_prefetch_error(template: str) -> None:
     with pytest.raises(PrefetchError) as caught:
         render_template(template, CONTEXT, "Practitioner/1")
@@ -299,9 +293,7 @@ async def test_bundle_of_only_operation_outcomes_counts_as_absent(fhir: respx.Mo
 
 
 async def test_operation_outcome_entries_beside_data_are_dropped_not_fetched(fhir: respx.MockRouter) -> None:
-    data = await run(
-        {"patient": patient(), "hba1c": searchset([hba1c("o1"), operation_outcome()]), "conditions": None}
-    )
+    data = await run({"patient": patient(), "hba1c": searchset([hba1c("o1"), operation_outcome()]), "conditions": None})
     assert len(fhir.calls) == 0
     assert data.key_sources["hba1c"] == "prefetch"
     assert [r["resourceType"] for r in data.by_key["hba1c"]] == ["Observation"]
@@ -389,12 +381,8 @@ def test_merge_keeps_resources_without_id_and_drops_operation_outcomes() -> None
 async def test_fetched_pages_and_prefetched_data_are_merged(fhir: respx.MockRouter) -> None:
     page2 = f"{BASE}?_getpages=77f&_getpagesoffset=2&_count=2&_bundletype=searchset"
     fhir.get(f"{BASE}/Observation").mock(return_value=fhir_json(searchset([hba1c("o1"), hba1c("o2")], page2)))
-    fhir.get(BASE, params={"_getpages": "77f"}).mock(
-        return_value=fhir_json(searchset([hba1c("o2"), hba1c("o3")]))
-    )
-    data = await run(
-        {"patient": patient(), "conditions": searchset([diabetes()])}, settings=make_settings(page_size=2)
-    )
+    fhir.get(BASE, params={"_getpages": "77f"}).mock(return_value=fhir_json(searchset([hba1c("o2"), hba1c("o3")])))
+    data = await run({"patient": patient(), "conditions": searchset([diabetes()])}, settings=make_settings(page_size=2))
     assert data.key_sources["hba1c"] == "fetched"
     assert data.http_requests == 2
     assert [r["id"] for r in data.resources if r["resourceType"] == "Observation"] == ["o1", "o2", "o3"]
@@ -432,9 +420,7 @@ async def test_server_errors_after_retry_are_data_unavailable(fhir: respx.MockRo
 
 
 async def test_garbage_from_the_fhir_server_is_data_unavailable(fhir: respx.MockRouter) -> None:
-    fhir.get(f"{BASE}/Patient/{PATIENT_ID}").mock(
-        return_value=httpx.Response(200, text="<html>Sign in</html>")
-    )
+    fhir.get(f"{BASE}/Patient/{PATIENT_ID}").mock(return_value=httpx.Response(200, text="<html>Sign in</html>"))
     with pytest.raises(DataUnavailable, match="not JSON"):
         await run({"hba1c": None, "conditions": None})
 
@@ -466,9 +452,7 @@ async def test_page_limit_while_fetching_is_fetched_partial(fhir: respx.MockRout
 
 
 async def test_too_many_fetched_resources_is_data_unavailable(fhir: respx.MockRouter) -> None:
-    fhir.get(f"{BASE}/Observation").mock(
-        return_value=fhir_json(searchset([hba1c(f"o{i}") for i in range(3)]))
-    )
+    fhir.get(f"{BASE}/Observation").mock(return_value=fhir_json(searchset([hba1c(f"o{i}") for i in range(3)])))
     with pytest.raises(DataUnavailable, match="more than 2 resources"):
         await run({"patient": patient(), "conditions": None}, settings=make_settings(max_resources_per_key=2))
 

@@ -13,14 +13,46 @@ from cds.record import PatientRecord
 from cds.trials import TrialError, load_trial_file, load_trials
 
 DATA = Path(__file__).parent / "data" / "trials"
-SHARED_IDS = """inc_age inc_sex_not_pregnant inc_histology inc_stage_ivb inc_liver_metastasis inc_ecog
-inc_measurable_lesion inc_anc inc_platelets inc_hemoglobin inc_coagulation inc_renal inc_bilirubin
-inc_transaminases exc_local_recurrence exc_major_vessel_invasion exc_recent_anticancer_therapy
-exc_prior_checkpoint_inhibitor exc_autoimmune exc_other_malignancy exc_immunosuppression
-exc_uncontrolled_diabetes exc_electrolytes exc_hypoalbuminemia exc_lung_disease exc_active_infection exc_hiv
-exc_hepatitis exc_major_surgery exc_transplant exc_cardiovascular exc_bleeding exc_hypersensitivity
-exc_neuropathy exc_live_vaccine exc_substance_or_condition exc_pregnant_breastfeeding
-exc_investigator_judgement""".split()
+SHARED_IDS = [
+    "inc_age",
+    "inc_sex_not_pregnant",
+    "inc_histology",
+    "inc_stage_ivb",
+    "inc_liver_metastasis",
+    "inc_ecog",
+    "inc_measurable_lesion",
+    "inc_anc",
+    "inc_platelets",
+    "inc_hemoglobin",
+    "inc_coagulation",
+    "inc_renal",
+    "inc_bilirubin",
+    "inc_transaminases",
+    "exc_local_recurrence",
+    "exc_major_vessel_invasion",
+    "exc_recent_anticancer_therapy",
+    "exc_prior_checkpoint_inhibitor",
+    "exc_autoimmune",
+    "exc_other_malignancy",
+    "exc_immunosuppression",
+    "exc_uncontrolled_diabetes",
+    "exc_electrolytes",
+    "exc_hypoalbuminemia",
+    "exc_lung_disease",
+    "exc_active_infection",
+    "exc_hiv",
+    "exc_hepatitis",
+    "exc_major_surgery",
+    "exc_transplant",
+    "exc_cardiovascular",
+    "exc_bleeding",
+    "exc_hypersensitivity",
+    "exc_neuropathy",
+    "exc_live_vaccine",
+    "exc_substance_or_condition",
+    "exc_pregnant_breastfeeding",
+    "exc_investigator_judgement",
+]
 JUDGEMENT = {
     "inc_measurable_lesion",
     "exc_major_vessel_invasion",

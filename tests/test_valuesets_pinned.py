@@ -705,9 +705,15 @@ def test_other_malignancy_snomed_leaves_out_npc_spread_and_generic() -> None:
     assert not set(other) & set(codes("cond-bcc-skin", SCT)), "BCC of skin is handled by cond-bcc-skin"
     assert not set(other) & set(codes("cond-malignancy-ambiguous", SCT))
     for code, text in other.items():
-        assert not re.search(r"naso|pharyngeal tonsil|adenoid \(|in situ of (uterine )?cervix", text, re.I), (code, text)
+        assert not re.search(r"naso|pharyngeal tonsil|adenoid \(|in situ of (uterine )?cervix", text, re.I), (
+            code,
+            text,
+        )
         assert "(morphologic abnormality)" not in text, (code, text)
-        assert not re.search(r"[Ss]econdary|[Mm]etastatic .* to |[Mm]etastasis to|uncertain behavio", text), (code, text)
+        assert not re.search(r"[Ss]econdary|[Mm]etastatic .* to |[Mm]etastasis to|uncertain behavio", text), (
+            code,
+            text,
+        )
         if re.search(r"metasta", text, re.I):
             assert re.search(r"metastasis from|metastatic to|with widespread metastatic", text, re.I), (code, text)
     # generic concepts that may be the NPC itself -> ambiguous (unknown), never "other malignancy"
@@ -753,7 +759,10 @@ def test_snomed_traps() -> None:
     for code, text in _sct_display_texts("cond-myocardial-infarction").items():
         assert not re.search(r"\bold\b|healed|history", text, re.I), (code, text)
     for code, text in _sct_display_texts("cond-pregnancy").items():
-        assert not re.search(r"not pregnant|^(ectopic|tubal|miscarriage|abortion|spontaneous abortion)", text, re.I), (code, text)
+        assert not re.search(r"not pregnant|^(ectopic|tubal|miscarriage|abortion|spontaneous abortion)", text, re.I), (
+            code,
+            text,
+        )
     for code, text in _sct_display_texts("cond-bleeding-event").items():
         assert not re.search(r"epistaxis|nose ?bleed", text, re.I), (code, text)
     for code, text in _sct_display_texts("cond-substance-use").items():

@@ -115,9 +115,7 @@ class JWKSCache:
         timeout = httpx.Timeout(self.timeout_s)
         try:
             async with (
-                httpx.AsyncClient(
-                    timeout=timeout, follow_redirects=False, transport=self._transport
-                ) as client,
+                httpx.AsyncClient(timeout=timeout, follow_redirects=False, transport=self._transport) as client,
                 client.stream("GET", url, headers={"Accept": "application/json"}) as response,
             ):
                 if response.status_code != 200:

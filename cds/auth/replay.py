@@ -82,9 +82,7 @@ class ReplayStore:
             # this (iss, jti) may be used again; only one concurrent request can delete the row.
             with self.engine.begin() as conn:
                 gone = conn.execute(
-                    delete(seen_jti).where(
-                        seen_jti.c.iss == iss, seen_jti.c.jti == jti, seen_jti.c.expires_at < now
-                    )
+                    delete(seen_jti).where(seen_jti.c.iss == iss, seen_jti.c.jti == jti, seen_jti.c.expires_at < now)
                 ).rowcount
             if not gone:
                 return False

@@ -29,7 +29,6 @@ NO_SERVER = (
 )
 
 
-
 @pytest.fixture(scope="session")
 def fhir_server() -> FhirServer:
     server = server_from_env()

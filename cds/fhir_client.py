@@ -10,7 +10,6 @@ allow-listed base URL, and never logs the token, URLs or resource content (URLs 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import re
 import time
 from collections.abc import Mapping
@@ -24,7 +23,7 @@ import httpx
 import orjson
 import structlog
 
-from cds.settings import Settings
+from cds.settings import Settings, is_loopback_host
 
 log = structlog.get_logger(__name__)
 
@@ -50,15 +49,6 @@ class FhirServerNotAllowed(ValueError):
 # --------------------------------------------------------------------------------------------------
 # Base URL checks
 # --------------------------------------------------------------------------------------------------
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def normalise_base_url(url: str) -> str:
@@ -93,7 +83,7 @@ def check_fhir_server(url: str, settings: Settings) -> str:
     :class:`FhirServerNotAllowed`."""
     normalised = normalise_base_url(url)
     parts = urlsplit(normalised)
-    if parts.scheme != "https" and not _is_loopback(parts.hostname or ""):
+    if parts.scheme != "https" and not is_loopback_host(parts.hostname or ""):
         raise FhirServerNotAllowed("fhirServer must use https (http is allowed only for loopback hosts)")
     allowed: set[str] = set()
     for entry in settings.fhir_allowlist:

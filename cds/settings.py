@@ -81,7 +81,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"{url!r} is not an absolute http(s) base URL")
             if parts.username is not None or parts.query or parts.fragment:
                 raise ValueError(f"{url!r}: a FHIR base URL has no credentials, query or fragment")
-            if parts.scheme == "http" and not _loopback(parts.hostname):
+            if parts.scheme == "http" and not is_loopback_host(parts.hostname):
                 raise ValueError(f"{url!r}: use https (http is allowed only for loopback hosts)")
         return value
 
@@ -114,7 +114,8 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, _ConfigFileSource(settings_cls), file_secret_settings)
 
 
-def _loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1: where plain http is acceptable (development only)."""
     if host == "localhost":
         return True
     try:

@@ -398,3 +398,20 @@ def test_judgement_criteria_stay_unknown_and_list_what_was_found() -> None:
 def test_snomed_coded_liver_metastasis_counts() -> None:
     mets = condition("94381002", "Secondary malignant neoplasm of liver", system=SNOMED)
     assert assess("inc_liver_metastasis", [npc(), mets]).status == "met"
+
+
+def test_checkpoint_inhibitor_recorded_by_brand_name_only_is_matched() -> None:
+    keytruda = med_statement(
+        None, "Keytruda 100 MG in 4 ML Injection", status="completed", start="2024-01-01", end="2024-05-01"
+    )
+    assert assess("exc_prior_checkpoint_inhibitor", [keytruda]).status == "met"
+
+
+def test_generic_cancer_code_that_may_be_the_npc_itself_is_to_confirm() -> None:
+    generic = condition("363346000", "Malignant neoplastic disease", system=SNOMED)
+    assert assess("exc_other_malignancy", [npc(), generic]).status == "unknown"
+
+
+def test_snomed_coded_other_primary_cancer_excludes() -> None:
+    nsclc = condition("254637007", "Non-small cell lung cancer", system=SNOMED)
+    assert assess("exc_other_malignancy", [npc(), nsclc]).status == "met"

@@ -87,6 +87,7 @@ class ConditionRule(_Strict):
     status: Literal["active", "history", "any"] = "any"
     clinical_status: list[str] = Field(default_factory=list)  # only these clinicalStatus codes, if given
     onset_within: Window | None = None
+    active_within: Window | None = None  # active now, or abated within the window
     when_found: Outcome = "met"
     severity: SeverityMap | None = None
 

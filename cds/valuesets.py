@@ -188,6 +188,9 @@ def _dotted(system: str, code: str) -> str:
     return code
 
 
+_MAX_SEEN_SYSTEMS = 4096
+
+
 class SystemAliases:
     """Maps the system URIs seen in real data onto the canonical ones the value sets use."""
 
@@ -198,8 +201,15 @@ class SystemAliases:
             for alias in aliases or ():
                 self._map[str(alias).rstrip("/").lower()] = canonical
 
+        self._seen: dict[str, str] = {}
+
     def canonical(self, system: str) -> str:
-        return self._map.get(system.rstrip("/").lower(), system)
+        found = self._seen.get(system)
+        if found is None:
+            found = self._map.get(system.rstrip("/").lower(), system)
+            if len(self._seen) < _MAX_SEEN_SYSTEMS:  # bounded: systems come from request data
+                self._seen[system] = found
+        return found
 
 
 class ValueSetError(ValueError):

@@ -415,3 +415,21 @@ def test_generic_cancer_code_that_may_be_the_npc_itself_is_to_confirm() -> None:
 def test_snomed_coded_other_primary_cancer_excludes() -> None:
     nsclc = condition("254637007", "Non-small cell lung cancer", system=SNOMED)
     assert assess("exc_other_malignancy", [npc(), nsclc]).status == "met"
+
+
+def test_heart_failure_with_nyha_class_iii_within_six_months_excludes() -> None:
+    hf = condition("I50.22", "Chronic systolic (congestive) heart failure", onset="2024-03-01")
+    nyha = coded_obs("88020-3", "NYHA functional class", "2026-09-20", value_string="Class III")
+    assert assess("exc_cardiovascular", [hf, nyha]).status == "met"
+
+
+def test_heart_failure_without_a_nyha_class_is_to_confirm() -> None:
+    hf = condition("I50.22", "Chronic systolic (congestive) heart failure", onset="2024-03-01")
+    assert assess("exc_cardiovascular", [hf]).status == "unknown"
+
+
+def test_heart_failure_resolved_years_ago_does_not_exclude() -> None:
+    hf = condition(
+        "I50.9", "Heart failure, unspecified", onset="2019-01-01", clinical="resolved", abatement="2020-01-01"
+    )
+    assert assess("exc_cardiovascular", [hf]).status == "not_met"

@@ -38,6 +38,17 @@ class EvalContext:
     observation_matches: dict[tuple[str, ...], list[Observation]] = field(default_factory=dict)
     _match_memo: dict[tuple[object, ...], Match | None] = field(default_factory=dict)
     _observations_by_code: dict[tuple[str, str], list[Observation]] | None = None
+    _conditions_by_concept: dict[tuple[Concept, tuple[Concept, ...]], list[int]] | None = None
+
+    def conditions_by_concept(self) -> dict[tuple[Concept, tuple[Concept, ...]], list[int]]:
+        """The positions of the record's Conditions by (code, morphology), in record order: a value set is
+        then matched once per distinct diagnosis, not once per Condition."""
+        if self._conditions_by_concept is None:
+            index: dict[tuple[Concept, tuple[Concept, ...]], list[int]] = {}
+            for i, c in enumerate(self.record.conditions):
+                index.setdefault((c.code, c.morphology), []).append(i)
+            self._conditions_by_concept = index
+        return self._conditions_by_concept
 
     def observations_by_code(self) -> dict[tuple[str, str], list[Observation]]:
         """The record's Observations indexed by (canonical system, code): a value set is then matched

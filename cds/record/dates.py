@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
 
@@ -30,6 +31,12 @@ class FhirDate:
 def parse_fhir_date(value: object) -> FhirDate | None:
     if not isinstance(value, str):
         return None
+    return _parse_fhir_date(value)
+
+
+@lru_cache(maxsize=8192)
+def _parse_fhir_date(value: str) -> FhirDate | None:
+    """Cached: the results of one blood draw share their timestamp, and FhirDate is immutable."""
     found = _DATE.match(value.strip())
     if not found:
         return None

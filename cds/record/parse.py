@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from cds.record.dates import FhirDate, parse_fhir_date
@@ -53,6 +54,10 @@ def s(value: object) -> str | None:
 
 
 def obj(value: object) -> Mapping[str, Any] | None:
+    if value is None:
+        return None
+    if type(value) is dict:  # parsed JSON: the common case, without the ABC check below
+        return value
     return value if isinstance(value, Mapping) else None
 
 
@@ -61,6 +66,11 @@ def arr(value: object) -> list[Any]:
 
 
 def num(value: object) -> float | None:
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) else None  # type: ignore[arg-type, return-value]
+    if kind is int:
+        return float(value)  # type: ignore[arg-type]
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     f = float(value)
@@ -72,19 +82,29 @@ def coding(value: object) -> Coding | None:
     if m is None:
         return None
     code = m.get("code")
-    if isinstance(code, int | float) and not isinstance(code, bool):
-        code = str(code)
-    code_s = s(code)
-    if code_s is None:
+    if type(code) is not str:
+        if isinstance(code, int | float) and not isinstance(code, bool):
+            code = str(code)
+        code = s(code)
+    if not code:
         return None
-    return Coding(system=s(m.get("system")) or "", code=code_s.strip(), display=s(m.get("display")))
+    return _coding(s(m.get("system")) or "", code.strip(), s(m.get("display")))
+
+
+@lru_cache(maxsize=8192)
+def _coding(system: str, code: str, display: str | None) -> Coding:
+    """Codings repeat across a record (one LOINC code per result of a test): one immutable object each."""
+    return Coding(system=system, code=code, display=display)
 
 
 def concept(value: object) -> Concept | None:
     m = obj(value)
     if m is None:
         return None
-    codings = tuple(c for c in (coding(x) for x in arr(m.get("coding"))) if c is not None)
+    raw = m.get("coding")
+    codings = tuple([c for c in map(coding, raw) if c is not None]) if type(raw) is list else ()
+    if not codings and isinstance(raw, list):  # a list subclass: read as before
+        codings = tuple(c for c in (coding(x) for x in raw) if c is not None)
     text = s(m.get("text"))
     if not codings and not text:
         return None

@@ -34,12 +34,16 @@ def matching_conditions(ctx: EvalContext, valuesets: list[str], exclude: list[st
     cached = ctx.condition_matches.get(key)
     if cached is None:
         excluded = list(key[1])
-        cached = [
-            c
-            for c in ctx.record.conditions
-            if ctx.match(c.code, valuesets, exclude=excluded, names="uncoded")
-            or any(ctx.match(m, valuesets, exclude=excluded, names="uncoded") for m in c.morphology)
-        ]
+        # Matched once per distinct (code, morphology): a long record repeats the same diagnoses.
+        chosen: list[int] = []
+        for (code, morphology), positions in ctx.conditions_by_concept().items():
+            if ctx.match(code, valuesets, exclude=excluded, names="uncoded") or any(
+                ctx.match(m, valuesets, exclude=excluded, names="uncoded") for m in morphology
+            ):
+                chosen.extend(positions)
+        chosen.sort()
+        conditions = ctx.record.conditions
+        cached = [conditions[i] for i in chosen]
         ctx.condition_matches[key] = cached
     return cached
 
@@ -70,6 +74,14 @@ def evaluate_condition(rule: ConditionRule, ctx: EvalContext) -> RuleResult:
             continue
         if rule.status == "history" and active:
             continue
+        if rule.active_within is not None and not active:
+            ended = c.abatement
+            if ended is None:
+                undecided.append((c, f"{describe(c)} is {c.clinical_status or 'resolved'} without an end date"))
+                continue
+            if not ctx.in_window(ended, rule.active_within):
+                out_of_window.append(c)
+                continue
         if rule.onset_within is not None:
             inside = ctx.in_window(event_date(c), rule.onset_within)
             if inside is None:
@@ -114,7 +126,12 @@ def evaluate_condition(rule: ConditionRule, ctx: EvalContext) -> RuleResult:
             tuple(condition_fact(c, ctx) for c, _ in not_met),
         )
     if out_of_window:
-        scope = f"within {rule.onset_within.describe()}" if rule.onset_within else "active"
+        if rule.onset_within:
+            scope = f"within {rule.onset_within.describe()}"
+        elif rule.active_within:
+            scope = f"active within {rule.active_within.describe()}"
+        else:
+            scope = "active"
         listed = "; ".join(f"{describe(c)}{_when(c, ctx)}" for c in out_of_window[:3])
         return RuleResult(
             Status.NOT_MET,

@@ -77,6 +77,8 @@ class SeverityMap(_Strict):
     met: list[str] = Field(default_factory=list)
     not_met: list[str] = Field(default_factory=list)
     missing: Outcome = "unknown"
+    # A CTCAE grade written on the Condition ("Grade 2 peripheral neuropathy"): met from this grade up.
+    min_grade: int | None = Field(default=None, ge=1, le=5)
 
 
 class ConditionRule(_Strict):

@@ -200,7 +200,6 @@ class SystemAliases:
             self._map[canonical.rstrip("/").lower()] = canonical
             for alias in aliases or ():
                 self._map[str(alias).rstrip("/").lower()] = canonical
-
         self._seen: dict[str, str] = {}
 
     def canonical(self, system: str) -> str:

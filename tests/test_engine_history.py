@@ -433,3 +433,26 @@ def test_heart_failure_resolved_years_ago_does_not_exclude() -> None:
         "I50.9", "Heart failure, unspecified", onset="2019-01-01", clinical="resolved", abatement="2020-01-01"
     )
     assert assess("exc_cardiovascular", [hf]).status == "not_met"
+
+
+def test_neuropathy_grade_written_in_the_diagnosis_decides() -> None:
+    g2 = condition("G62.0", "Grade 2 peripheral sensory neuropathy, oxaliplatin")
+    g1 = condition("G62.0", "Peripheral neuropathy, CTCAE grade 1")
+    assert assess("exc_neuropathy", [g2]).status == "met"
+    assert assess("exc_neuropathy", [g1]).status == "not_met"
+
+
+def test_positive_hbsag_without_treatment_excludes() -> None:
+    hbsag = coded_obs("5196-1", "HBsAg", "2026-10-01", value_code=(SNOMED, "10828004", "Positive"))
+    assert assess("exc_hepatitis", [hbsag]).status == "met"
+
+
+def test_positive_hbsag_on_entecavir_without_viral_load_is_to_confirm() -> None:
+    hbsag = coded_obs("5196-1", "HBsAg", "2026-10-01", value_code=(SNOMED, "10828004", "Positive"))
+    ent = med_statement("306266", "entecavir", route=ORAL, dose_mg=0.5, per_day=1, start="2025-01-01")
+    assert assess("exc_hepatitis", [hbsag, ent]).status == "unknown"
+
+
+def test_negative_hbsag_does_not_exclude() -> None:
+    hbsag = coded_obs("5196-1", "HBsAg", "2026-10-01", value_code=(SNOMED, "260385009", "Negative"))
+    assert assess("exc_hepatitis", [hbsag]).status == "not_met"

@@ -156,10 +156,13 @@ class FeedbackRequest(BaseModel):
 # Reading a JSON body safely.
 
 
-def limit_violation(value: Any, *, max_depth: int, max_string_length: int) -> str | None:
+def limit_violation(value: Any, *, max_depth: int, max_string_length: int, check_strings: bool = True) -> str | None:
     """One iterative pass over parsed JSON (no recursion, so no stack to exhaust): a description of the
     first limit broken - nesting deeper than ``max_depth`` or a string (value or key) longer than
-    ``max_string_length`` - or None."""
+    ``max_string_length`` - or None. ``check_strings=False``: the caller knows that no string can be that
+    long (the raw body is not), so only the nesting is checked, visiting containers only."""
+    if not check_strings:
+        return _depth_violation(value, max_depth)
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -177,6 +180,23 @@ def limit_violation(value: Any, *, max_depth: int, max_string_length: int) -> st
             if depth > max_depth:
                 return f"The JSON nests deeper than {max_depth} levels"
             stack.extend((child, depth + 1) for child in item)
+    return None
+
+
+def _depth_violation(value: Any, max_depth: int) -> str | None:
+    """The nesting check of :func:`limit_violation` alone: the same answer, without visiting scalars."""
+    if not isinstance(value, dict | list):
+        return None
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    push = stack.append
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            return f"The JSON nests deeper than {max_depth} levels"
+        below = depth + 1
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                push((child, below))
     return None
 
 
@@ -205,7 +225,14 @@ async def read_json_object(request: Request, settings: Settings) -> dict[str, An
     if not isinstance(data, dict):
         kind = "an array" if isinstance(data, list) else f"a JSON {type(data).__name__}"
         raise ApiError.single(400, "structure", f"The request body must be a JSON object, not {kind}")
-    problem = limit_violation(data, max_depth=settings.max_json_depth, max_string_length=settings.max_string_length)
+    problem = limit_violation(
+        data,
+        max_depth=settings.max_json_depth,
+        max_string_length=settings.max_string_length,
+        # A string has no more characters than the bytes it is written with: a body no longer than the
+        # limit cannot hold a string over it.
+        check_strings=len(raw) > settings.max_string_length,
+    )
     if problem is not None:
         raise ApiError.single(400, "too-long", problem)
     return data

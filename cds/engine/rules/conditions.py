@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from cds.assessment import Fact, Status
 from cds.engine.context import EvalContext
 from cds.engine.formatting import day
@@ -161,4 +163,24 @@ def _severity(rule: ConditionRule, c: Condition, ctx: EvalContext) -> tuple[Stat
             return Status.MET, f", severity {c.severity.label()}"
         if ctx.match(c.severity, rule.severity.not_met):
             return Status.NOT_MET, f", severity {c.severity.label()}"
+    if rule.severity.min_grade is not None:
+        grade = written_grade(c)
+        if grade is not None:
+            status = Status.MET if grade >= rule.severity.min_grade else Status.NOT_MET
+            return status, f", CTCAE grade {grade}"
     return outcome(rule.severity.missing), ", grade/severity not recorded"
+
+
+_GRADE = re.compile(r"\bgrade\s*([0-5]|iv|v|i{1,3})\b", re.I)
+_ROMAN = {"i": 1, "ii": 2, "iii": 3, "iv": 4, "v": 5}
+
+
+def written_grade(c: Condition) -> int | None:
+    """The grade a clinician wrote in the diagnosis or its severity ("grade 2", "Grade II")."""
+    texts = c.code.texts() + (c.severity.texts() if c.severity else [])
+    for text in texts:
+        found = _GRADE.search(text)
+        if found:
+            token = found.group(1).lower()
+            return int(token) if token.isdigit() else _ROMAN[token]
+    return None

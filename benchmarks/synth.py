@@ -87,13 +87,15 @@ def grow(bundle: dict[str, Any], size: int, *, seed: int = 6) -> dict[str, Any]:
     labs = [
         r
         for r in base
-        if r["resourceType"] == "Observation" and isinstance(r.get("valueQuantity"), dict) and r.get("effectiveDateTime")
+        if r["resourceType"] == "Observation"
+        and isinstance(r.get("valueQuantity"), dict)
+        and r.get("effectiveDateTime")
     ]
     latest = max(r["effectiveDateTime"] for r in labs) if labs else "2026-10-26T07:45:00Z"
     extra = max(0, size - len(base))
     n_conditions = extra * 6 // 100
     n_medications = extra * 6 // 100
-    n_vitals = extra * 20 // 100
+    n_vitals = extra * 20 // 100 if labs else extra - n_conditions - n_medications
     n_labs = extra - n_conditions - n_medications - n_vitals
     added: list[dict[str, Any]] = []
 
@@ -172,7 +174,9 @@ def grow(bundle: dict[str, Any], size: int, *, seed: int = 6) -> dict[str, Any]:
                 "id": f"{pid}-past-med-{i}",
                 "status": "completed",
                 "medicationCodeableConcept": {
-                    "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": code, "display": name}],
+                    "coding": [
+                        {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": code, "display": name}
+                    ],
                     "text": name,
                 },
                 "subject": _subject(pid),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,6 +93,10 @@ def screen(
     else:
         chosen = trials[trial]
     when = _parse_now(now)
+    # The trials and value sets outlive every bundle: out of the cyclic collector's sight (it would walk
+    # them again at each collection that reading a bundle triggers).
+    gc.collect()
+    gc.freeze()
     failed = False
     for path in bundles:
         try:

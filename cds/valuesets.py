@@ -219,6 +219,8 @@ class ValueSetLibrary:
     def __init__(self, sets: Mapping[str, ValueSet], aliases: SystemAliases) -> None:
         self._sets = dict(sets)
         self.aliases = aliases
+        #: Concept → value-set match results, filled and bounded by cds.engine.context.EvalContext.match.
+        self.match_memo: dict[tuple[object, ...], Match | None] = {}
 
     def __contains__(self, name: object) -> bool:
         return name in self._sets

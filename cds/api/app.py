@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
@@ -92,7 +94,17 @@ def create_app(
                 detail="TRIAL_CDS_CLIENTS_FILE is not set: every CDS call will be refused (401).",
             )
         await run_in_threadpool(_warm_up, trials, evaluate)
+        # One HTTP client for every FHIR fetch (connection pool, TLS set-up once), not one per request.
+        state.http = httpx.AsyncClient(follow_redirects=False, timeout=httpx.Timeout(settings.time_budget_s))
+        # Trials, value sets and unit tables live as long as the process: out of the cyclic garbage
+        # collector's sight, so that a request's collections do not walk them again and again.
+        gc.collect()
+        gc.freeze()
         yield
+        gc.unfreeze()
+        http, state.http = state.http, None
+        if http is not None:
+            await http.aclose()
         if settings.auth == "jwt":
             from cds.auth import close_auth_state
 
@@ -108,7 +120,7 @@ def create_app(
         redoc_url=None,
         openapi_url="/openapi.json" if settings.demo else None,
     )
-    app.state.cds = AppState(
+    state = AppState(
         settings=settings,
         trials=trials,
         store=store,
@@ -116,6 +128,7 @@ def create_app(
         evaluate=evaluate,
         demo=DemoData() if settings.demo else None,
     )
+    app.state.cds = state
     app.state.settings = settings  # cds.auth reads it here
     app.state.clock = clock or (lambda: datetime.now(UTC))
     errors.install(app)

@@ -112,6 +112,7 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
             prefetch=hook_request.prefetch,
             fhir=FhirAccess(base_url=fhir_base, access_token=token),
             settings=st.settings,
+            http=st.http,
         )
     except DataUnavailable as exc:
         bound.info("cds_service.data_unavailable", issues=len(exc.issues))

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import httpx
+
 from cds.assessment import Assessment
 from cds.demo import DemoData
 from cds.settings import Settings
@@ -104,3 +106,6 @@ class AppState:
     services: dict[str, ServiceDefinition]
     evaluate: Evaluator
     demo: DemoData | None = None
+    #: The FHIR client shared by all requests, open while the app runs (its lifespan); None outside it,
+    #: and then each request that fetches opens its own.
+    http: httpx.AsyncClient | None = None

@@ -27,6 +27,10 @@ STANDARD_SYSTEMS = frozenset(
 )
 
 
+#: Entries of the value-set match memo shared across evaluations (ValueSetLibrary.match_memo).
+MATCH_MEMO_LIMIT = 50_000
+
+
 @dataclass
 class EvalContext:
     record: PatientRecord
@@ -97,10 +101,20 @@ class EvalContext:
         if concept is None:
             return None
         key = (concept, tuple(valuesets), names, tuple(exclude))
-        if key in self._match_memo:
-            return self._match_memo[key]
-        found = self._match(concept, key[1], names, key[3])
-        self._match_memo[key] = found
+        memo = self._match_memo
+        if key in memo:
+            return memo[key]
+        # Shared by every evaluation on this library (a pure function of the key and the library):
+        # patients share their codes, so most requests find every answer here.
+        shared = self.library.match_memo
+        if key in shared:
+            found = shared[key]
+        else:
+            found = self._match(concept, key[1], names, key[3])
+            if len(shared) >= MATCH_MEMO_LIMIT:  # bounded: concepts come from request data
+                shared.clear()
+            shared[key] = found
+        memo[key] = found
         return found
 
     def _match(

@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: demo test install install-test lint typecheck unit clean
+.PHONY: demo test bench install install-test lint typecheck unit clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ typecheck: install-test
 
 test: install-test
 	bash scripts/test.sh
+
+# Benchmarks (docs/performance.md): not part of `make test` or CI.
+bench: install
+	$(BIN)/python benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

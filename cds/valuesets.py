@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 MAPPINGS_DIR = Path(__file__).resolve().parent.parent / "fhir_mappings"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 NAME_SUFFIX_SYSTEM = "urn:trial-cds:name-suffix"
+_CODE_CACHE_MAX = 20_000
 # libyaml's safe loader where the platform has it: value sets hold tens of thousands of codes, and the
 # pure-Python parser takes seconds over them.
 _YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -130,6 +131,8 @@ class ValueSet:
         if key in self._cache:
             return self._cache[key]
         result = self._match_code(system, normalise_code(system, code))
+        if len(self._cache) >= _CODE_CACHE_MAX:  # codes come from callers: keep the memo bounded
+            self._cache.clear()
         self._cache[key] = result
         return result
 

@@ -6,7 +6,9 @@ lenient and typed; a field that cannot be read is simply absent."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from cds.record.dates import FhirDate
 
@@ -22,6 +24,14 @@ class Coding:
 class Concept:
     codings: tuple[Coding, ...] = ()
     text: str | None = None
+    # Concepts key the engine's match memo; hashing the codings once, not on every lookup.
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.codings, self.text)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def texts(self) -> list[str]:
         out = [c.display for c in self.codings if c.display]
@@ -75,14 +85,36 @@ class ObservationValue:
 
 @dataclass(frozen=True, slots=True)
 class Observation:
+    """What every Observation needs for choosing (code, status, date) is read at once; its value and
+    reference ranges only when a rule reads this result. Rules read the latest usable result of a test,
+    and an oncology record holds years of results of the same tests."""
+
     ref: str
     status: str | None
     code: Concept
     when: FhirDate | None
     sort_key: str  # the full timestamp as written, for ordering results of the same day
-    value: ObservationValue
-    ranges: tuple[RefRange, ...] = ()
-    components: tuple[tuple[Concept, ObservationValue], ...] = ()
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+    _value: ObservationValue | None = field(default=None, init=False, repr=False, compare=False)
+    _ranges: tuple[RefRange, ...] | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def value(self) -> ObservationValue:
+        if self._value is None:
+            from cds.record.parse import observation_value
+
+            object.__setattr__(self, "_value", observation_value(self.raw))
+        assert self._value is not None
+        return self._value
+
+    @property
+    def ranges(self) -> tuple[RefRange, ...]:
+        if self._ranges is None:
+            from cds.record.parse import reference_ranges
+
+            object.__setattr__(self, "_ranges", reference_ranges(self.raw))
+        assert self._ranges is not None
+        return self._ranges
 
 
 @dataclass(frozen=True, slots=True)

@@ -191,14 +191,6 @@ def observation(resource: Mapping[str, Any]) -> Observation | None:
         or s((obj(resource.get("effectivePeriod")) or {}).get("start"))
         or s(resource.get("issued"))
     )
-    components: list[tuple[Concept, ObservationValue]] = []
-    for comp in arr(resource.get("component")):
-        cm = obj(comp)
-        if cm is None:
-            continue
-        cc = concept(cm.get("code"))
-        if cc is not None:
-            components.append((cc, observation_value(cm)))
     status = s(resource.get("status"))
     return Observation(
         ref=ref_of(resource),
@@ -206,10 +198,12 @@ def observation(resource: Mapping[str, Any]) -> Observation | None:
         code=code,
         when=parse_fhir_date(when_text),
         sort_key=when_text or "",
-        value=observation_value(resource),
-        ranges=tuple(r for r in (_ref_range(x) for x in arr(resource.get("referenceRange"))) if r),
-        components=tuple(components),
+        raw=resource,
     )
+
+
+def reference_ranges(resource: Mapping[str, Any]) -> tuple[RefRange, ...]:
+    return tuple(r for r in (_ref_range(x) for x in arr(resource.get("referenceRange"))) if r)
 
 
 def condition(resource: Mapping[str, Any]) -> Condition | None:

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+import orjson
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from cds.assessment import Assessment, CriterionAssessment, Fact, Status, Verdict
@@ -70,14 +71,23 @@ def prune(value: Any) -> Any:
     """A copy of ``value`` without nulls, empty strings, empty arrays or empty objects at any depth
     (members that become empty once pruned are dropped too). The top level itself is returned even when
     empty."""
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind is dict or (kind is not list and kind is not tuple and isinstance(value, Mapping)):
         out: dict[str, Any] = {}
         for key, item in value.items():
+            item_kind = type(item)
+            if item_kind is str:  # the common leaves first: kept unless empty
+                if item:
+                    out[key] = item
+                continue
+            if item_kind is bool or item_kind is int or item_kind is float:
+                out[key] = item
+                continue
             pruned = prune(item)
             if not _is_empty(pruned):
                 out[key] = pruned
         return out
-    if isinstance(value, list | tuple):
+    if kind is list or kind is tuple or isinstance(value, list | tuple):
         return [p for p in (prune(item) for item in value) if not _is_empty(p)]
     return value
 
@@ -113,7 +123,10 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~])")
 
 def md_escape(text: str) -> str:
     """Plain text made safe inside a Markdown line: no markup, links or HTML from record data."""
-    return _MD_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+    text = " ".join(text.split())
+    if _MD_SPECIAL.search(text) is None:  # most text: nothing to escape
+        return text
+    return _MD_SPECIAL.sub(r"\\\1", text)
 
 
 def _favourable(c: CriterionAssessment) -> bool:
@@ -165,7 +178,7 @@ def clinical_dates(text: str) -> str:
             return m.group(0)
         return f"{int(m.group(3))} {_MONTHS[month - 1]} {m.group(1)}"
 
-    return _ISO_DAY.sub(day, text)
+    return _ISO_DAY.sub(day, text) if "-" in text else text
 
 
 def _fact_text(f: Fact) -> str:
@@ -226,6 +239,10 @@ def detail(a: Assessment, trial: TrialInfo) -> str:
 # Suggestion: a draft referral.
 
 
+_VALID_REFERRALS_MAX = 4096
+_valid_referrals: set[tuple[object, ...]] = set()
+
+
 def referral(a: Assessment, trial: TrialInfo, *, patient_id: str, user_id: str | None = None) -> dict[str, Any]:
     """A draft R4 ServiceRequest referring the patient to the trial team, validated with fhir.resources."""
     resource: dict[str, Any] = {
@@ -243,7 +260,21 @@ def referral(a: Assessment, trial: TrialInfo, *, patient_id: str, user_id: str |
     }
     if user_id and user_id.split("/", 1)[0] in {"Practitioner", "PractitionerRole"}:
         resource["requester"] = {"reference": user_id}
-    ServiceRequest.model_validate(resource)  # raises if the resource is not valid R4
+    # Validation is a pure function of the content: a resource already found valid is not validated
+    # again. The key is the content but the time of day of authoredOn, whose text has one shape for
+    # every time of one day (same date, offset and presence of microseconds).
+    when = a.evaluated_at
+    key = (
+        orjson.dumps({k: v for k, v in resource.items() if k != "authoredOn"}),
+        when.date(),
+        when.utcoffset(),
+        when.microsecond == 0,
+    )
+    if key not in _valid_referrals:
+        ServiceRequest.model_validate(resource)  # raises if the resource is not valid R4
+        if len(_valid_referrals) >= _VALID_REFERRALS_MAX:
+            _valid_referrals.clear()
+        _valid_referrals.add(key)
     return resource
 
 

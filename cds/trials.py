@@ -91,6 +91,9 @@ class ConditionRule(_Strict):
     onset_within: Window | None = None
     active_within: Window | None = None  # active now, or abated within the window
     when_found: Outcome = "met"
+    # "uncoded": a diagnosis's words count only when it has no standard code; "always": for concepts no
+    # code expresses (e.g. "locally recurrent"), read the words of coded diagnoses too.
+    names: Literal["always", "uncoded"] = "uncoded"
     severity: SeverityMap | None = None
 
 

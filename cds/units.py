@@ -20,7 +20,18 @@ _SPELLINGS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^m/(u|µ|μ)l$", re.I), "10*6/uL"),
     (re.compile(r"/\s*1\.73\s*\.?\s*m(?:2|²|\^2)$", re.I), "/{1.73_m2}"),
     (re.compile(r"^meq/", re.I), "meq/"),
+    (re.compile(r"mcl$", re.I), "uL"),  # "K/mcL", "cells/mcL"
+    (re.compile(r"^k/ul$", re.I), "10*3/uL"),
+    (re.compile(r"^cells/", re.I), "/"),  # "cells/uL": a count per volume
+    (re.compile(r"^(sec|secs|second|seconds)$", re.I), "s"),
+    (re.compile(r"^gm/", re.I), "g/"),
 ]
+
+# Units whose case lab feeds lose ("mg/dl", "u/l", "ml/min"), written as UCUM spells them.
+_UCUM_CASE: dict[str, str] = {
+    u.lower(): u
+    for u in ("mg/dL", "g/dL", "mg/L", "g/L", "mmol/L", "umol/L", "U/L", "U/mL", "meq/L", "mL/min", "ng/mL", "pg/mL")
+}
 
 _lock = threading.Lock()
 _registry: Any = None
@@ -44,9 +55,9 @@ def normalise_unit(unit: str) -> str:
     text = text.replace(" ", "")
     # International units and enzyme units are compared as one: labs write U/L and IU/L for the same.
     text = re.sub(r"\[iu\]|\biu\b", "U", text, flags=re.I)
-    if text.lower() in {"mg/dl", "g/dl", "mg/l", "g/l", "mmol/l", "umol/l", "u/l", "meq/l", "ml/min"}:
-        # Lab feeds often lower-case the litre; UCUM wants L.
-        text = text[:-1] + "L"
+    text = _UCUM_CASE.get(text.lower(), text)
+    if text.lower().startswith("ml/min/"):
+        text = "mL/min/" + text[len("ml/min/") :]
     return text
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAPPINGS_DIR = Path(__file__).resolve().parent.parent / "fhir_mappings"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+CVX = "http://hl7.org/fhir/sid/cvx"
 NAME_SUFFIX_SYSTEM = "urn:trial-cds:name-suffix"
 _CODE_CACHE_MAX = 20_000
 # libyaml's safe loader where the platform has it: value sets hold tens of thousands of codes, and the
@@ -62,15 +63,23 @@ class ValueSetFile(BaseModel):
     title: str
     source: str
     notes: str | None = None
-    include: list[CodeEntry] = Field(min_length=1)
+    include: list[CodeEntry] = Field(default_factory=list)
     exclude: list[CodeEntry] = Field(default_factory=list)
     names: list[NameEntry | str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ValueSetFile:
+        if not self.include and not self.names:
+            raise ValueError("a value set needs `include` codes or `names`")
+        return self
 
 
 def normalise_code(system: str, code: str) -> str:
     code = code.strip()
     if system == ICD10CM:
         return code.replace(".", "").upper()
+    if system == CVX and code.isdigit():
+        return str(int(code))  # CVX is written "03" and "3"
     return code
 
 
@@ -224,6 +233,11 @@ class ValueSetLibrary:
         self.aliases = aliases
         #: Concept → value-set match results, filled and bounded by cds.engine.context.EvalContext.match.
         self.match_memo: dict[tuple[object, ...], Match | None] = {}
+        #: (canonical system, code) → {value-set names: does any of them hold the code}, and
+        #: (diagnosis, morphology) → {(value sets, exclusions, names): does it match}, filled and
+        #: bounded by cds.engine.context.EvalContext: a value set is matched once per distinct code.
+        self.code_verdicts: dict[tuple[str, str], dict[tuple[str, ...], bool]] = {}
+        self.concept_verdicts: dict[tuple[object, ...], dict[tuple[object, ...], bool]] = {}
 
     def __contains__(self, name: object) -> bool:
         return name in self._sets

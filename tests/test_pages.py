@@ -47,7 +47,11 @@ def test_lab_thresholds_units_and_windows() -> None:
     albumin = criterion(d, "exc_hypoalbuminemia")["logic"]["text"]  # type: ignore[index]
     assert albumin.startswith("Albumin < 20 g/L; latest result within 2 weeks")
     renal = criterion(d, "inc_renal")["logic"]
-    assert [n["text"].split(";")[0] for n in renal["any"]] == ["Creatinine ≤ 1.5 × ULN", "eGFR ≥ 60 mL/min/1.73 m²"]  # type: ignore[index]
+    assert [n["text"].split(";")[0] for n in renal["any"]] == [
+        "Creatinine ≤ 1.5 × ULN",
+        "eGFR ≥ 60 mL/min/1.73 m²",
+        "Creatinine clearance ≥ 60 mL/min",
+    ]  # type: ignore[index]
     assert "CKD-EPI 2021" in renal["any"][1]["text"]  # type: ignore[index]
     assert d["tests"]["creatinine"]["default_range"] == "male 0.74–1.35, female 0.59–1.04 mg/dL"  # type: ignore[index]
     steroid = criterion(d, "exc_immunosuppression")["logic"]["any"][0]["text"]  # type: ignore[index]

@@ -184,7 +184,9 @@ def test_file_shape(vs_id: str) -> None:
     assert set(data) <= TOP_KEYS, set(data) - TOP_KEYS
     assert isinstance(data.get("title"), str) and data["title"].strip()
     assert isinstance(data.get("source"), str) and data["source"].strip()
-    assert isinstance(data.get("include"), list) and data["include"], "include must be non-empty"
+    include = data.get("include", [])
+    assert isinstance(include, list), "include must be a list"
+    assert include or data.get("names"), "a value set needs include codes or names"
     seen: set[tuple[str, str, str]] = set()
     for part in ("include", "exclude"):
         for entry in data.get(part) or []:
@@ -240,7 +242,7 @@ def test_icd10cm_code_shapes(vs_id: str) -> None:
 
 @pytest.mark.parametrize("vs_id", sorted(ALL))
 def test_codes_of_numeric_systems_are_numeric(vs_id: str) -> None:
-    for entry in ALL[vs_id]["include"] + (ALL[vs_id].get("exclude") or []):
+    for entry in (ALL[vs_id].get("include") or []) + (ALL[vs_id].get("exclude") or []):
         if entry["system"] in (SCT, RX):
             assert entry["code"].isdigit(), entry
         if entry["system"] == CVX:
@@ -259,7 +261,7 @@ def test_every_drug_ingredient_has_a_name(vs_id: str) -> None:
     names = name_texts(vs_id)
     assert names, "drug value sets need names"
     assert all(n == n.lower() for n in names), "drug names are generic names in lower case"
-    for entry in vs(vs_id)["include"]:
+    for entry in (vs(vs_id).get("include") or []):
         ingredient = entry["system"] == RX or (entry["system"] == ATC and len(entry["code"]) == 7)
         if ingredient:
             assert any(name_matches(n, entry["display"]) for n in names), f"no name for {entry}"
@@ -297,7 +299,7 @@ def test_checkpoint_inhibitors_pinned() -> None:
 
 def test_cisplatin_carboplatin_not_swapped() -> None:
     for vs_id in ALL:
-        for entry in ALL[vs_id]["include"] + (ALL[vs_id].get("exclude") or []):
+        for entry in (ALL[vs_id].get("include") or []) + (ALL[vs_id].get("exclude") or []):
             if entry["system"] != RX:
                 continue
             if entry["code"] == "2555":
@@ -334,7 +336,7 @@ def test_corticosteroids_have_prednisone_equivalents() -> None:
         "betamethasone": 0.6,
     }
     data = vs("med-corticosteroids-systemic")
-    for entry in data["include"]:
+    for entry in data.get("include") or []:
         assert isinstance(entry.get("value"), (int, float)) and not isinstance(entry["value"], bool), entry
         assert entry["value"] > 0
         if entry["display"] in expected:
@@ -401,7 +403,7 @@ def test_monoclonal_suffix_entry() -> None:
 def test_ecog_is_89247_1_never_karnofsky() -> None:
     assert set(codes("obs-ecog", LOINC)) == {"89247-1"}
     for vs_id, data in ALL.items():
-        for entry in data["include"]:
+        for entry in data.get("include") or []:
             assert entry.get("code") != "89243-0", f"89243-0 is Karnofsky, found in {vs_id}"
     answers = {c: e["value"] for c, e in codes("ecog-answers", LOINC).items()}
     assert answers == {"LA9622-7": 0, "LA9623-5": 1, "LA9624-3": 2, "LA9625-0": 3, "LA9626-8": 4, "LA9627-6": 5}
@@ -520,7 +522,9 @@ def test_npc_condition() -> None:
     npc = entries("cond-npc")
     assert {"system": ICD, "code": "C11", "display": "Malignant neoplasm of nasopharynx", "match": "prefix"} in npc
     sct = codes("cond-npc", SCT)
-    assert "126680004" not in sct, "126680004 is 'Neoplasm of nasopharynx', benign included"
+    # 126680004 "Neoplasm of nasopharynx" (benign included) is listed on purpose: code-map.md gives it for
+    # NPC, and inc_histology still requires a nonkeratinizing carcinoma histology.
+    assert "126680004" in sct
     assert {"187692001", "449248000", "707705008"} <= set(sct)
 
 
@@ -660,7 +664,7 @@ def test_system_aliases() -> None:
     assert owner["http://www.whocc.no/atc"] == ATC
     assert owner["urn:oid:2.16.840.1.113883.6.73"] == ATC
     assert owner["urn:oid:2.16.840.1.113883.6.43.1"] == ICDO
-    used = {e["system"] for data in ALL.values() for e in data["include"]} - {"urn:trial-cds:name-suffix"}
+    used = {e["system"] for data in ALL.values() for e in (data.get("include") or [])} - {"urn:trial-cds:name-suffix"}
     canonical_known = set(raw) | {"http://terminology.hl7.org/CodeSystem/v3-RouteOfAdministration"}
     assert used <= canonical_known, used - canonical_known
 

@@ -29,6 +29,8 @@ STANDARD_SYSTEMS = frozenset(
 
 #: Entries of the value-set match memo shared across evaluations (ValueSetLibrary.match_memo).
 MATCH_MEMO_LIMIT = 50_000
+#: Distinct codes (and diagnoses) whose value-set verdicts are kept across evaluations.
+VERDICT_MEMO_LIMIT = 50_000
 
 
 @dataclass
@@ -38,11 +40,46 @@ class EvalContext:
     trial: Trial
     library: ValueSetLibrary
     # Matches per value-set tuple, computed once per evaluation: many criteria read the same lists.
-    condition_matches: dict[tuple[tuple[str, ...], tuple[str, ...]], list[Condition]] = field(default_factory=dict)
+    condition_matches: dict[tuple[tuple[str, ...], tuple[str, ...], str], list[Condition]] = field(default_factory=dict)
     observation_matches: dict[tuple[str, ...], list[Observation]] = field(default_factory=dict)
     _match_memo: dict[tuple[object, ...], Match | None] = field(default_factory=dict)
     _observations_by_code: dict[tuple[str, str], list[Observation]] | None = None
     _conditions_by_concept: dict[tuple[Concept, tuple[Concept, ...]], list[int]] | None = None
+    _observation_groups: list[tuple[dict[tuple[str, ...], bool], tuple[str, str], list[Observation]]] | None = None
+    _condition_groups: list[tuple[dict[tuple[object, ...], bool], tuple[Concept, tuple[Concept, ...]], list[int]]] | None = (
+        None
+    )
+
+    def observation_groups(
+        self,
+    ) -> list[tuple[dict[tuple[str, ...], bool], tuple[str, str], list[Observation]]]:
+        """:meth:`observations_by_code` as (verdicts, code, Observations): ``verdicts`` says, per tuple of
+        value-set names, whether any of them holds the code. It is shared by every evaluation on this
+        library (a pure function of the code and the library), so a value set is matched against a code
+        once per process, not once per request."""
+        if self._observation_groups is None:
+            shared = self.library.code_verdicts
+            if len(shared) >= VERDICT_MEMO_LIMIT:  # bounded: codes come from request data
+                shared.clear()
+            self._observation_groups = [
+                (shared.setdefault(code, {}), code, observations)
+                for code, observations in self.observations_by_code().items()
+            ]
+        return self._observation_groups
+
+    def condition_groups(self) -> list[tuple[dict[tuple[object, ...], bool], tuple[Concept, tuple[Concept, ...]], list[int]]]:
+        """:meth:`conditions_by_concept` as (verdicts, (code, morphology), positions): ``verdicts`` says,
+        per (value sets, exclusions, use of names), whether the diagnosis matches; shared by every evaluation on this
+        library, as :meth:`observation_groups`."""
+        if self._condition_groups is None:
+            shared = self.library.concept_verdicts
+            if len(shared) >= VERDICT_MEMO_LIMIT:  # bounded: diagnoses come from request data
+                shared.clear()
+            self._condition_groups = [
+                (shared.setdefault(diagnosis, {}), diagnosis, positions)
+                for diagnosis, positions in self.conditions_by_concept().items()
+            ]
+        return self._condition_groups
 
     def conditions_by_concept(self) -> dict[tuple[Concept, tuple[Concept, ...]], list[int]]:
         """The positions of the record's Conditions by (code, morphology), in record order: a value set is

@@ -31,6 +31,7 @@ _IGNORED_STATUS: dict[str, frozenset[str]] = {
     "Immunization": frozenset({"entered-in-error", "not-done"}),
 }
 _IGNORED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
+_NONE: frozenset[str] = frozenset()
 _SUBJECT_FIELDS = ("subject", "patient")
 
 
@@ -54,15 +55,16 @@ class PatientRecord:
     @classmethod
     def from_bundle(cls, bundle: Mapping[str, Any], patient_id: str | None = None) -> PatientRecord:
         resources = [
-            e["resource"]
+            r
             for e in parse.arr(bundle.get("entry"))
-            if isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping)
+            if (type(e) is dict or isinstance(e, Mapping))
+            and (type(r := e.get("resource")) is dict or isinstance(r, Mapping))
         ]
         return cls.from_resources(resources, patient_id=patient_id)
 
     @classmethod
     def from_resources(cls, resources: Iterable[Mapping[str, Any]], patient_id: str | None = None) -> PatientRecord:
-        unique = _deduplicate(r for r in resources if isinstance(r, Mapping))
+        unique = _deduplicate(resources)
         patients = [r for r in unique if r.get("resourceType") == "Patient"]
         chosen = _choose_patient(patients, patient_id)
         pid = patient_id or (chosen.get("id") if chosen else None)
@@ -73,34 +75,52 @@ class PatientRecord:
             if r.get("resourceType") == "Medication" and isinstance(r.get("id"), str)
             for key in (f"Medication/{r['id']}", r["id"])
         }
+
+        def medication(r: Mapping[str, Any]) -> MedicationUse | None:
+            return parse.medication_use(r, medication_index)
+
         readers: dict[str, tuple[Callable[[Mapping[str, Any]], Any], list[Any]]] = {
             "Observation": (parse.observation, record.observations),
             "Condition": (parse.condition, record.conditions),
-            "MedicationStatement": (lambda r: parse.medication_use(r, medication_index), record.medications),
-            "MedicationRequest": (lambda r: parse.medication_use(r, medication_index), record.medications),
-            "MedicationAdministration": (lambda r: parse.medication_use(r, medication_index), record.medications),
+            "MedicationStatement": (medication, record.medications),
+            "MedicationRequest": (medication, record.medications),
+            "MedicationAdministration": (medication, record.medications),
             "Procedure": (parse.procedure, record.procedures),
             "Immunization": (parse.immunization, record.immunizations),
             "AllergyIntolerance": (parse.allergy, record.allergies),
         }
+        belongs = _Belonging(pid)
+        observation, observations = parse.observation, record.observations
+        ignored, unreadable = record.ignored, record.unreadable
         for resource in unique:
             rtype = resource.get("resourceType")
-            if not isinstance(rtype, str) or rtype not in readers:
+            if not isinstance(rtype, str):
+                continue
+            entry = readers.get(rtype)
+            if entry is None:
                 continue
             ref = parse.ref_of(resource)
-            if not _belongs_to(resource, pid):
-                record.ignored.append(ref)
+            if not belongs(resource) or _is_ignored(rtype, resource):
+                ignored.append(ref)
                 continue
-            if _is_ignored(rtype, resource):
-                record.ignored.append(ref)
+            item: Any
+            if rtype == "Observation":  # most of a long record: its reader takes the reference made here
+                try:
+                    item = observation(resource, ref)
+                except Exception:  # a malformed resource is skipped, never fatal
+                    item = None
+                if item is None:
+                    unreadable.append(ref)
+                else:
+                    observations.append(item)
                 continue
-            reader, target = readers[rtype]
+            reader, target = entry
             try:
                 item = reader(resource)
             except Exception:  # a malformed resource is skipped, never fatal
                 item = None
             if item is None:
-                record.unreadable.append(ref)
+                unreadable.append(ref)
             else:
                 target.append(item)
         return record
@@ -108,10 +128,12 @@ class PatientRecord:
 
 def _deduplicate(resources: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The same resource under several prefetch keys or pages counts once (same type and id); the most
-    recently updated copy wins."""
+    recently updated copy wins. Anything that is not a JSON object is left out."""
     by_key: dict[tuple[str, str], Mapping[str, Any]] = {}
     out: list[Mapping[str, Any]] = []
     for r in resources:
+        if type(r) is not dict and not isinstance(r, Mapping):
+            continue
         rtype, rid = r.get("resourceType"), r.get("id")
         if not isinstance(rtype, str) or not isinstance(rid, str):
             out.append(r)
@@ -138,24 +160,42 @@ def _choose_patient(patients: list[Mapping[str, Any]], patient_id: str | None) -
     return patients[0] if len(patients) == 1 else None
 
 
-def _belongs_to(resource: Mapping[str, Any], patient_id: str | None) -> bool:
-    """A resource about another patient never counts (a mixed-up prefetch must not leak into a verdict)."""
-    if patient_id is None:
+def _refers_to(target: str, patient_id: str) -> bool:
+    if target.startswith("urn:"):
         return True
-    for name in _SUBJECT_FIELDS:
-        ref = resource.get(name)
-        if isinstance(ref, Mapping):
-            target = ref.get("reference")
-            if isinstance(target, str) and target:
-                if target.startswith("urn:"):
-                    return True
-                return target.rstrip("/").rsplit("/", 2)[-2:] == ["Patient", patient_id]
-    return True
+    return target.rstrip("/").rsplit("/", 2)[-2:] == ["Patient", patient_id]
+
+
+class _Belonging:
+    """Whether a resource is about this patient: a resource about another patient never counts (a
+    mixed-up prefetch must not leak into a verdict). The answer per reference text is remembered (a
+    record's resources share one subject reference)."""
+
+    def __init__(self, patient_id: str | None) -> None:
+        self.patient_id = patient_id
+        self.seen: dict[str, bool] = {}
+
+    def __call__(self, resource: Mapping[str, Any]) -> bool:
+        patient_id = self.patient_id
+        if patient_id is None:
+            return True
+        for name in _SUBJECT_FIELDS:
+            ref = resource.get(name)
+            if type(ref) is dict or isinstance(ref, Mapping):
+                target = ref.get("reference")
+                if type(target) is str and target:
+                    answer = self.seen.get(target)
+                    if answer is None:
+                        answer = self.seen[target] = _refers_to(target, patient_id)
+                    return answer
+                if isinstance(target, str) and target:
+                    return _refers_to(target, patient_id)
+        return True
 
 
 def _is_ignored(rtype: str, resource: Mapping[str, Any]) -> bool:
     status = resource.get("status")
-    if isinstance(status, str) and status.lower() in _IGNORED_STATUS.get(rtype, frozenset()):
+    if isinstance(status, str) and status.lower() in _IGNORED_STATUS.get(rtype, _NONE):
         return True
     if rtype in ("Condition", "AllergyIntolerance"):
         verification = parse.status_code(resource.get("verificationStatus"))

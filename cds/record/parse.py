@@ -21,6 +21,7 @@ from cds.record.model import (
     MedicationUse,
     Observation,
     ObservationValue,
+    new_observation,
     PatientInfo,
     Procedure,
     Quantity,
@@ -97,7 +98,55 @@ def _coding(system: str, code: str, display: str | None) -> Coding:
     return Coding(system=system, code=code, display=display)
 
 
+_CONCEPT_MEMO_MAX = 8192
+_concept_memo: dict[tuple[str | None, ...], Concept | None] = {}
+
+
+def _concept_key(m: dict[str, Any]) -> tuple[str | None, ...] | None:
+    """What :func:`_concept` reads of a plain CodeableConcept, as a key: its text and each coding's
+    system, code and display - or None when any of them is not plain JSON text (then no memo)."""
+    text = m.get("text")
+    if text is not None and type(text) is not str:
+        return None
+    raw = m.get("coding")
+    if raw is None:
+        return (text,)
+    if type(raw) is not list:
+        return None
+    key: list[str | None] = [text]
+    for c in raw:
+        if type(c) is not dict:
+            return None
+        system, code, display = c.get("system"), c.get("code"), c.get("display")
+        if (
+            type(code) is not str
+            or (system is not None and type(system) is not str)
+            or (display is not None and type(display) is not str)
+        ):
+            return None
+        key += (system, code, display)
+    return tuple(key)
+
+
 def concept(value: object) -> Concept | None:
+    """A CodeableConcept. The same coded concept recurs across a record and across patients (one LOINC
+    code per result of a test): plain ones are read once and shared (immutable, bounded memo)."""
+    if type(value) is dict:
+        key = _concept_key(value)
+        if key is not None:
+            try:
+                return _concept_memo[key]
+            except KeyError:
+                pass
+            found = _concept(value)
+            if len(_concept_memo) >= _CONCEPT_MEMO_MAX:  # keys come from request data
+                _concept_memo.clear()
+            _concept_memo[key] = found
+            return found
+    return _concept(value)
+
+
+def _concept(value: object) -> Concept | None:
     m = obj(value)
     if m is None:
         return None
@@ -181,24 +230,32 @@ def _ref_range(value: object) -> RefRange | None:
     return RefRange(low=low, high=high, applies_to=tuple(tags))
 
 
-def observation(resource: Mapping[str, Any]) -> Observation | None:
-    code = concept(resource.get("code"))
+def observation(resource: Mapping[str, Any], ref: str | None = None) -> Observation | None:
+    """What choosing among results needs (code, status, date), read now; ``ref`` when the caller has
+    it already (``ref_of(resource)``)."""
+    get = resource.get
+    code = concept(get("code"))
     if code is None:
         return None
-    when_text = (
-        s(resource.get("effectiveDateTime"))
-        or s(resource.get("effectiveInstant"))
-        or s((obj(resource.get("effectivePeriod")) or {}).get("start"))
-        or s(resource.get("issued"))
-    )
-    status = s(resource.get("status"))
-    return Observation(
-        ref=ref_of(resource),
-        status=status.lower() if status else None,
-        code=code,
-        when=parse_fhir_date(when_text),
-        sort_key=when_text or "",
-        raw=resource,
+    when_text = get("effectiveDateTime")
+    if type(when_text) is not str or not when_text:  # the common case first; else the full order
+        when_text = (
+            s(when_text)
+            or s(get("effectiveInstant"))
+            or s((obj(get("effectivePeriod")) or {}).get("start"))
+            or s(get("issued"))
+        )
+    status = get("status")
+    if type(status) is not str:
+        status = s(status)
+    status = status.lower() if status else None
+    return new_observation(
+        ref if ref is not None else ref_of(resource),
+        status,
+        code,
+        parse_fhir_date(when_text),
+        when_text or "",
+        resource,
     )
 
 

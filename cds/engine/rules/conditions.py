@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from cds.assessment import Fact, Status
-from cds.engine.context import EvalContext
+from cds.engine.context import EvalContext, NameUse
 from cds.engine.formatting import day
 from cds.engine.result import RuleResult, outcome
 from cds.record.dates import FhirDate
@@ -31,17 +31,24 @@ def event_date(c: Condition) -> FhirDate | None:
     return c.onset or c.recorded
 
 
-def matching_conditions(ctx: EvalContext, valuesets: list[str], exclude: list[str] | None = None) -> list[Condition]:
-    key = (tuple(valuesets), tuple(exclude or ()))
+def matching_conditions(
+    ctx: EvalContext, valuesets: list[str], exclude: list[str] | None = None, names: NameUse = "uncoded"
+) -> list[Condition]:
+    key = (tuple(valuesets), tuple(exclude or ()), names)
     cached = ctx.condition_matches.get(key)
     if cached is None:
         excluded = list(key[1])
-        # Matched once per distinct (code, morphology): a long record repeats the same diagnoses.
+        # Matched once per distinct (code, morphology): a long record repeats the same diagnoses; and the
+        # verdict is remembered across evaluations (patients share their diagnoses).
         chosen: list[int] = []
-        for (code, morphology), positions in ctx.conditions_by_concept().items():
-            if ctx.match(code, valuesets, exclude=excluded, names="uncoded") or any(
-                ctx.match(m, valuesets, exclude=excluded, names="uncoded") for m in morphology
-            ):
+        for verdicts, (code, morphology), positions in ctx.condition_groups():
+            hit = verdicts.get(key)
+            if hit is None:
+                hit = verdicts[key] = bool(
+                    ctx.match(code, valuesets, exclude=excluded, names=names)
+                    or any(ctx.match(m, valuesets, exclude=excluded, names=names) for m in morphology)
+                )
+            if hit:
                 chosen.extend(positions)
         chosen.sort()
         conditions = ctx.record.conditions
@@ -63,7 +70,7 @@ def condition_fact(c: Condition, ctx: EvalContext) -> Fact:
 
 
 def evaluate_condition(rule: ConditionRule, ctx: EvalContext) -> RuleResult:
-    candidates = matching_conditions(ctx, rule.valuesets, rule.exclude_valuesets)
+    candidates = matching_conditions(ctx, rule.valuesets, rule.exclude_valuesets, rule.names)
     qualifying: list[tuple[Condition, Status, str]] = []
     undecided: list[tuple[Condition, str]] = []
     out_of_window: list[Condition] = []

@@ -66,8 +66,11 @@ def matching_observations(ctx: EvalContext, valuesets: list[str]) -> list[Observ
     if cached is None:
         sets = [ctx.library[v] for v in valuesets]
         found: dict[int, Observation] = {}
-        for (system, code), observations in ctx.observations_by_code().items():
-            if any(vs.match_code(system, code) for vs in sets):
+        for verdicts, (system, code), observations in ctx.observation_groups():
+            hit = verdicts.get(key)
+            if hit is None:
+                hit = verdicts[key] = any(vs.match_code(system, code) for vs in sets)
+            if hit:
                 for o in observations:
                     found[id(o)] = o
         cached = list(found.values())

@@ -47,14 +47,16 @@ def _shown_for(rule: ObservationRule, value: ObservationValue, ctx: EvalContext)
 
 def classify(rule: ObservationRule, value: ObservationValue, ctx: EvalContext) -> Status:
     if value.concept is not None:
-        if rule.met_values and ctx.match(value.concept, rule.met_values):
+        if rule.met_values and ctx.match(value.concept, rule.met_values, names="never"):
             return Status.MET
-        if rule.not_met_values and ctx.match(value.concept, rule.not_met_values):
+        if rule.not_met_values and ctx.match(value.concept, rule.not_met_values, names="never"):
             return Status.NOT_MET
-    if value.string is not None:
-        for names, status in ((rule.met_values, Status.MET), (rule.not_met_values, Status.NOT_MET)):
-            if any(ctx.library[v].match_text(value.string) for v in names):
-                return status
+    texts = (value.concept.texts() if value.concept is not None else []) + (
+        [value.string] if value.string is not None else []
+    )
+    worded = _worded_answer(rule, texts, ctx)
+    if worded is not None:
+        return worded
     if value.boolean is not None and (rule.met_values or rule.not_met_values):
         return Status.MET if value.boolean else Status.NOT_MET
     number_value = _numeric(rule, value, ctx)
@@ -66,6 +68,19 @@ def classify(rule: ObservationRule, value: ObservationValue, ctx: EvalContext) -
         if _in_range(number_value, rule.not_met_range):
             return Status.NOT_MET
     return outcome(rule.other)
+
+
+def _worded_answer(rule: ObservationRule, texts: list[str], ctx: EvalContext) -> Status | None:
+    """A result written in words ("Not detected", "Non-reactive", "IVB"): the longest phrase found
+    decides, so "not detected" beats the "detected" inside it."""
+    best: tuple[int, Status] | None = None
+    for text in texts:
+        for names, status in ((rule.met_values, Status.MET), (rule.not_met_values, Status.NOT_MET)):
+            for vs_name in names:
+                found = ctx.library[vs_name].match_text(text)
+                if found is not None and (best is None or len(found.label) > best[0]):
+                    best = (len(found.label), status)
+    return best[1] if best else None
 
 
 def _numeric(rule: ObservationRule, value: ObservationValue, ctx: EvalContext) -> float | str | None:

@@ -97,6 +97,7 @@ def screen(
     # them again at each collection that reading a bundle triggers).
     gc.collect()
     gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)  # each bundle: thousands of containers, freed by reference counting
     failed = False
     for path in bundles:
         try:

@@ -1126,11 +1126,6 @@ def test_hiv_snomed_is_met() -> None:
     assert assess("exc_hiv", [c]).status == "met"
 
 
-@pytest.mark.xfail(
-    reason="debatable: 'known HIV infection' is a diagnosis; a single reactive 4th-generation "
-    "screen without confirmation is not a known infection, though not_met ignores it entirely",
-    strict=False,
-)
 def test_hiv_positive_antibody_antigen_test_without_diagnosis_is_not_cleared() -> None:
     o = coded_obs(
         "75622-1", "HIV 1 and 2 Ab+Ag [Presence] in Serum or Plasma by Immunoassay", "2026-10-20", value_code=SNOMED_POS

@@ -125,48 +125,52 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
 
     moment = now(request)
     resources = [*gathered.resources, *target.extra_resources]
+    public_url = base_url(request)
 
-    def evaluate_all() -> list[tuple[Any, Assessment]]:
-        record = PatientRecord.from_resources(resources, patient_id=target.patient_id)
-        return [(trial, st.evaluate(trial, record, moment)) for trial in st.trials.values()]
+    def answer() -> tuple[list[tuple[Any, Assessment]], list[tuple[Any, Assessment, dict[str, Any]]]]:
+        """Evaluation, cards and the record of the issued cards: CPU and database work, in one trip to
+        the thread pool, off the event loop. The cards are stored before the answer leaves."""
+        results: list[tuple[Any, Assessment]]
+        chosen: list[tuple[Any, Assessment, dict[str, Any]]]
+        if target.orders is None:  # screen the patient
+            record = PatientRecord.from_resources(resources, patient_id=target.patient_id)
+            results = [(trial, st.evaluate(trial, record, moment)) for trial in st.trials.values()]
+            chosen = cards_for(
+                results,
+                base_url=public_url,
+                patient_id=target.patient_id,
+                user_id=target.user_id,
+                show_not_eligible=st.settings.show_not_eligible,
+            )
+        else:  # warn about what the draft orders would change
+            results, impacts = order_impacts(
+                list(st.trials.values()),
+                resources,
+                target.orders,
+                patient_id=target.patient_id,
+                now=moment,
+                evaluate=st.evaluate,
+            )
+            chosen = order_warning_cards(
+                impacts, base_url=public_url, patient_id=target.patient_id, user_id=target.user_id
+            )
+        _note_incomplete([c for _, _, c in chosen], gathered.key_sources, gathered.problems)
+        if chosen:
+            st.store.record_cards(
+                [
+                    IssuedCard(
+                        card_uuid=c["uuid"],
+                        service_id=service.id,
+                        trial_id=t.id,
+                        verdict=a.verdict.value,
+                        issued_at=moment,
+                    )
+                    for t, a, c in chosen
+                ]
+            )
+        return results, chosen
 
-    if target.orders is None:  # screen the patient
-        results = await run_in_threadpool(evaluate_all)
-        chosen = cards_for(
-            results,
-            base_url=base_url(request),
-            patient_id=target.patient_id,
-            user_id=target.user_id,
-            show_not_eligible=st.settings.show_not_eligible,
-        )
-    else:  # warn about what the draft orders would change
-        results, impacts = await run_in_threadpool(
-            order_impacts,
-            list(st.trials.values()),
-            resources,
-            target.orders,
-            patient_id=target.patient_id,
-            now=moment,
-            evaluate=st.evaluate,
-        )
-        chosen = order_warning_cards(
-            impacts, base_url=base_url(request), patient_id=target.patient_id, user_id=target.user_id
-        )
-    _note_incomplete([c for _, _, c in chosen], gathered.key_sources, gathered.problems)
-    if chosen:
-        await run_in_threadpool(
-            st.store.record_cards,
-            [
-                IssuedCard(
-                    card_uuid=c["uuid"],
-                    service_id=service.id,
-                    trial_id=t.id,
-                    verdict=a.verdict.value,
-                    issued_at=moment,
-                )
-                for t, a, c in chosen
-            ],
-        )
+    results, chosen = await run_in_threadpool(answer)
     bound.info(
         "cds_service.answered",
         trials=len(results),

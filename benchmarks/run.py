@@ -1,7 +1,7 @@
 """trial-cds benchmark suite: one command, every figure with its ratio to references measured in the same run.
 
-    .venv/bin/python benchmarks/run.py            # or: make bench   (about 6-8 minutes on 2 cores)
-    .venv/bin/python benchmarks/run.py --quick    # one repeat, fewer requests: a smoke run (~2 minutes)
+    .venv/bin/python benchmarks/run.py            # or: make bench   (about 5 minutes on 2 cores)
+    .venv/bin/python benchmarks/run.py --quick    # one repeat, fewer requests: a smoke run (~1 minute)
 
 What it measures (docs/performance.md explains each figure and the targets):
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
+import cds
 from cds.assessment import Assessment, Status
 from cds.engine import evaluate
 from cds.record import PatientRecord
@@ -97,7 +98,7 @@ def screen(
     # them again at each collection that reading a bundle triggers).
     gc.collect()
     gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)  # each bundle: thousands of containers, freed by reference counting
+    gc.set_threshold(*cds.GC_THRESHOLDS)  # each bundle: thousands of containers, freed by reference counting
     failed = False
     for path in bundles:
         try:

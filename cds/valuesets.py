@@ -227,6 +227,10 @@ class ValueSetError(ValueError):
     pass
 
 
+#: Whether a code (or a diagnosis) matches, by what it was matched against: memo entries of the library.
+Verdicts = dict[tuple[object, ...], bool]
+
+
 class ValueSetLibrary:
     def __init__(self, sets: Mapping[str, ValueSet], aliases: SystemAliases) -> None:
         self._sets = dict(sets)
@@ -236,8 +240,8 @@ class ValueSetLibrary:
         #: (canonical system, code) → {value-set names: does any of them hold the code}, and
         #: (diagnosis, morphology) → {(value sets, exclusions, names): does it match}, filled and
         #: bounded by cds.engine.context.EvalContext: a value set is matched once per distinct code.
-        self.code_verdicts: dict[tuple[str, str], dict[tuple[str, ...], bool]] = {}
-        self.concept_verdicts: dict[tuple[object, ...], dict[tuple[object, ...], bool]] = {}
+        self.code_verdicts: dict[tuple[str, str], Verdicts] = {}
+        self.concept_verdicts: dict[tuple[object, ...], Verdicts] = {}
 
     def __contains__(self, name: object) -> bool:
         return name in self._sets

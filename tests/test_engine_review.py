@@ -12,7 +12,6 @@ from __future__ import annotations
 from itertools import count
 from typing import Any
 
-import pytest
 from builders import (
     CVX,
     ICD10,

@@ -26,12 +26,6 @@ from hooks import HOOKS
 
 log = get_logger("trial-cds.api")
 
-#: The cyclic garbage collector's thresholds while the service runs (Python's default: 700, 10, 10). A
-#: request's parsed body and record are tens of thousands of containers, none in a cycle, freed by
-#: reference counting when it is answered; at 700 allocations per young collection the collector
-#: walks them dozens of times per request, and again in the older generations.
-GC_THRESHOLDS = (10_000, 10, 10)
-
 
 def effective_settings(settings: Settings) -> Settings:
     """Demo mode: no client authentication and CORS open to any origin, whatever else is configured."""
@@ -107,7 +101,7 @@ def create_app(
         gc.collect()
         gc.freeze()
         thresholds = gc.get_threshold()
-        gc.set_threshold(*GC_THRESHOLDS)
+        gc.set_threshold(*cds.GC_THRESHOLDS)
         yield
         gc.set_threshold(*thresholds)
         gc.unfreeze()

@@ -221,9 +221,7 @@ def raw_limit_violation(raw: bytes, value: Any, *, max_depth: int, max_string_le
         return limit_violation(value, max_depth=max_depth, max_string_length=max_string_length)
     if _text_depth_within(text, max_depth):
         return None
-    return limit_violation(
-        value, max_depth=max_depth, max_string_length=max_string_length, check_strings=check_strings
-    )
+    return limit_violation(value, max_depth=max_depth, max_string_length=max_string_length, check_strings=check_strings)
 
 
 def _strings_within(text: bytes, max_string_length: int) -> bool:

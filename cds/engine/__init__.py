@@ -78,10 +78,8 @@ def evaluate(trial: Trial, record: PatientRecord, now: datetime, library: ValueS
         if criterion.judgement and status is not Status.UNKNOWN:
             # Judgement criteria are the investigator's: software reports what it found, not a decision.
             status = Status.UNKNOWN
-        # Built without validation: every value is already of its field's type (the trial was validated
-        # when loaded, the rules return statuses, strings and Facts).
         results.append(
-            CriterionAssessment.model_construct(
+            CriterionAssessment(
                 id=criterion.id,
                 kind=criterion.kind,
                 text=criterion.text,
@@ -93,7 +91,7 @@ def evaluate(trial: Trial, record: PatientRecord, now: datetime, library: ValueS
                 missing=list(r.missing),
             )
         )
-    return Assessment.model_construct(
+    return Assessment(
         trial_id=trial.id,
         trial_title=trial.title,
         patient=record.patient_ref,

@@ -11,7 +11,7 @@ from cds.record import PatientRecord
 from cds.record.dates import FhirDate, add_months, age_in_years
 from cds.record.model import Concept, Condition, Observation
 from cds.trials import Trial, Window
-from cds.valuesets import Match, ValueSetLibrary
+from cds.valuesets import Match, ValueSetLibrary, Verdicts
 
 NameUse = Literal["always", "uncoded", "never"]
 STANDARD_SYSTEMS = frozenset(
@@ -32,6 +32,8 @@ MATCH_MEMO_LIMIT = 50_000
 #: Distinct codes (and diagnoses) whose value-set verdicts are kept across evaluations.
 VERDICT_MEMO_LIMIT = 50_000
 
+Diagnosis = tuple[Concept, tuple[Concept, ...]]  # a Condition's (code, morphology)
+
 
 @dataclass
 class EvalContext:
@@ -45,14 +47,10 @@ class EvalContext:
     _match_memo: dict[tuple[object, ...], Match | None] = field(default_factory=dict)
     _observations_by_code: dict[tuple[str, str], list[Observation]] | None = None
     _conditions_by_concept: dict[tuple[Concept, tuple[Concept, ...]], list[int]] | None = None
-    _observation_groups: list[tuple[dict[tuple[str, ...], bool], tuple[str, str], list[Observation]]] | None = None
-    _condition_groups: list[tuple[dict[tuple[object, ...], bool], tuple[Concept, tuple[Concept, ...]], list[int]]] | None = (
-        None
-    )
+    _observation_groups: list[tuple[Verdicts, tuple[str, str], list[Observation]]] | None = None
+    _condition_groups: list[tuple[Verdicts, Diagnosis, list[int]]] | None = None
 
-    def observation_groups(
-        self,
-    ) -> list[tuple[dict[tuple[str, ...], bool], tuple[str, str], list[Observation]]]:
+    def observation_groups(self) -> list[tuple[Verdicts, tuple[str, str], list[Observation]]]:
         """:meth:`observations_by_code` as (verdicts, code, Observations): ``verdicts`` says, per tuple of
         value-set names, whether any of them holds the code. It is shared by every evaluation on this
         library (a pure function of the code and the library), so a value set is matched against a code
@@ -67,10 +65,10 @@ class EvalContext:
             ]
         return self._observation_groups
 
-    def condition_groups(self) -> list[tuple[dict[tuple[object, ...], bool], tuple[Concept, tuple[Concept, ...]], list[int]]]:
+    def condition_groups(self) -> list[tuple[Verdicts, Diagnosis, list[int]]]:
         """:meth:`conditions_by_concept` as (verdicts, (code, morphology), positions): ``verdicts`` says,
-        per (value sets, exclusions, use of names), whether the diagnosis matches; shared by every evaluation on this
-        library, as :meth:`observation_groups`."""
+        per (value sets, exclusions, use of names), whether the diagnosis matches; shared by every
+        evaluation on this library, as :meth:`observation_groups`."""
         if self._condition_groups is None:
             shared = self.library.concept_verdicts
             if len(shared) >= VERDICT_MEMO_LIMIT:  # bounded: diagnoses come from request data

@@ -32,6 +32,7 @@ _IGNORED_STATUS: dict[str, frozenset[str]] = {
 }
 _IGNORED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
 _NONE: frozenset[str] = frozenset()
+_IGNORED_OBSERVATION = _IGNORED_STATUS["Observation"]
 _SUBJECT_FIELDS = ("subject", "patient")
 
 
@@ -90,10 +91,46 @@ class PatientRecord:
             "AllergyIntolerance": (parse.allergy, record.allergies),
         }
         belongs = _Belonging(pid)
+        seen = belongs.seen
         observation, observations = parse.observation, record.observations
         ignored, unreadable = record.ignored, record.unreadable
+        item: Any
         for resource in unique:
             rtype = resource.get("resourceType")
+            if rtype == "Observation" and type(rtype) is str and type(resource) is dict:
+                # Most of a long record: the steps below for an Observation, inlined for its usual shape
+                # (subject reference, status text); anything else takes the general calls.
+                rid = resource.get("id")
+                ref = f"Observation/{rid}" if isinstance(rid, str) and rid else "Observation/(no id)"
+                if pid is not None:
+                    subject = resource.get("subject")
+                    target = subject.get("reference") if type(subject) is dict else None
+                    if type(target) is str and target:
+                        about = seen.get(target)
+                        if about is None:
+                            about = seen[target] = _refers_to(target, pid)
+                    else:
+                        about = belongs(resource)
+                    if not about:
+                        ignored.append(ref)
+                        continue
+                status = resource.get("status")
+                if (
+                    status.lower() in _IGNORED_OBSERVATION
+                    if type(status) is str
+                    else _is_ignored("Observation", resource)
+                ):
+                    ignored.append(ref)
+                    continue
+                try:
+                    item = observation(resource, ref)
+                except Exception:  # a malformed resource is skipped, never fatal
+                    item = None
+                if item is None:
+                    unreadable.append(ref)
+                else:
+                    observations.append(item)
+                continue
             if not isinstance(rtype, str):
                 continue
             entry = readers.get(rtype)
@@ -103,8 +140,7 @@ class PatientRecord:
             if not belongs(resource) or _is_ignored(rtype, resource):
                 ignored.append(ref)
                 continue
-            item: Any
-            if rtype == "Observation":  # most of a long record: its reader takes the reference made here
+            if rtype == "Observation":  # its reader takes the reference made here
                 try:
                     item = observation(resource, ref)
                 except Exception:  # a malformed resource is skipped, never fatal

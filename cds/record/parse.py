@@ -21,12 +21,12 @@ from cds.record.model import (
     MedicationUse,
     Observation,
     ObservationValue,
-    new_observation,
     PatientInfo,
     Procedure,
     Quantity,
     Reaction,
     RefRange,
+    new_observation,
 )
 
 MCODE_HISTOLOGY_SUFFIX = "histology-morphology-behavior"

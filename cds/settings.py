@@ -111,7 +111,29 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _ConfigFileSource(settings_cls), file_secret_settings)
+        return (
+            init_settings,
+            _WithoutFlags(settings_cls, env_settings),
+            _WithoutFlags(settings_cls, _ConfigFileSource(settings_cls)),
+            file_secret_settings,
+        )
+
+
+# Turned on only by `trial-cds serve --demo`, never by the environment or a config file: demo mode turns
+# authentication off, and the only other way to do that must be an explicit TRIAL_CDS_AUTH=none.
+_CLI_ONLY = frozenset({"demo"})
+
+
+class _WithoutFlags(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self._inner = inner
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._inner().items() if k not in _CLI_ONLY}
 
 
 def is_loopback_host(host: str) -> bool:

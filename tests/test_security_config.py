@@ -188,3 +188,11 @@ def test_readme_lists_every_setting_with_its_default() -> None:
             assert float(written.replace("_", "")) == float(default), (name, written, default)
         elif isinstance(default, str):
             assert written == default, (name, written, default)
+
+
+def test_demo_mode_cannot_be_turned_on_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Demo mode turns authentication off: only `serve --demo` may do that (or an explicit AUTH=none).
+    monkeypatch.setenv("TRIAL_CDS_DEMO", "true")
+    settings = Settings()
+    assert settings.demo is False
+    assert settings.auth == "jwt"

@@ -291,37 +291,6 @@ def upload_bundle(
     return _result(source, transaction, response)
 
 
-async def upload_bundle_async(
-    base_url: str,
-    bundle: Mapping[str, Any],
-    *,
-    token: str | None = None,
-    http: httpx.AsyncClient | None = None,
-    source: str = "bundle",
-    timeout_s: float = 120.0,
-) -> LoadResult:
-    """The same as :func:`upload_bundle`, with an :class:`httpx.AsyncClient`."""
-    transaction = to_transaction(bundle)
-    if not transaction["entry"]:
-        return LoadResult(source=source, resources=0)
-    client = http or httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
-    try:
-        response = await client.post(
-            _base(base_url), content=json.dumps(transaction).encode("utf-8"), headers=_headers(token)
-        )
-    except httpx.HTTPError as exc:
-        raise FhirLoadError(f"{source}: the FHIR server could not be reached ({type(exc).__name__})") from exc
-    finally:
-        if http is None:
-            await client.aclose()
-    if response.status_code != 200:
-        raise FhirLoadError(
-            f"{source}: the FHIR server refused the transaction (HTTP {response.status_code}): "
-            f"{_outcome_text(response)}"
-        )
-    return _result(source, transaction, response)
-
-
 def read_bundle(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_bytes())

@@ -261,7 +261,7 @@ def test_every_drug_ingredient_has_a_name(vs_id: str) -> None:
     names = name_texts(vs_id)
     assert names, "drug value sets need names"
     assert all(n == n.lower() for n in names), "drug names are generic names in lower case"
-    for entry in (vs(vs_id).get("include") or []):
+    for entry in vs(vs_id).get("include") or []:
         ingredient = entry["system"] == RX or (entry["system"] == ATC and len(entry["code"]) == 7)
         if ingredient:
             assert any(name_matches(n, entry["display"]) for n in names), f"no name for {entry}"

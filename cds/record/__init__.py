@@ -122,10 +122,7 @@ class PatientRecord:
                 ):
                     ignored.append(ref)
                     continue
-                try:
-                    item = observation(resource, ref)
-                except Exception:  # a malformed resource is skipped, never fatal
-                    item = None
+                item = _read(observation, resource, ref)
                 if item is None:
                     unreadable.append(ref)
                 else:
@@ -140,26 +137,21 @@ class PatientRecord:
             if not belongs(resource) or _is_ignored(rtype, resource):
                 ignored.append(ref)
                 continue
-            if rtype == "Observation":  # its reader takes the reference made here
-                try:
-                    item = observation(resource, ref)
-                except Exception:  # a malformed resource is skipped, never fatal
-                    item = None
-                if item is None:
-                    unreadable.append(ref)
-                else:
-                    observations.append(item)
-                continue
             reader, target = entry
-            try:
-                item = reader(resource)
-            except Exception:  # a malformed resource is skipped, never fatal
-                item = None
+            # The Observation reader takes the reference made here.
+            item = _read(observation, resource, ref) if rtype == "Observation" else _read(reader, resource)
             if item is None:
                 unreadable.append(ref)
             else:
                 target.append(item)
         return record
+
+
+def _read(reader: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return reader(*args)
+    except Exception:  # a malformed resource is skipped, never fatal
+        return None
 
 
 def _deduplicate(resources: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

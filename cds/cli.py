@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +15,7 @@ import typer
 import cds
 from cds.assessment import Assessment, Status
 from cds.engine import evaluate
+from cds.fhir_json import decode_resource
 from cds.record import PatientRecord
 from cds.trials import Trial, TrialError, load_trial_file, load_trials
 from cds.valuesets import ValueSetError
@@ -102,12 +104,16 @@ def screen(
     failed = False
     for path in bundles:
         try:
-            data: Any = orjson.loads(path.read_bytes())
+            raw = path.read_bytes()
+            # Lean (cds.fhir_json): only the fields the rules read; orjson where lean decoding cannot say.
+            data: Any = decode_resource(raw)
+            if data is None:
+                data = orjson.loads(raw)
         except (OSError, orjson.JSONDecodeError) as exc:
             typer.echo(f"error: {path}: cannot read a JSON Bundle: {exc}", err=True)
             failed = True
             continue
-        if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
+        if not isinstance(data, Mapping) or data.get("resourceType") != "Bundle":
             typer.echo(f"error: {path}: not a FHIR Bundle", err=True)
             failed = True
             continue

@@ -7,12 +7,14 @@ credentials and redacts values that look like tokens.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
+import orjson
 import structlog
 
 SENSITIVE_KEY = re.compile(
@@ -48,6 +50,15 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _json_line(value: Any, **_: Any) -> str:
+    """The event as one JSON line, keys sorted: orjson (a few times faster on the request path), the
+    standard library where orjson refuses a value (an integer beyond 64 bits)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=repr).decode()
+    except TypeError:
+        return json.dumps(value, sort_keys=True, default=repr)
+
+
 _configured = False
 _URL_LOGGERS = ("httpx", "httpcore", "hpack")
 
@@ -64,7 +75,7 @@ def configure_logging(level: str = "INFO", *, stream: Any = None) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             drop_sensitive,
-            structlog.processors.JSONRenderer(sort_keys=True),
+            structlog.processors.JSONRenderer(serializer=_json_line),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         # The stream is looked up at each logger creation, so a replaced sys.stderr (tests) is followed.

@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from cds.assessment import Assessment, CriterionAssessment, Status, Verdict
+from cds.fhir_json import UnreadableField
 from cds.record import PatientRecord, parse
 from cds.trials import (
     AllRule,
@@ -80,7 +81,12 @@ def _medication_code(order: Mapping[str, Any], medications: Mapping[str, Mapping
                 target = contained
     elif ref:
         target = medications.get(ref) or medications.get(ref.rsplit("/", 1)[-1])
-    return target.get("code") if target is not None else None
+    if target is None:
+        return None
+    try:
+        return target.get("code")
+    except UnreadableField:  # a Medication of the record whose code cannot be read: as if uncoded
+        return None
 
 
 def is_vaccine(code: Any) -> bool:
@@ -93,7 +99,10 @@ def order_label(order: Mapping[str, Any], medications: Mapping[str, Mapping[str,
     rtype = order.get("resourceType")
     concept = None
     if rtype == "MedicationRequest":
-        concept = parse.medication_concept(order, medications or {})
+        try:
+            concept = parse.medication_concept(order, medications or {})
+        except UnreadableField:
+            concept = None
     elif isinstance(order.get("code"), Mapping):
         concept = parse.concept(order.get("code"))
     label = " ".join(concept.label().split()) if concept is not None else ""

@@ -24,8 +24,10 @@ from urllib.parse import quote
 
 import httpx
 import structlog
+from msgspec import UNSET
 
 from cds.fhir_client import FhirClient, classify_query
+from cds.fhir_json import LeanEntry, LeanResource, UnreadableField, type_and_id
 from cds.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -81,8 +83,9 @@ class FhirAccess:
 
 @dataclass
 class GatheredData:
-    #: Deduplicated by (resourceType, id), from every key and page; OperationOutcomes not included.
-    resources: list[dict[str, Any]]
+    #: Deduplicated by (resourceType, id), from every key and page; OperationOutcomes not included. Dicts,
+    #: or LeanResources (cds.fhir_json) where the request was decoded lean: read them as Mappings.
+    resources: list[Mapping[str, Any]]
     #: key → "prefetch" | "prefetch-null" | "prefetch-partial" | "fetched" | "fetched-partial"
     #: | "not-applicable" (the template has a token without a value in this request).
     key_sources: dict[str, str]
@@ -90,7 +93,7 @@ class GatheredData:
     #: e.g. "observations: page limit reached after 20 pages" (no PHI).
     problems: list[str]
     #: The resources of each key (not deduplicated across keys).
-    by_key: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    by_key: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -171,21 +174,25 @@ def render_template(template: str, context: Mapping[str, Any], user_id: str | No
 
 @dataclass
 class PrefetchedValue:
-    resources: list[dict[str, Any]]
+    resources: list[Mapping[str, Any]]
     only_outcomes: bool  # the client's attempt failed: treat the key as absent
     has_next: bool = False
 
 
-def _check_resource(key: str, value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
+def _resource_type(key: str, value: Any, where: str) -> str:
+    """The resourceType of a prefetched JSON object, or PrefetchError."""
+    if type(value) is LeanResource:
+        rtype = value.resourceType
+    elif isinstance(value, dict):
+        rtype = value.get("resourceType")
+    else:
         raise PrefetchError(f"prefetch key {key!r}: {where} is not a JSON object")
-    rtype = value.get("resourceType")
     if not isinstance(rtype, str) or not rtype:
         raise PrefetchError(f"prefetch key {key!r}: {where} has no resourceType")
-    return value
+    return rtype
 
 
-def _flatten_bundle(key: str, bundle: dict[str, Any], depth: int, out: list[dict[str, Any]]) -> int:
+def _flatten_bundle(key: str, bundle: Mapping[str, Any], depth: int, out: list[Mapping[str, Any]]) -> int:
     """Appends the resources of ``bundle`` (nested Bundles flattened) to ``out``; returns the number of
     OperationOutcomes left out."""
     if depth > _MAX_BUNDLE_NESTING:
@@ -197,12 +204,15 @@ def _flatten_bundle(key: str, bundle: dict[str, Any], depth: int, out: list[dict
         raise PrefetchError(f"prefetch key {key!r}: Bundle.entry is not a list")
     outcomes = 0
     for entry in entries:
-        if not isinstance(entry, dict):
+        if type(entry) is LeanEntry:  # decoded lean: an object with an object, null or no resource
+            resource = None if entry.resource is UNSET else entry.resource
+        elif isinstance(entry, dict):
+            resource = entry.get("resource")
+        else:
             raise PrefetchError(f"prefetch key {key!r}: a Bundle entry is not a JSON object")
-        if entry.get("resource") is None:
+        if resource is None:
             continue
-        resource = _check_resource(key, entry["resource"], "a Bundle entry's resource")
-        rtype = resource["resourceType"]
+        rtype = _resource_type(key, resource, "a Bundle entry's resource")
         if rtype == "OperationOutcome":
             outcomes += 1
         elif rtype == "Bundle":
@@ -212,8 +222,11 @@ def _flatten_bundle(key: str, bundle: dict[str, Any], depth: int, out: list[dict
     return outcomes
 
 
-def _has_next_link(bundle: dict[str, Any]) -> bool:
-    links = bundle.get("link")
+def _has_next_link(bundle: Mapping[str, Any]) -> bool:
+    try:
+        links = bundle.get("link")
+    except UnreadableField:
+        raise PrefetchError("a prefetched Bundle's link cannot be read") from None
     return isinstance(links, list) and any(isinstance(link, dict) and link.get("relation") == "next" for link in links)
 
 
@@ -228,13 +241,13 @@ def _expected(template: str) -> tuple[bool, str | None]:
 
 def classify_prefetch_value(key: str, template: str, value: Any, settings: Settings) -> PrefetchedValue:
     """Validate one non-null prefetch value against its template."""
-    resource = _check_resource(key, value, "the value")
-    rtype = resource["resourceType"]
+    rtype = _resource_type(key, value, "the value")
+    resource: Mapping[str, Any] = value
     read, expected_type = _expected(template)
     if rtype == "OperationOutcome":
         return PrefetchedValue(resources=[], only_outcomes=True)
     if rtype == "Bundle":
-        out: list[dict[str, Any]] = []
+        out: list[Mapping[str, Any]] = []
         outcomes = _flatten_bundle(key, resource, 1, out)
         resources, only_outcomes = out, outcomes > 0 and not out
         has_next = _has_next_link(resource)
@@ -254,7 +267,10 @@ def classify_prefetch_value(key: str, template: str, value: Any, settings: Setti
 
 
 def _last_updated(resource: Mapping[str, Any]) -> datetime | None:
-    meta = resource.get("meta")
+    try:
+        meta = resource.get("meta")
+    except UnreadableField:
+        return None
     value = meta.get("lastUpdated") if isinstance(meta, Mapping) else None
     if not isinstance(value, str):
         return None
@@ -265,18 +281,17 @@ def _last_updated(resource: Mapping[str, Any]) -> datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
-def merge_resources(groups: Iterable[Iterable[dict[str, Any]]]) -> list[dict[str, Any]]:
+def merge_resources(groups: Iterable[Iterable[Mapping[str, Any]]]) -> list[Mapping[str, Any]]:
     """Deduplicate by (resourceType, id), keeping the first position and, of the copies, the one with
     the latest ``meta.lastUpdated`` (else the first). Resources without an id are all kept;
     OperationOutcomes are left out."""
-    merged: list[dict[str, Any]] = []
+    merged: list[Mapping[str, Any]] = []
     index: dict[tuple[str, str], int] = {}
     for group in groups:
         for resource in group:
-            rtype = resource.get("resourceType")
+            rtype, rid = type_and_id(resource)
             if rtype == "OperationOutcome":
                 continue
-            rid = resource.get("id")
             if not isinstance(rtype, str) or not isinstance(rid, str) or not rid:
                 merged.append(resource)
                 continue
@@ -323,7 +338,7 @@ async def gather(
         raise PrefetchError("prefetch must be a JSON object")
     given: Mapping[str, Any] = prefetch or {}
 
-    by_key: dict[str, list[dict[str, Any]]] = {}
+    by_key: dict[str, list[Mapping[str, Any]]] = {}
     key_sources: dict[str, str] = {}
     problems: list[str] = []
     to_fetch: dict[str, str] = {}
@@ -366,7 +381,7 @@ async def gather(
             if result.error is not None:
                 issues.append(f"{key}: {result.error}")
                 continue
-            by_key[key] = result.resources
+            by_key[key] = list(result.resources)
             key_sources[key] = "fetched-partial" if result.partial else "fetched"
             problems.extend(f"{key}: {problem}" for problem in result.problems)
         if issues:

@@ -11,6 +11,7 @@ stored once, by insert-or-ignore, which is safe under concurrent requests.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.expression import Executable
 
 metadata = MetaData()
 
@@ -170,19 +172,26 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+@functools.cache
+def _insert_or_nothing(dialect: str, table: Table) -> Executable:
+    """INSERT … ON CONFLICT DO NOTHING for ``table``, built once (the rows are bound at execution)."""
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert  # type: ignore[assignment]
+    return dialect_insert(table).on_conflict_do_nothing()
+
+
 def _insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> int:
     """Insert rows, skipping those that break a unique constraint; returns how many were inserted."""
     if not rows:
         return 0
     dialect = conn.dialect.name
     if dialect in {"sqlite", "postgresql"}:
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert  # type: ignore[assignment]
+        statement = _insert_or_nothing(dialect, table)
         inserted = 0
         for row in rows:
-            result = conn.execute(dialect_insert(table).values(**row).on_conflict_do_nothing())
+            result = conn.execute(statement, row)
             inserted += max(result.rowcount, 0)
         return inserted
     inserted = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -14,15 +15,19 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     SecretStr,
     StrictInt,
     StrictStr,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from cds.api.errors import ApiError, Issue, validation_issues
+from cds.fhir_json import LeanResource, decode_hook_request
 from cds.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
@@ -68,6 +73,19 @@ class FhirAuthorization(BaseModel):
         return "Bearer"
 
 
+def _prefetch_value(value: Any) -> Any:
+    if value is None or type(value) is dict or type(value) is LeanResource:
+        return value
+    raise PydanticCustomError("dict_type", "Input should be a valid dictionary")
+
+
+#: A prefetched resource: a JSON object (a dict, or a LeanResource where the request was decoded lean:
+#: cds.fhir_json), or null.
+PrefetchValue = Annotated[
+    Any, PlainValidator(_prefetch_value), WithJsonSchema({"anyOf": [{"type": "object"}, {"type": "null"}]})
+]
+
+
 class HookRequest(BaseModel):
     """The body of ``POST /cds-services/{id}``; ``context`` is validated by the hook's own model."""
 
@@ -78,7 +96,7 @@ class HookRequest(BaseModel):
     fhirServer: NonEmpty | None = None
     fhirAuthorization: FhirAuthorization | None = None
     context: dict[str, Any]
-    prefetch: dict[str, dict[str, Any] | None] | None = None
+    prefetch: dict[str, PrefetchValue] | None = None
     extension: dict[str, Any] | None = None
 
     @field_validator("fhirServer")
@@ -210,18 +228,20 @@ _NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'[]{}"')))
 _MAX_STRING_BLOCKS = 64
 
 
-def raw_limit_violation(raw: bytes, value: Any, *, max_depth: int, max_string_length: int) -> str | None:
-    """:func:`limit_violation` of ``value`` parsed from the JSON text ``raw``, the same answer, mostly
-    without walking ``value``: the nesting of the text bounds the nesting of the value (a key given twice
+def raw_limit_violation(raw: bytes, parsed: Callable[[], Any], *, max_depth: int, max_string_length: int) -> str | None:
+    """:func:`limit_violation` of the value ``parsed()`` parsed from the JSON text ``raw``, the same answer,
+    mostly without the value: the nesting of the text bounds the nesting of the value (a key given twice
     keeps one value), and a string of the value is no longer than the run of bytes without a quote that
-    holds it in the text. Only when the text does not settle it is ``value`` walked."""
+    holds it in the text. Only when the text does not settle it is the value asked for and walked."""
     text = _ESCAPE.sub(b"x", raw) if b"\\" in raw else raw
     check_strings = len(raw) > max_string_length
     if check_strings and not _strings_within(text, max_string_length):
-        return limit_violation(value, max_depth=max_depth, max_string_length=max_string_length)
+        return limit_violation(parsed(), max_depth=max_depth, max_string_length=max_string_length)
     if _text_depth_within(text, max_depth):
         return None
-    return limit_violation(value, max_depth=max_depth, max_string_length=max_string_length, check_strings=check_strings)
+    return limit_violation(
+        parsed(), max_depth=max_depth, max_string_length=max_string_length, check_strings=check_strings
+    )
 
 
 def _strings_within(text: bytes, max_string_length: int) -> bool:
@@ -254,8 +274,8 @@ def _text_depth_within(text: bytes, max_depth: int) -> bool:
     return True
 
 
-async def read_json_object(request: Request, settings: Settings) -> dict[str, Any]:
-    """The body as a JSON object, within the size, depth and string limits; else a 4xx ApiError."""
+async def read_body(request: Request, settings: Settings) -> bytes:
+    """The body's bytes, within the size limit and not empty; else a 4xx ApiError."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
         raise ApiError.single(413, "too-long", f"Request body exceeds {settings.max_body_bytes} bytes")
@@ -269,24 +289,54 @@ async def read_json_object(request: Request, settings: Settings) -> dict[str, An
     raw = b"".join(chunks)
     if not raw.strip():
         raise ApiError.single(400, "required", "The request body is empty; a JSON object is required")
+    return raw
+
+
+async def read_json_object(request: Request, settings: Settings) -> dict[str, Any]:
+    """The body as a JSON object, within the size, depth and string limits; else a 4xx ApiError."""
+    return json_object(await read_body(request, settings), settings)
+
+
+async def read_hook_request(request: Request, settings: Settings) -> dict[str, Any]:
+    """:func:`read_json_object` for a CDS Hooks request, with its prefetched resources decoded lean
+    (:mod:`cds.fhir_json`): the same checks and the same answers, without building every field of every
+    resource in Python."""
+    raw = await read_body(request, settings)
+    data = decode_hook_request(raw)
+    if data is None:  # lean decoding does not settle it: the full parse says what is wrong, if anything
+        return json_object(raw, settings)
+    _check_limits(raw, lambda: _parse(raw, settings), settings)
+    return data
+
+
+def _parse(raw: bytes, settings: Settings) -> Any:
     try:
-        data = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         if "depth" in str(exc):  # orjson's own nesting limit (1024), far above max_json_depth
             too_deep = f"The JSON nests deeper than {settings.max_json_depth} levels"
             raise ApiError.single(400, "too-long", too_deep) from None
         raise ApiError.single(400, "structure", "The request body is not valid JSON (UTF-8)") from None
+
+
+def json_object(raw: bytes, settings: Settings) -> dict[str, Any]:
+    """``raw`` parsed as a JSON object within the depth and string limits; else a 400 ApiError."""
+    data = _parse(raw, settings)
     if not isinstance(data, dict):
         kind = "an array" if isinstance(data, list) else f"a JSON {type(data).__name__}"
         raise ApiError.single(400, "structure", f"The request body must be a JSON object, not {kind}")
+    _check_limits(raw, lambda: data, settings)
+    return data
+
+
+def _check_limits(raw: bytes, parsed: Callable[[], Any], settings: Settings) -> None:
     # A string has no more characters than the bytes it is written with: a body no longer than the limit
     # cannot hold a string over it, and the body's text settles the nesting without a walk in Python.
     problem = raw_limit_violation(
-        raw, data, max_depth=settings.max_json_depth, max_string_length=settings.max_string_length
+        raw, parsed, max_depth=settings.max_json_depth, max_string_length=settings.max_string_length
     )
     if problem is not None:
         raise ApiError.single(400, "too-long", problem)
-    return data
 
 
 def parse(model: type[M], data: Any, *, prefix: str = "") -> M:

@@ -13,7 +13,15 @@ from starlette.concurrency import run_in_threadpool
 
 from cds.api import pages
 from cds.api.errors import ApiError, Issue, outcome_response
-from cds.api.models import FeedbackItem, FeedbackRequest, HookRequest, openapi_body, parse, read_json_object
+from cds.api.models import (
+    FeedbackItem,
+    FeedbackRequest,
+    HookRequest,
+    openapi_body,
+    parse,
+    read_hook_request,
+    read_json_object,
+)
 from cds.api.services import AppState, ServiceDefinition
 from cds.assessment import Assessment
 from cds.cards import cards_for
@@ -83,7 +91,7 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
     started = time.perf_counter()
     st = state(request)
     service = _service(request, service_id)
-    hook_request = parse(HookRequest, await read_json_object(request, st.settings))
+    hook_request = parse(HookRequest, await read_hook_request(request, st.settings))
     if issues := hook_request.conditional_issues():
         raise ApiError(400, issues)
     if hook_request.hook != service.hook.name:
@@ -133,7 +141,10 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         results: list[tuple[Any, Assessment]]
         chosen: list[tuple[Any, Assessment, dict[str, Any]]]
         if target.orders is None:  # screen the patient
-            record = PatientRecord.from_resources(resources, patient_id=target.patient_id)
+            # The gathered resources are deduplicated (merge_resources); anything the hook adds is not.
+            record = PatientRecord.from_resources(
+                resources, patient_id=target.patient_id, deduplicated=not target.extra_resources
+            )
             results = [(trial, st.evaluate(trial, record, moment)) for trial in st.trials.values()]
             chosen = cards_for(
                 results,

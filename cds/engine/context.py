@@ -35,6 +35,11 @@ VERDICT_MEMO_LIMIT = 50_000
 Diagnosis = tuple[Concept, tuple[Concept, ...]]  # a Condition's (code, morphology)
 
 
+def newest_first_key(o: Observation) -> tuple[int, str]:
+    """The order of results, sorted in reverse: by day, then by the full timestamp as written."""
+    return (o.when.day.toordinal() if o.when else 0, o.sort_key)
+
+
 @dataclass
 class EvalContext:
     record: PatientRecord
@@ -90,14 +95,36 @@ class EvalContext:
         return self._conditions_by_concept
 
     def observations_by_code(self) -> dict[tuple[str, str], list[Observation]]:
-        """The record's Observations indexed by (canonical system, code): a value set is then matched
-        once per distinct code, not once per result (oncology records hold thousands of results)."""
+        """The record's Observations indexed by (canonical system, code), newest first (ties in record
+        order): a value set is then matched once per distinct code, not once per result, and a test's
+        results need no sorting per criterion (oncology records hold thousands of results)."""
         if self._observations_by_code is None:
-            index: dict[tuple[str, str], list[Observation]] = {}
-            canonical = self.library.aliases.canonical
+            # By concept first (a long record repeats a few concepts, shared objects), then by coding.
+            by_concept: dict[Concept, list[Observation]] = {}
             for o in self.record.observations:
-                for c in o.code.codings:
-                    index.setdefault((canonical(c.system), c.code), []).append(o)
+                same = by_concept.get(o.code)
+                if same is None:
+                    by_concept[o.code] = [o]
+                else:
+                    same.append(o)
+            index: dict[tuple[str, str], list[Observation]] = {}
+            merged: set[tuple[str, str]] = set()
+            canonical = self.library.aliases.canonical
+            for concept, observations in by_concept.items():
+                observations.sort(key=newest_first_key, reverse=True)  # stable: ties stay in record order
+                for c in concept.codings:
+                    key = (canonical(c.system), c.code)
+                    found = index.get(key)
+                    if found is None:
+                        index[key] = list(observations)
+                    else:
+                        found.extend(observations)
+                        merged.add(key)
+            if merged:  # a code under several concepts: as if indexed one by one in record order, sorted
+                position = {id(o): i for i, o in enumerate(self.record.observations)}
+                for key in merged:
+                    index[key].sort(key=lambda o: position[id(o)])
+                    index[key].sort(key=newest_first_key, reverse=True)
             self._observations_by_code = index
         return self._observations_by_code
 

@@ -6,6 +6,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from msgspec import Raw
+
+from cds.fhir_json import LeanEntry, LeanResource, UnreadableField, plain_dict
 from cds.record import parse
 from cds.record.model import (
     Allergy,
@@ -55,25 +58,40 @@ class PatientRecord:
 
     @classmethod
     def from_bundle(cls, bundle: Mapping[str, Any], patient_id: str | None = None) -> PatientRecord:
-        resources = [
-            r
-            for e in parse.arr(bundle.get("entry"))
-            if (type(e) is dict or isinstance(e, Mapping))
-            and (type(r := e.get("resource")) is dict or isinstance(r, Mapping))
-        ]
+        entries = parse.arr(bundle.get("entry"))
+        resources: list[Mapping[str, Any]] = []
+        for e in entries:
+            if type(e) is LeanEntry:  # decoded lean: its resource is a LeanResource, None or UNSET
+                if type(e.resource) is LeanResource:
+                    resources.append(e.resource)
+            elif (type(e) is dict or isinstance(e, Mapping)) and (
+                type(r := e.get("resource")) is dict or isinstance(r, Mapping)
+            ):
+                resources.append(r)
         return cls.from_resources(resources, patient_id=patient_id)
 
     @classmethod
-    def from_resources(cls, resources: Iterable[Mapping[str, Any]], patient_id: str | None = None) -> PatientRecord:
-        unique = _deduplicate(resources)
-        patients = [r for r in unique if r.get("resourceType") == "Patient"]
+    def from_resources(
+        cls,
+        resources: Iterable[Mapping[str, Any]],
+        patient_id: str | None = None,
+        *,
+        deduplicated: bool = False,
+    ) -> PatientRecord:
+        """``deduplicated``: the resources are JSON objects, one per (type, id) already
+        (:func:`cds.prefetch.merge_resources` made them so), and need not be deduplicated again."""
+        unique, by_type = _by_type(resources) if deduplicated else _deduplicate(resources)
+        patients = by_type.get("Patient", [])
         chosen = _choose_patient(patients, patient_id)
         pid = patient_id or (chosen.get("id") if chosen else None)
-        record = cls(patient=parse.patient(chosen) if chosen else None, resource_count=len(unique))
+        info = _read(parse.patient, chosen) if chosen else None
+        record = cls(patient=info, resource_count=len(unique))
+        if chosen and info is None:
+            record.unreadable.append(parse.ref_of(chosen))
         medication_index = {
             key: r
-            for r in unique
-            if r.get("resourceType") == "Medication" and isinstance(r.get("id"), str)
+            for r in by_type.get("Medication", ())
+            if isinstance(r.get("id"), str)
             for key in (f"Medication/{r['id']}", r["id"])
         }
 
@@ -92,11 +110,58 @@ class PatientRecord:
         }
         belongs = _Belonging(pid)
         seen = belongs.seen
+        seen_raw: dict[bytes, bool] = {}  # a lean subject's JSON text → about this patient?
         observation, observations = parse.observation, record.observations
+        lean_observation = parse.lean_observation
         ignored, unreadable = record.ignored, record.unreadable
         item: Any
         for resource in unique:
-            rtype = resource.get("resourceType")
+            if type(resource) is LeanResource:
+                rtype = resource.resourceType
+                if rtype == "Observation":
+                    # Most of a long record, decoded lean (cds.fhir_json): the steps below for an
+                    # Observation, on its fields as decoded, the subject settled once per JSON text.
+                    rid = resource.id
+                    ref = f"Observation/{rid}" if isinstance(rid, str) and rid else "Observation/(no id)"
+                    try:
+                        if pid is not None:
+                            subject_json = resource.subject
+                            if type(subject_json) is Raw and subject_json:
+                                text = bytes(subject_json)
+                                about = seen_raw.get(text)
+                                if about is None:
+                                    about = seen_raw[text] = belongs(resource)
+                            else:
+                                about = belongs(resource)
+                            if not about:
+                                ignored.append(ref)
+                                continue
+                        status = resource.status
+                        if (
+                            status.lower() in _IGNORED_OBSERVATION
+                            if type(status) is str
+                            else _is_ignored("Observation", resource)
+                        ):
+                            ignored.append(ref)
+                            continue
+                        item = lean_observation(resource, ref)
+                    except Exception:  # a field that cannot be read: skipped, never fatal
+                        item = None
+                    if item is None:
+                        unreadable.append(ref)
+                    else:
+                        observations.append(item)
+                    continue
+                if type(rtype) is not str or rtype not in readers:
+                    continue
+                # Most of its fields will be read: one plain dict at once, cheaper than field by field.
+                lean = resource
+                resource = _read(plain_dict, lean)
+                if resource is None:
+                    unreadable.append(parse.ref_of(lean))
+                    continue
+            else:
+                rtype = resource.get("resourceType")
             if rtype == "Observation" and type(rtype) is str and type(resource) is dict:
                 # Most of a long record: the steps below for an Observation, inlined for its usual shape
                 # (subject reference, status text); anything else takes the general calls.
@@ -134,7 +199,11 @@ class PatientRecord:
             if entry is None:
                 continue
             ref = parse.ref_of(resource)
-            if not belongs(resource) or _is_ignored(rtype, resource):
+            about, skip = _read(belongs, resource), _read(_is_ignored, rtype, resource)
+            if about is None or skip is None:  # a field that cannot be read (lean JSON text)
+                unreadable.append(ref)
+                continue
+            if not about or skip:
                 ignored.append(ref)
                 continue
             reader, target = entry
@@ -154,27 +223,60 @@ def _read(reader: Callable[..., Any], *args: Any) -> Any:
         return None
 
 
-def _deduplicate(resources: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def _by_type(
+    resources: Iterable[Mapping[str, Any]],
+) -> tuple[list[Mapping[str, Any]], dict[str, list[Mapping[str, Any]]]]:
+    """The resources as they are, and the Patient and Medication ones by type."""
+    unique = list(resources)
+    by_type: dict[str, list[Mapping[str, Any]]] = {}
+    for r in unique:
+        rtype = r.resourceType if type(r) is LeanResource else r.get("resourceType")
+        if rtype == "Patient" or rtype == "Medication":
+            by_type.setdefault(rtype, []).append(r)
+    return unique, by_type
+
+
+def _deduplicate(
+    resources: Iterable[Mapping[str, Any]],
+) -> tuple[list[Mapping[str, Any]], dict[str, list[Mapping[str, Any]]]]:
     """The same resource under several prefetch keys or pages counts once (same type and id); the most
-    recently updated copy wins. Anything that is not a JSON object is left out."""
+    recently updated copy wins. Anything that is not a JSON object is left out. Also: the Patient and
+    Medication resources kept, by type (the record needs them before the rest)."""
     by_key: dict[tuple[str, str], Mapping[str, Any]] = {}
     out: list[Mapping[str, Any]] = []
     for r in resources:
-        if type(r) is not dict and not isinstance(r, Mapping):
+        if type(r) is LeanResource:
+            rtype, rid = r.resourceType, r.id
+        elif type(r) is dict or isinstance(r, Mapping):
+            rtype, rid = r.get("resourceType"), r.get("id")
+        else:
             continue
-        rtype, rid = r.get("resourceType"), r.get("id")
-        if not isinstance(rtype, str) or not isinstance(rid, str):
+        if (type(rtype) is not str or type(rid) is not str) and (
+            not isinstance(rtype, str) or not isinstance(rid, str)
+        ):
             out.append(r)
             continue
         key = (rtype, rid)
         previous = by_key.get(key)
         if previous is None or _last_updated(r) > _last_updated(previous):
             by_key[key] = r
-    return list(by_key.values()) + out
+    unique = list(by_key.values()) + out
+    by_type: dict[str, list[Mapping[str, Any]]] = {}
+    for (rtype, _), r in by_key.items():
+        if rtype in ("Patient", "Medication"):
+            by_type.setdefault(rtype, []).append(r)
+    for r in out:
+        rtype = r.get("resourceType")
+        if rtype in ("Patient", "Medication"):
+            by_type.setdefault(rtype, []).append(r)
+    return unique, by_type
 
 
 def _last_updated(resource: Mapping[str, Any]) -> str:
-    meta = resource.get("meta")
+    try:
+        meta = resource.get("meta")
+    except UnreadableField:
+        return ""
     value = meta.get("lastUpdated") if isinstance(meta, Mapping) else None
     return value if isinstance(value, str) else ""
 

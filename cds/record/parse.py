@@ -10,6 +10,10 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+import orjson
+from msgspec import Raw
+
+from cds.fhir_json import LeanResource
 from cds.record.dates import FhirDate, parse_fhir_date
 from cds.record.model import (
     Allergy,
@@ -257,6 +261,47 @@ def observation(resource: Mapping[str, Any], ref: str | None = None) -> Observat
         when_text or "",
         resource,
     )
+
+
+_RAW_CONCEPT_MEMO_MAX = 8192
+_raw_concept_memo: dict[bytes, Concept | None] = {}
+
+
+def raw_concept(raw: Raw) -> Concept | None:
+    """:func:`concept` of a CodeableConcept kept as JSON text (a lean resource's field): the same text
+    recurs across a record and across patients, so each distinct text is read once (bounded memo)."""
+    text = bytes(raw)
+    try:
+        return _raw_concept_memo[text]
+    except KeyError:
+        pass
+    found = concept(orjson.loads(text))
+    if len(_raw_concept_memo) >= _RAW_CONCEPT_MEMO_MAX:  # keys come from request data
+        _raw_concept_memo.clear()
+    _raw_concept_memo[text] = found
+    return found
+
+
+def lean_observation(resource: LeanResource, ref: str) -> Observation | None:
+    """:func:`observation` of a lean resource (:mod:`cds.fhir_json`), its code read through
+    :func:`raw_concept`; the same fields in the same order, so the same answer."""
+    raw = resource.code
+    code = (raw_concept(raw) if raw else None) if type(raw) is Raw else concept(resource.get("code"))
+    if code is None:
+        return None
+    when_text = resource.effectiveDateTime
+    if type(when_text) is not str or not when_text:
+        when_text = (
+            s(when_text)
+            or s(resource.get("effectiveInstant"))
+            or s((obj(resource.get("effectivePeriod")) or {}).get("start"))
+            or s(resource.issued)
+        )
+    status = resource.status
+    if type(status) is not str:
+        status = s(status)
+    status = status.lower() if status else None
+    return new_observation(ref, status, code, parse_fhir_date(when_text), when_text or "", resource)
 
 
 def reference_ranges(resource: Mapping[str, Any]) -> tuple[RefRange, ...]:

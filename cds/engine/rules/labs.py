@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cds.assessment import Fact, Status
-from cds.engine.context import EvalContext
+from cds.engine.context import EvalContext, newest_first_key
 from cds.engine.formatting import age_days, day, number, quantity
 from cds.engine.result import RuleResult, outcome
 from cds.record.model import Observation, Quantity, RefRange
@@ -65,16 +65,22 @@ def matching_observations(ctx: EvalContext, valuesets: list[str]) -> list[Observ
     cached = ctx.observation_matches.get(key)
     if cached is None:
         sets = [ctx.library[v] for v in valuesets]
-        found: dict[int, Observation] = {}
+        hits: list[list[Observation]] = []
         for verdicts, (system, code), observations in ctx.observation_groups():
             hit = verdicts.get(key)
             if hit is None:
                 hit = verdicts[key] = any(vs.match_code(system, code) for vs in sets)
             if hit:
+                hits.append(observations)
+        if len(hits) == 1:  # one code: its results are sorted already (and only read)
+            cached = hits[0]
+        else:
+            found: dict[int, Observation] = {}
+            for observations in hits:
                 for o in observations:
                     found[id(o)] = o
-        cached = list(found.values())
-        cached.sort(key=lambda o: ((o.when.day.toordinal() if o.when else 0), o.sort_key), reverse=True)
+            cached = list(found.values())
+            cached.sort(key=newest_first_key, reverse=True)
         ctx.observation_matches[key] = cached
     return cached
 

@@ -13,7 +13,7 @@ from cds.engine.context import EvalContext
 from cds.engine.formatting import day, number
 from cds.engine.result import RuleResult
 from cds.record.dates import FhirDate
-from cds.record.model import Dosage, MedicationUse
+from cds.record.model import Concept, Dosage, MedicationUse
 from cds.trials import MedicationRule
 from cds.units import convert
 from cds.valuesets import Match
@@ -128,10 +128,14 @@ def _describe(use: MedicationUse, ctx: EvalContext) -> str:
 
 def evaluate_medication(rule: MedicationRule, ctx: EvalContext) -> RuleResult:
     exposures: list[Exposure] = []
+    matches: dict[Concept, Match | None] = {}  # a record repeats its drugs (one statement per refill)
     for use in ctx.record.medications:
         if use.status in NOT_EXPOSURE:
             continue
-        found = ctx.match(use.medication, rule.valuesets, exclude=rule.exclude_valuesets)
+        if use.medication in matches:
+            found = matches[use.medication]
+        else:
+            found = matches[use.medication] = ctx.match(use.medication, rule.valuesets, exclude=rule.exclude_valuesets)
         if found is None:
             continue
         exposures.append(Exposure(use, found, exposure_in_window(use, ctx, rule)))

@@ -7,6 +7,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -35,6 +36,14 @@ from cds.record import PatientRecord
 from cds.store import FeedbackEntry, IssuedCard
 
 log = get_logger("trial-cds.api")
+
+
+class CardsResponse(JSONResponse):
+    """The cards as compact UTF-8 JSON, as JSONResponse writes them, with orjson (the answer is on the
+    clinician's wait)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 def state(request: Request) -> AppState:
@@ -193,7 +202,7 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         problems=len(gathered.problems),
         duration_ms=round((time.perf_counter() - started) * 1000, 1),
     )
-    return JSONResponse({"cards": [c for _, _, c in chosen]})
+    return CardsResponse({"cards": [c for _, _, c in chosen]})
 
 
 def _feedback_entry(item: FeedbackItem, service_id: str) -> FeedbackEntry:

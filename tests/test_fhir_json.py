@@ -376,7 +376,13 @@ def test_order_sign_gets_the_same_warnings_lean(tmp_path: Path, lean_requests: l
 # ---------------------------------------------------------------------------------------------------
 # 4. Every top-level field a reader asks for is decoded.
 
-READER_MODULES = ["cds/record/parse.py", "cds/record/__init__.py", "cds/prefetch.py", "cds/orders.py"]
+READER_MODULES = [
+    "cds/record/parse.py",
+    "cds/record/__init__.py",
+    "cds/record/reading.py",
+    "cds/prefetch.py",
+    "cds/orders.py",
+]
 
 # Keys the readers only ever read inside nested JSON (a CodeableConcept, a Quantity, a Period...), never
 # as a top-level field of a resource, so LeanResource need not keep them.

@@ -917,12 +917,22 @@ def test_screen_prints_the_same_json_with_and_without_lean_decoding(monkeypatch:
 
 
 def test_screen_reads_a_bundle_lean_decoding_gives_up_on(tmp_path: Path) -> None:
-    """A surrogate pair written as escapes: lean decoding gives up, orjson reads it, the same output."""
+    """An entry that is not an object: lean decoding gives up, orjson reads it (the entry is skipped)."""
+    bundle = orjson.loads(FIXTURES[0].read_bytes())
+    bundle["entry"].append("not an entry")
+    odd = tmp_path / "odd.json"
+    odd.write_bytes(orjson.dumps(bundle))
+    assert decode_resource(odd.read_bytes()) is None
+    assert screen_json([odd]) == screen_json([FIXTURES[0]])
+
+
+def test_screen_reads_escaped_surrogate_pairs_lean(tmp_path: Path) -> None:
+    """A character outside the BMP written as an escaped surrogate pair is plain JSON: read lean."""
     bundle = orjson.loads(FIXTURES[0].read_bytes())
     bundle["entry"][0]["resource"]["text"] = {"status": "generated", "div": PLACEHOLDER}
     escaped = tmp_path / "escaped.json"
     escaped.write_bytes(with_text(bundle, PLACEHOLDER, b'"\\ud83d\\ude00"'))
-    assert decode_resource(escaped.read_bytes()) is None
+    assert decode_resource(escaped.read_bytes()) is not None
     assert screen_json([escaped]) == screen_json([FIXTURES[0]])
 
 

@@ -37,7 +37,6 @@ __all__ = [
     "decode_hook_request",
     "decode_resource",
     "plain_dict",
-    "type_and_id",
 ]
 
 _ABSENT = Raw()  # the field was not in the text (one shared empty Raw)
@@ -286,11 +285,3 @@ def plain_dict(resource: LeanResource) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:  # a number beyond a double in a kept field
         raise UnreadableField(f"a field's JSON cannot be read: {exc}") from None
     return loaded
-
-
-def type_and_id(resource: Mapping[str, Any]) -> tuple[Any, Any]:
-    """``(resource.get("resourceType"), resource.get("id"))``, without the Mapping reads for a lean one."""
-    if type(resource) is LeanResource:
-        rtype, rid = resource.resourceType, resource.id
-        return (None if rtype is UNSET else rtype), (None if rid is UNSET else rid)
-    return resource.get("resourceType"), resource.get("id")

@@ -12,6 +12,7 @@ import logging
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -33,16 +34,22 @@ _KEEP = frozenset({"event", "level", "timestamp", "logger"})
 def drop_sensitive(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: drop PHI/credential-looking keys (at any depth) and redact token-like values."""
     for key in list(event_dict):
-        if key not in _KEEP and SENSITIVE_KEY.search(str(key)):
+        if key not in _KEEP and _sensitive(str(key)):
             del event_dict[key]
         else:
             event_dict[key] = _clean(event_dict[key])
     return event_dict
 
 
+@lru_cache(maxsize=4096)
+def _sensitive(key: str) -> bool:
+    """Whether a key's name looks like PHI or a credential (log keys are few and repeat on every line)."""
+    return SENSITIVE_KEY.search(key) is not None
+
+
 def _clean(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {k: _clean(v) for k, v in value.items() if not SENSITIVE_KEY.search(str(k))}
+        return {k: _clean(v) for k, v in value.items() if not _sensitive(str(k))}
     if isinstance(value, list | tuple):
         return [_clean(v) for v in value]
     if isinstance(value, str):

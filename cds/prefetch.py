@@ -27,7 +27,7 @@ import structlog
 from msgspec import UNSET
 
 from cds.fhir_client import FhirClient, classify_query
-from cds.fhir_json import LeanEntry, LeanResource, UnreadableField, type_and_id
+from cds.fhir_json import LeanEntry, LeanResource, UnreadableField
 from cds.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -289,21 +289,24 @@ def merge_resources(groups: Iterable[Iterable[Mapping[str, Any]]]) -> list[Mappi
     index: dict[tuple[str, str], int] = {}
     for group in groups:
         for resource in group:
-            rtype, rid = type_and_id(resource)
+            if type(resource) is LeanResource:  # the decoded fields, not the Mapping reads (most resources)
+                rtype, rid = resource.resourceType, resource.id
+            else:
+                rtype, rid = resource.get("resourceType"), resource.get("id")
             if rtype == "OperationOutcome":
                 continue
             if not isinstance(rtype, str) or not isinstance(rid, str) or not rid:
                 merged.append(resource)
                 continue
             ident = (rtype, rid)
-            if ident not in index:
-                index[ident] = len(merged)
+            position = index.setdefault(ident, len(merged))
+            if position == len(merged):
                 merged.append(resource)
                 continue
-            kept = merged[index[ident]]
+            kept = merged[position]
             new_time, kept_time = _last_updated(resource), _last_updated(kept)
             if new_time is not None and kept_time is not None and new_time > kept_time:
-                merged[index[ident]] = resource
+                merged[position] = resource
     return merged
 
 

@@ -47,7 +47,6 @@ from cds.fhir_json import (
     UnreadableField,
     decode_hook_request,
     decode_resource,
-    type_and_id,
 )
 from cds.record import PatientRecord
 from cds.trials import default_trials
@@ -722,12 +721,6 @@ def test_to_dict_of_a_bundle_keeps_each_entry_resource_only() -> None:
         **({"meta": bundle["meta"]} if "meta" in bundle else {}),
         "entry": [{"resource": _restricted(e["resource"])} for e in bundle["entry"]],
     }
-
-
-def test_type_and_id_reads_lean_resources_and_dicts_alike(lean_observation: LeanResource) -> None:
-    assert type_and_id(lean_observation) == ("Observation", "anc-1")
-    assert type_and_id(orjson.loads(OBSERVATION_TEXT)) == ("Observation", "anc-1")
-    assert type_and_id(LeanResource()) == (None, None)
 
 
 # ---------------------------------------------------------------------------------------------------

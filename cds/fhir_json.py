@@ -23,7 +23,7 @@ never seen, where orjson would have refused the whole request."""
 from __future__ import annotations
 
 from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import orjson
@@ -38,6 +38,8 @@ __all__ = [
     "decode_resource",
     "plain_dict",
 ]
+
+T = TypeVar("T")
 
 _ABSENT = Raw()  # the field was not in the text (one shared empty Raw)
 
@@ -119,9 +121,9 @@ class UnreadableField(ValueError):
     """A kept field's JSON text holds a number beyond a double: the resource cannot be read."""
 
 
-def _load(raw: Raw) -> Any:
+def _load(text: Raw | bytes) -> Any:
     try:
-        return orjson.loads(memoryview(raw))
+        return orjson.loads(memoryview(text))
     except orjson.JSONDecodeError as exc:  # msgspec checked the syntax: a number beyond a double
         raise UnreadableField(f"a field's JSON cannot be read: {exc}") from None
 
@@ -193,7 +195,6 @@ class LeanResource(_JsonObject, msgspec.Struct, repr_omit_defaults=True, omit_de
     deceasedDateTime: Raw = _ABSENT
     # Bundle
     link: Raw = _ABSENT
-    # Bundle
     entry: list[LeanEntry] | msgspec.UnsetType | None = UNSET
 
 
@@ -244,11 +245,8 @@ def decode_hook_request(raw: bytes) -> dict[str, Any] | None:
     """The request as a dict with lean prefetched resources, or None: parse ``raw`` with orjson instead
     (not plain text, not an object of the request's fields with a prefetch object of resources, or not
     valid JSON)."""
-    if not _plain_text(raw):
-        return None
-    try:
-        request = _HOOK_REQUEST.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+    request = _decode(_HOOK_REQUEST, raw)
+    if request is None:
         return None
     data: dict[str, Any] = {}
     for name in request.__struct_fields__:
@@ -266,13 +264,19 @@ def decode_hook_request(raw: bytes) -> dict[str, Any] | None:
     return data
 
 
-def decode_resource(raw: bytes) -> Any | None:
+def decode_resource(raw: bytes) -> LeanResource | None:
     """A resource (a Bundle of a patient's record, say) as a LeanResource, or None: parse ``raw`` with
     orjson instead."""
+    return _decode(_RESOURCE, raw)
+
+
+def _decode(decoder: msgspec.json.Decoder[T], raw: bytes) -> T | None:
+    """``raw`` decoded, or None where lean decoding cannot vouch for it (not UTF-8, malformed, of another
+    shape, nested past msgspec's recursion guard)."""
     if not _plain_text(raw):
         return None
     try:
-        return _RESOURCE.decode(raw)
+        return decoder.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
 
@@ -280,8 +284,5 @@ def decode_resource(raw: bytes) -> Any | None:
 def plain_dict(resource: LeanResource) -> dict[str, Any]:
     """The fields read of a lean resource as one plain dict (encoded back to JSON text and parsed at once,
     in C: cheaper than reading field by field when most of its fields will be read)."""
-    try:
-        loaded: dict[str, Any] = orjson.loads(_ENCODER.encode(resource))
-    except orjson.JSONDecodeError as exc:  # a number beyond a double in a kept field
-        raise UnreadableField(f"a field's JSON cannot be read: {exc}") from None
+    loaded: dict[str, Any] = _load(_ENCODER.encode(resource))
     return loaded

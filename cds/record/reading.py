@@ -103,17 +103,7 @@ class RecordReader:
 
     def _dict_observation(self, resource: dict[str, Any]) -> None:
         ref = _observation_ref(resource.get("id"))
-        about: bool | None = True
-        if self.patient_id is not None:
-            subject = resource.get("subject")
-            target = subject.get("reference") if type(subject) is dict else None
-            if type(target) is str and target:  # settled once per reference text
-                about = self.belongs.seen.get(target)
-                if about is None:
-                    about = self.belongs.seen[target] = _refers_to(target, self.patient_id)
-            else:
-                about = self.belongs(resource)
-        self._observation(resource, ref, about, resource.get("status"), parse.observation)
+        self._observation(resource, ref, self.belongs(resource), resource.get("status"), parse.observation)
 
     def _observation(
         self,
@@ -198,25 +188,14 @@ def deduplicate(
             rtype, rid = r.get("resourceType"), r.get("id")
         else:
             continue
-        if (type(rtype) is not str or type(rid) is not str) and (
-            not isinstance(rtype, str) or not isinstance(rid, str)
-        ):
+        if not isinstance(rtype, str) or not isinstance(rid, str):
             out.append(r)
             continue
         key = (rtype, rid)
         previous = by_key.get(key)
         if previous is None or _last_updated(r) > _last_updated(previous):
             by_key[key] = r
-    unique = list(by_key.values()) + out
-    by_type: dict[str, list[Mapping[str, Any]]] = {}
-    for (rtype, _), r in by_key.items():
-        if rtype in ("Patient", "Medication"):
-            by_type.setdefault(rtype, []).append(r)
-    for r in out:
-        rtype = r.get("resourceType")
-        if rtype in ("Patient", "Medication"):
-            by_type.setdefault(rtype, []).append(r)
-    return unique, by_type
+    return by_type([*by_key.values(), *out])
 
 
 def _last_updated(resource: Mapping[str, Any]) -> str:

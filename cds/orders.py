@@ -73,14 +73,7 @@ def _medication_code(order: Mapping[str, Any], medications: Mapping[str, Mapping
     direct = order.get("medicationCodeableConcept")
     if isinstance(direct, Mapping):
         return direct
-    ref = parse.s((parse.obj(order.get("medicationReference")) or {}).get("reference"))
-    target: Mapping[str, Any] | None = None
-    if ref and ref.startswith("#"):
-        for contained in parse.arr(order.get("contained")):
-            if isinstance(contained, Mapping) and contained.get("id") == ref[1:]:
-                target = contained
-    elif ref:
-        target = medications.get(ref) or medications.get(ref.rsplit("/", 1)[-1])
+    target = parse.referenced_medication(order, medications)
     if target is None:
         return None
     try:

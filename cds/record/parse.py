@@ -394,12 +394,12 @@ def dosage(value: object) -> Dosage | None:
     return Dosage(route=concept(m.get("route")), dose=dose, per_day=_per_day(m.get("timing")), text=s(m.get("text")))
 
 
-def medication_concept(resource: Mapping[str, Any], medications: Mapping[str, Mapping[str, Any]]) -> Concept | None:
-    direct = concept(resource.get("medicationCodeableConcept"))
-    if direct is not None:
-        return direct
+def referenced_medication(
+    resource: Mapping[str, Any], medications: Mapping[str, Mapping[str, Any]]
+) -> Mapping[str, Any] | None:
+    """The Medication that ``resource.medicationReference`` names: contained ("#id"), else among
+    ``medications`` (by "Medication/id" or id); None when there is none."""
     ref = s((obj(resource.get("medicationReference")) or {}).get("reference"))
-    display = s((obj(resource.get("medicationReference")) or {}).get("display"))
     target: Mapping[str, Any] | None = None
     if ref and ref.startswith("#"):
         for contained in arr(resource.get("contained")):
@@ -408,6 +408,15 @@ def medication_concept(resource: Mapping[str, Any], medications: Mapping[str, Ma
                 target = cm
     elif ref:
         target = medications.get(ref) or medications.get(ref.rsplit("/", 1)[-1])
+    return target
+
+
+def medication_concept(resource: Mapping[str, Any], medications: Mapping[str, Mapping[str, Any]]) -> Concept | None:
+    direct = concept(resource.get("medicationCodeableConcept"))
+    if direct is not None:
+        return direct
+    display = s((obj(resource.get("medicationReference")) or {}).get("display"))
+    target = referenced_medication(resource, medications)
     codings: list[Coding] = []
     texts: list[str] = []
     if target is not None:

@@ -275,38 +275,10 @@ class FeedbackStore:
                 shown_q = shown_q.where(issued_cards.c.trial_id == trial_id)
             shown = {str(t): int(n) for t, n in conn.execute(shown_q)}
 
-            joined = feedback.outerjoin(issued_cards, feedback.c.card_uuid == issued_cards.c.card_uuid)
-            outcome_q = (
-                select(
-                    issued_cards.c.trial_id,
-                    feedback.c.outcome,
-                    func.count(func.distinct(feedback.c.card_uuid)),
-                )
-                .select_from(joined)
-                .group_by(issued_cards.c.trial_id, feedback.c.outcome)
-            )
-            reason_q = (
-                select(
-                    issued_cards.c.trial_id,
-                    feedback.c.override_code,
-                    feedback.c.override_display,
-                    func.count(),
-                )
-                .select_from(joined)
-                .where(feedback.c.outcome == "overridden")
-                .group_by(issued_cards.c.trial_id, feedback.c.override_code, feedback.c.override_display)
-            )
-            if trial_id is not None:
-                outcome_q = outcome_q.where(issued_cards.c.trial_id == trial_id)
-                reason_q = reason_q.where(issued_cards.c.trial_id == trial_id)
-            outcomes: dict[str | None, dict[str, int]] = {}
-            for t, outcome, n in conn.execute(outcome_q):
-                outcomes.setdefault(t, {})[str(outcome)] = int(n)
-            reasons: dict[str | None, dict[str, int]] = {}
-            for t, code, display, n in conn.execute(reason_q):
-                label = "(no reason)" if not code else (f"{code} ({display})" if display else str(code))
-                bucket = reasons.setdefault(t, {})
-                bucket[label] = bucket.get(label, 0) + int(n)
+            where = [issued_cards.c.trial_id == trial_id] if trial_id is not None else []
+            counted_outcomes, counted_reasons = _feedback_counts(conn, (), where)
+        outcomes = {key[0]: counts for key, counts in counted_outcomes.items()}
+        reasons = {key[0]: counts for key, counts in counted_reasons.items()}
 
         trial_ids: list[str | None] = [*sorted(set(shown) | {t for t in outcomes if t is not None})]
         if trial_id is None and (None in outcomes or None in reasons):
@@ -319,7 +291,7 @@ class FeedbackStore:
                 cards_shown=shown.get(t, 0) if t is not None else 0,
                 accepted=outcomes.get(t, {}).get("accepted", 0),
                 overridden=outcomes.get(t, {}).get("overridden", 0),
-                override_reasons=dict(sorted(reasons.get(t, {}).items(), key=lambda kv: (-kv[1], kv[0]))),
+                override_reasons=_most_given_first(reasons.get(t, {})),
             )
             for t in trial_ids
         ]
@@ -336,46 +308,15 @@ class FeedbackStore:
             shown_q = select(issued_day, issued_cards.c.trial_id, func.count()).group_by(
                 issued_day, issued_cards.c.trial_id
             )
-            joined = feedback.outerjoin(issued_cards, feedback.c.card_uuid == issued_cards.c.card_uuid)
-            outcome_q = (
-                select(
-                    feedback_day,
-                    issued_cards.c.trial_id,
-                    feedback.c.outcome,
-                    func.count(func.distinct(feedback.c.card_uuid)),
-                )
-                .select_from(joined)
-                .group_by(feedback_day, issued_cards.c.trial_id, feedback.c.outcome)
-            )
-            reason_q = (
-                select(
-                    feedback_day,
-                    issued_cards.c.trial_id,
-                    feedback.c.override_code,
-                    feedback.c.override_display,
-                    func.count(),
-                )
-                .select_from(joined)
-                .where(feedback.c.outcome == "overridden")
-                .group_by(feedback_day, issued_cards.c.trial_id, feedback.c.override_code, feedback.c.override_display)
-            )
+            where: list[Any] = []
             if trial_id is not None:
                 shown_q = shown_q.where(issued_cards.c.trial_id == trial_id)
-                outcome_q = outcome_q.where(issued_cards.c.trial_id == trial_id)
-                reason_q = reason_q.where(issued_cards.c.trial_id == trial_id)
+                where.append(issued_cards.c.trial_id == trial_id)
             if since is not None:
                 shown_q = shown_q.where(issued_day >= since.isoformat())
-                outcome_q = outcome_q.where(feedback_day >= since.isoformat())
-                reason_q = reason_q.where(feedback_day >= since.isoformat())
+                where.append(feedback_day >= since.isoformat())
             shown: dict[tuple[str, str | None], int] = {(str(d), t): int(n) for d, t, n in conn.execute(shown_q)}
-            outcomes: dict[tuple[str, str | None], dict[str, int]] = {}
-            for d, t, outcome, n in conn.execute(outcome_q):
-                outcomes.setdefault((str(d), t), {})[str(outcome)] = int(n)
-            reasons: dict[tuple[str, str | None], dict[str, int]] = {}
-            for d, t, code, display, n in conn.execute(reason_q):
-                label = "(no reason)" if not code else (f"{code} ({display})" if display else str(code))
-                bucket = reasons.setdefault((str(d), t), {})
-                bucket[label] = bucket.get(label, 0) + int(n)
+            outcomes, reasons = _feedback_counts(conn, (feedback_day,), where)
         keys = sorted(set(shown) | set(outcomes), key=lambda k: (k[0], k[1] is None, k[1] or ""))
         return [
             DailyFeedback(
@@ -384,10 +325,50 @@ class FeedbackStore:
                 cards_shown=shown.get((d, t), 0),
                 accepted=outcomes.get((d, t), {}).get("accepted", 0),
                 overridden=outcomes.get((d, t), {}).get("overridden", 0),
-                override_reasons=dict(sorted(reasons.get((d, t), {}).items(), key=lambda kv: (-kv[1], kv[0]))),
+                override_reasons=_most_given_first(reasons.get((d, t), {})),
             )
             for d, t in keys
         ]
+
+
+def _feedback_counts(
+    conn: Connection, by: tuple[Any, ...], where: Sequence[Any]
+) -> tuple[dict[tuple[Any, ...], dict[str, int]], dict[tuple[Any, ...], dict[str, int]]]:
+    """Feedback counted per (*``by``, trial id) under the conditions ``where``: cards accepted and
+    overridden (distinct cards per outcome), and the override reasons given (by label). A ``by`` value is
+    given as text; the trial id is None for feedback on a card this database did not issue."""
+    joined = feedback.outerjoin(issued_cards, feedback.c.card_uuid == issued_cards.c.card_uuid)
+    group = (*by, issued_cards.c.trial_id)
+    outcome_q = (
+        select(*group, feedback.c.outcome, func.count(func.distinct(feedback.c.card_uuid)))
+        .select_from(joined)
+        .where(*where)
+        .group_by(*group, feedback.c.outcome)
+    )
+    reason_q = (
+        select(*group, feedback.c.override_code, feedback.c.override_display, func.count())
+        .select_from(joined)
+        .where(feedback.c.outcome == "overridden", *where)
+        .group_by(*group, feedback.c.override_code, feedback.c.override_display)
+    )
+
+    def key(row: Sequence[Any]) -> tuple[Any, ...]:
+        return (*(str(v) for v in row[: len(by)]), row[len(by)])
+
+    outcomes: dict[tuple[Any, ...], dict[str, int]] = {}
+    for row in conn.execute(outcome_q):
+        outcomes.setdefault(key(row), {})[str(row[-2])] = int(row[-1])
+    reasons: dict[tuple[Any, ...], dict[str, int]] = {}
+    for row in conn.execute(reason_q):
+        code, display, n = row[-3], row[-2], row[-1]
+        label = "(no reason)" if not code else (f"{code} ({display})" if display else str(code))
+        bucket = reasons.setdefault(key(row), {})
+        bucket[label] = bucket.get(label, 0) + int(n)
+    return outcomes, reasons
+
+
+def _most_given_first(reasons: dict[str, int]) -> dict[str, int]:
+    return dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def feedback_summary(engine_or_url: Engine | str, trial_id: str | None = None) -> list[TrialFeedbackSummary]:

@@ -99,3 +99,23 @@ def test_empty_record_is_not_eligible_with_labs_unknown_and_history_absent() -> 
     assert statuses["inc_anc"] == "unknown"
     assert statuses["exc_hiv"] == "not_met"
     assert all(c.reason for c in a.criteria)
+
+
+def test_a_patient_whose_id_is_not_a_string_is_read_as_one_without_an_id() -> None:
+    # The compiled build checks types at run time: a non-string id must not reach a `str` parameter.
+    from engine_support import NOW
+
+    from cds.engine import evaluate
+    from cds.record import PatientRecord
+    from cds.trials import default_trials
+
+    odd = patient()
+    odd["id"] = []
+    without = patient()
+    del without["id"]
+    anc = lab("751-8", "Neutrophils", 2.0, "10*3/uL", "2026-10-20")
+    trial = default_trials()["npc-liver-mets-ldrt"]
+    read = evaluate(trial, PatientRecord.from_resources([odd, anc]), NOW)
+    expected = evaluate(trial, PatientRecord.from_resources([without, anc]), NOW)
+    assert [c.status for c in read.criteria] == [c.status for c in expected.criteria]
+    assert next(c for c in read.criteria if c.id == "inc_anc").status == "met"

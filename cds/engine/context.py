@@ -49,11 +49,17 @@ class EvalContext:
     # Matches per value-set tuple, computed once per evaluation: many criteria read the same lists.
     condition_matches: dict[tuple[tuple[str, ...], tuple[str, ...], str], list[Condition]] = field(default_factory=dict)
     observation_matches: dict[tuple[str, ...], list[Observation]] = field(default_factory=dict)
-    _match_memo: dict[tuple[object, ...], Match | None] = field(default_factory=dict)
     _observations_by_code: dict[tuple[str, str], list[Observation]] | None = None
     _conditions_by_concept: dict[tuple[Concept, tuple[Concept, ...]], list[int]] | None = None
     _observation_groups: list[tuple[Verdicts, tuple[str, str], list[Observation]]] | None = None
     _condition_groups: list[tuple[Verdicts, Diagnosis, list[int]]] | None = None
+    # The evaluation date, read by most rules: computed once, not by every `now.date()`.
+    today: date = field(init=False)
+    _today_ordinal: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.today = self.now.date()
+        self._today_ordinal = self.today.toordinal()
 
     def observation_groups(self) -> list[tuple[Verdicts, tuple[str, str], list[Observation]]]:
         """:meth:`observations_by_code` as (verdicts, code, Observations): ``verdicts`` says, per tuple of
@@ -128,13 +134,9 @@ class EvalContext:
             self._observations_by_code = index
         return self._observations_by_code
 
-    @property
-    def today(self) -> date:
-        return self.now.date()
-
     def window_start(self, window: Window) -> date:
         if window.days is not None:
-            return date.fromordinal(self.today.toordinal() - window.days)
+            return date.fromordinal(self._today_ordinal - window.days)
         assert window.months is not None
         return add_months(self.today, -window.months)
 
@@ -163,20 +165,18 @@ class EvalContext:
         if concept is None:
             return None
         key = (concept, tuple(valuesets), names, tuple(exclude))
-        memo = self._match_memo
-        if key in memo:
-            return memo[key]
         # Shared by every evaluation on this library (a pure function of the key and the library):
-        # patients share their codes, so most requests find every answer here.
+        # patients share their codes, so most requests find every answer here, with one lookup (the key
+        # hashes a Concept, through a Python-level __hash__).
         shared = self.library.match_memo
-        if key in shared:
-            found = shared[key]
-        else:
-            found = self._match(concept, key[1], names, key[3])
-            if len(shared) >= MATCH_MEMO_LIMIT:  # bounded: concepts come from request data
-                shared.clear()
-            shared[key] = found
-        memo[key] = found
+        try:
+            return shared[key]
+        except KeyError:
+            pass
+        found = self._match(concept, key[1], names, key[3])
+        if len(shared) >= MATCH_MEMO_LIMIT:  # bounded: concepts come from request data
+            shared.clear()
+        shared[key] = found
         return found
 
     def _match(

@@ -10,11 +10,13 @@ _SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
 
 
 def number(value: float) -> str:
-    if value == int(value) and abs(value) < 1e6:
-        return str(int(value))
-    if abs(value) >= 100:
+    whole = int(value)  # raises on inf and nan, as before
+    size = abs(value)
+    if value == whole and size < 1e6:
+        return str(whole)
+    if size >= 100:
         return f"{value:.0f}"
-    if abs(value) >= 10:
+    if size >= 10:
         return f"{value:.1f}".rstrip("0").rstrip(".")
     return f"{value:.2f}".rstrip("0").rstrip(".")
 
@@ -25,7 +27,8 @@ def unit(ucum: str) -> str:
     if text.startswith("10*"):
         exponent, _, rest = text[3:].partition("/")
         text = f"× 10{exponent.translate(_SUPERSCRIPT)}/{rest}" if rest else f"× 10{exponent.translate(_SUPERSCRIPT)}"
-    text = text.replace("umol", "µmol").replace("uL", "µL").replace("{1.73_m2}", "1.73 m²").replace("[IU]", "IU")
+    if "u" in text or "{" in text or "[" in text:  # else none of the replacements applies
+        text = text.replace("umol", "µmol").replace("uL", "µL").replace("{1.73_m2}", "1.73 m²").replace("[IU]", "IU")
     return text
 
 

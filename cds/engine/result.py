@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Hashable
+from typing import Final, TypeVar
+
+import msgspec
 
 from cds.assessment import Fact, Status
 
+_T = TypeVar("_T", bound=Hashable)
 
-@dataclass(frozen=True)
-class RuleResult:
+
+class RuleResult(msgspec.Struct, frozen=True, gc=False):
+    """A msgspec Struct, not a frozen dataclass: every rule makes several, and a Struct is created in C
+    (~0.07 µs against ~0.8 µs). Equality and hashing are field by field, as a frozen dataclass's."""
+
     status: Status
     reason: str
     evidence: tuple[str, ...] = ()
@@ -16,63 +23,81 @@ class RuleResult:
     missing: tuple[str, ...] = ()
 
 
-@dataclass
-class _Merge:
-    reasons: list[str] = field(default_factory=list)
-    evidence: list[str] = field(default_factory=list)
-    facts: list[Fact] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
+# The members, bound once: `Status.MET` is an attribute lookup on the enum class (~0.08 µs), and the
+# combinators below test every part's status.
+MET: Final = Status.MET
+NOT_MET: Final = Status.NOT_MET
+UNKNOWN: Final = Status.UNKNOWN
 
-    def add(self, r: RuleResult) -> None:
-        if r.reason and r.reason not in self.reasons:
-            self.reasons.append(r.reason)
-        for e in r.evidence:
-            if e not in self.evidence:
-                self.evidence.append(e)
-        for f in r.facts:
-            if f not in self.facts:
-                self.facts.append(f)
-        for m in r.missing:
-            if m not in self.missing:
-                self.missing.append(m)
 
-    def result(self, status: Status) -> RuleResult:
-        return RuleResult(status, "; ".join(self.reasons), tuple(self.evidence), tuple(self.facts), tuple(self.missing))
+def _unique(items: tuple[_T, ...]) -> tuple[_T, ...]:
+    """First occurrences, in order. By hash, not by scanning a list: comparing two Facts (pydantic) costs
+    ~1 µs, hashing one ~0.2 µs, and a Fact's hash agrees with its equality (both are over its fields)."""
+    if len(items) < 2:
+        return items
+    return tuple(dict.fromkeys(items))
 
 
 def _merge(status: Status, parts: list[RuleResult]) -> RuleResult:
-    m = _Merge()
+    if len(parts) == 1:  # the common case: one deciding part
+        p = parts[0]
+        if p.status is status and len(p.evidence) < 2 and len(p.facts) < 2 and len(p.missing) < 2:
+            return p  # nothing to merge or deduplicate: the part is the answer
+        return RuleResult(status, p.reason, _unique(p.evidence), _unique(p.facts), _unique(p.missing))
+    reasons: dict[str, None] = {}
+    evidence: dict[str, None] = {}
+    facts: dict[Fact, None] = {}
+    missing: dict[str, None] = {}
     for p in parts:
-        m.add(p)
-    return m.result(status)
+        if p.reason:
+            reasons[p.reason] = None
+        for e in p.evidence:
+            evidence[e] = None
+        for f in p.facts:
+            facts[f] = None
+        for m in p.missing:
+            missing[m] = None
+    return RuleResult(status, "; ".join(reasons), tuple(evidence), tuple(facts), tuple(missing))
+
+
+def _combine(parts: list[RuleResult], decisive: Status, otherwise: Status) -> RuleResult:
+    """Three-valued combination: any ``decisive`` part decides (and alone explains); else any unknown
+    part makes the whole unknown; else every part agrees on ``otherwise``."""
+    deciding: list[RuleResult] = []
+    unknown: list[RuleResult] = []
+    for p in parts:  # one pass over the parts' statuses
+        if p.status is decisive:
+            deciding.append(p)
+        elif p.status is UNKNOWN:
+            unknown.append(p)
+    if deciding:
+        return _merge(decisive, deciding)
+    if unknown:
+        return _merge(UNKNOWN, unknown)
+    return _merge(otherwise, parts)
 
 
 def all_of(parts: list[RuleResult]) -> RuleResult:
     """not_met if any part is not_met; met if all are met; else unknown. Only deciding parts explain."""
-    failed = [p for p in parts if p.status is Status.NOT_MET]
-    if failed:
-        return _merge(Status.NOT_MET, failed)
-    unknown = [p for p in parts if p.status is Status.UNKNOWN]
-    if unknown:
-        return _merge(Status.UNKNOWN, unknown)
-    return _merge(Status.MET, parts)
+    return _combine(parts, NOT_MET, MET)
 
 
 def any_of(parts: list[RuleResult]) -> RuleResult:
     """met if any part is met; not_met if all are not_met; else unknown."""
-    met = [p for p in parts if p.status is Status.MET]
-    if met:
-        return _merge(Status.MET, met)
-    unknown = [p for p in parts if p.status is Status.UNKNOWN]
-    if unknown:
-        return _merge(Status.UNKNOWN, unknown)
-    return _merge(Status.NOT_MET, parts)
+    return _combine(parts, MET, NOT_MET)
+
+
+_FLIPPED = {MET: NOT_MET, NOT_MET: MET}
 
 
 def negate(part: RuleResult) -> RuleResult:
-    flipped = {Status.MET: Status.NOT_MET, Status.NOT_MET: Status.MET}.get(part.status, Status.UNKNOWN)
+    flipped = _FLIPPED.get(part.status, UNKNOWN)
     return RuleResult(flipped, part.reason, part.evidence, part.facts, part.missing)
 
 
+_BY_VALUE = {s.value: s for s in Status}
+
+
 def outcome(name: str) -> Status:
-    return Status(name)
+    found = _BY_VALUE.get(name)
+    return found if found is not None else Status(name)  # Status(name) raises on an unknown name

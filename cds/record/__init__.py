@@ -74,6 +74,8 @@ class PatientRecord:
             if isinstance(r.get("id"), str)
             for key in (f"Medication/{r['id']}", r["id"])
         }
-        pid = patient_id or (chosen.get("id") if chosen else None)
+        # Only a string id can tell whose resources are whose: any other value is as if there were none.
+        chosen_id = chosen.get("id") if chosen else None
+        pid = patient_id or (chosen_id if isinstance(chosen_id, str) else None)
         reading.RecordReader(record, pid, medications).read(unique)
         return record

@@ -37,22 +37,26 @@ def matching_conditions(
     key = (tuple(valuesets), tuple(exclude or ()), names)
     cached = ctx.condition_matches.get(key)
     if cached is None:
-        excluded = list(key[1])
         # Matched once per distinct (code, morphology): a long record repeats the same diagnoses; and the
         # verdict is remembered across evaluations (patients share their diagnoses).
         chosen: list[int] = []
-        for verdicts, (code, morphology), positions in ctx.condition_groups():
+        for verdicts, diagnosis, positions in ctx.condition_groups():
             hit = verdicts.get(key)
-            if hit is None:
+            if hit is None:  # rare once the process has warmed up: unpacked only here
+                code, morphology = diagnosis
+                excluded = list(key[1])
                 hit = verdicts[key] = bool(
                     ctx.match(code, valuesets, exclude=excluded, names=names)
                     or any(ctx.match(m, valuesets, exclude=excluded, names=names) for m in morphology)
                 )
             if hit:
                 chosen.extend(positions)
-        chosen.sort()
-        conditions = ctx.record.conditions
-        cached = [conditions[i] for i in chosen]
+        if chosen:
+            chosen.sort()
+            conditions = ctx.record.conditions
+            cached = [conditions[i] for i in chosen]
+        else:
+            cached = []
         ctx.condition_matches[key] = cached
     return cached
 
@@ -71,6 +75,8 @@ def condition_fact(c: Condition, ctx: EvalContext) -> Fact:
 
 def evaluate_condition(rule: ConditionRule, ctx: EvalContext) -> RuleResult:
     candidates = matching_conditions(ctx, rule.valuesets, rule.exclude_valuesets, rule.names)
+    if not candidates:  # most diagnoses a trial asks about are absent: the answer below, without its lists
+        return _absent(rule)
     qualifying: list[tuple[Condition, Status, str]] = []
     undecided: list[tuple[Condition, str]] = []
     out_of_window: list[Condition] = []
@@ -148,6 +154,10 @@ def evaluate_condition(rule: ConditionRule, ctx: EvalContext) -> RuleResult:
             tuple(c.ref for c in out_of_window),
             tuple(condition_fact(c, ctx) for c in out_of_window),
         )
+    return _absent(rule)
+
+
+def _absent(rule: ConditionRule) -> RuleResult:
     scope = f" within {rule.onset_within.describe()}" if rule.onset_within else ""
     return RuleResult(Status.NOT_MET, f"no {rule.label}{scope} in the record")
 

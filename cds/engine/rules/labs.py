@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+
+import msgspec
 
 from cds.assessment import Fact, Status
 from cds.engine.context import EvalContext, newest_first_key
@@ -31,8 +32,9 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 }
 
 
-@dataclass(frozen=True)
-class LabValue:
+class LabValue(msgspec.Struct, frozen=True, gc=False):
+    """msgspec Structs here, not frozen dataclasses: made per result read, and created in C."""
+
     obs: Observation
     low: float  # the possible values, in the test's unit: equal unless the result has a comparator
     high: float
@@ -43,8 +45,7 @@ class LabValue:
         return self.high if math.isfinite(self.high) else self.low
 
 
-@dataclass(frozen=True)
-class LabPick:
+class LabPick(msgspec.Struct, frozen=True, gc=False):
     value: LabValue | None
     why_missing: str = ""
     older: Observation | None = None
@@ -66,14 +67,19 @@ def matching_observations(ctx: EvalContext, valuesets: list[str]) -> list[Observ
     if cached is None:
         sets = [ctx.library[v] for v in valuesets]
         hits: list[list[Observation]] = []
-        for verdicts, (system, code), observations in ctx.observation_groups():
+        # Run once per value-set tuple over every code of the record: kept lean (the code is unpacked
+        # only where a verdict is still to be made, which is rare once the process has warmed up).
+        for verdicts, code, observations in ctx.observation_groups():
             hit = verdicts.get(key)
             if hit is None:
-                hit = verdicts[key] = any(vs.match_code(system, code) for vs in sets)
+                system, value = code
+                hit = verdicts[key] = any(vs.match_code(system, value) for vs in sets)
             if hit:
                 hits.append(observations)
         if len(hits) == 1:  # one code: its results are sorted already (and only read)
             cached = hits[0]
+        elif not hits:
+            cached = []
         else:
             found: dict[int, Observation] = {}
             for observations in hits:
@@ -127,24 +133,28 @@ def pick_latest(ctx: EvalContext, test: LabTest, window: Window) -> LabPick:
 
 
 def _range_for(obs: Observation, ctx: EvalContext) -> RefRange | None:
-    if not obs.ranges:
+    ranges = obs.ranges
+    if not ranges:
         return None
     gender = ctx.record.patient.gender if ctx.record.patient else None
-    sex_tags = {"male": ("male", "248153007"), "female": ("female", "248152002")}
-    if gender in sex_tags:
-        for r in obs.ranges:
-            if any(t in r.applies_to for t in sex_tags[gender]) and not (
-                gender == "male" and any(t in r.applies_to for t in sex_tags["female"])
+    tags = _SEX_TAGS.get(gender) if gender is not None else None
+    if tags is not None:
+        for r in ranges:
+            if any(t in r.applies_to for t in tags) and not (
+                gender == "male" and any(t in r.applies_to for t in _SEX_TAGS["female"])
             ):
                 return r
-    generic = [
-        r for r in obs.ranges if not any(t in r.applies_to for t in ("male", "female", "248153007", "248152002"))
-    ]
-    return generic[0] if generic else obs.ranges[0]
+    for r in ranges:
+        if not any(t in r.applies_to for t in _ANY_SEX):
+            return r
+    return ranges[0]
 
 
-@dataclass(frozen=True)
-class Limit:
+_SEX_TAGS = {"male": ("male", "248153007"), "female": ("female", "248152002")}
+_ANY_SEX = ("male", "female", "248153007", "248152002")
+
+
+class Limit(msgspec.Struct, frozen=True, gc=False):
     value: float
     source: str  # "reference range of the result" or "trial default"
 
@@ -189,10 +199,11 @@ def compare(
     extra_facts: tuple[Fact, ...] = (),
 ) -> RuleResult:
     name = label or test.label
-    fact = Fact(label=name, value=lab.shown, date=day(lab.obs.when), resource=lab.obs.ref)
+    when = day(lab.obs.when)
+    fact = Fact(label=name, value=lab.shown, date=when, resource=lab.obs.ref)
     evidence = (lab.obs.ref, *extra_evidence)
     facts = (fact, *extra_facts)
-    head = f"{name} {lab.shown} on {day(lab.obs.when)}{derived_note}"
+    head = f"{name} {lab.shown} on {when}{derived_note}"
     if rule.op == "outside_range":
         lln, uln = limit(ctx, test, lab.obs, "low"), limit(ctx, test, lab.obs, "high")
         if lln is None or uln is None:
@@ -269,18 +280,3 @@ def missing_result(rule: LabRule, test: LabTest, pick: LabPick) -> RuleResult:
     evidence = (pick.older.ref,) if pick.older is not None else ()
     wanted = (f"{test.label}" + (f" ({test.order})" if test.order else ""),) if status is Status.UNKNOWN else ()
     return RuleResult(status, pick.why_missing, evidence, missing=wanted)
-
-
-def evaluate_lab(rule: LabRule, ctx: EvalContext) -> RuleResult:
-    from cds.engine.rules.derived import evaluate_derived
-
-    test = ctx.trial.tests[rule.test]
-    window = rule.window or ctx.trial.measurement_window
-    pick = pick_latest(ctx, test, window)
-    if pick.value is not None and rule.derive != "corrected_calcium":
-        return compare(rule, ctx, test, pick.value)
-    if rule.derive is not None:
-        derived = evaluate_derived(rule, ctx, test, window, pick)
-        if derived is not None:
-            return derived
-    return missing_result(rule, test, pick)

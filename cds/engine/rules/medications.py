@@ -5,8 +5,9 @@ routes; daily dose against a prednisone-equivalent threshold."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import date
+
+import msgspec
 
 from cds.assessment import Fact, Status
 from cds.engine.context import EvalContext
@@ -26,8 +27,7 @@ ONGOING = frozenset({"active", "on-hold", "in-progress"})
 _STRENGTH = re.compile(r"(\d+(?:\.\d+)?)\s*(MG|G|MCG|UG)\b(?!\s*/)", re.I)
 
 
-@dataclass(frozen=True)
-class Exposure:
+class Exposure(msgspec.Struct, frozen=True, gc=False):
     use: MedicationUse
     match: Match
     inside: bool | None  # in the window; None where the dates do not say

@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: demo test bench install install-test lint typecheck unit clean
+.PHONY: demo test bench wheel install install-test lint typecheck unit clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,9 +38,15 @@ typecheck: install-test
 test: install-test
 	bash scripts/test.sh
 
-# Benchmarks (docs/performance.md): not part of `make test` or CI.
-bench: install
-	$(BIN)/python benchmarks/run.py
+# Benchmarks (docs/performance.md): not part of `make test` or CI. They run the production build: the
+# compiled wheel (scripts/build-wheel) installed in its own virtualenv (benchmarks/setup-service).
+bench:
+	benchmarks/setup-service
+	benchmarks/.venv-service/bin/python benchmarks/run.py $(ARGS)
+
+# The production wheel (hot path compiled with mypyc; docs/deployment.md), printed path under build/wheels.
+wheel:
+	scripts/build-wheel
 
 clean:
-	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) var build .mypy_cache .pytest_cache .ruff_cache

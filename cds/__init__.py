@@ -7,3 +7,13 @@ __version__ = "0.1.0"
 #: of thousands of containers, none in a cycle, freed by reference counting when it is answered; at 700
 #: allocations per young collection the collector walks them dozens of times per request.
 GC_THRESHOLDS = (10_000, 10, 10)
+
+
+def build() -> str:
+    """"compiled" when the hot-path modules run as mypyc extensions (the production wheel, setup.py), else
+    "pure-python" (an editable or uncompiled install): said at start-up, so a slow node can be told apart."""
+    from importlib.machinery import EXTENSION_SUFFIXES
+
+    import cds.engine
+
+    return "compiled" if str(cds.engine.__file__).endswith(tuple(EXTENSION_SUFFIXES)) else "pure-python"

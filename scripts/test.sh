@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every check and test, as `make test` and CI (.ci/run) run them:
 #   1. ruff, mypy --strict, trial-file validation;
-#   2. pytest: engine, API, security, browser tests (headless Chromium from Debian's package);
+#   2. pytest: engine, API, security, browser tests (headless Chromium from Debian's package), on the
+#      editable pure-Python install, then again on the production wheel (scripts/build-wheel, mypyc);
 #   3. the integration suite against real FHIR servers, started here and stopped on exit:
 #      - FHIR_BASE_URL set: that server only (any FHIR R4 server; FHIR_BEARER_TOKEN if it needs one);
 #      - CI (CI=true) or TEST_HAPI=1: HAPI FHIR JPA (sandbox/hapi, built with Maven), then SEKMET;
@@ -32,7 +33,22 @@ fi
 [[ -x /usr/bin/chromium ]] && /usr/bin/chromium --version
 
 step "pytest (unit, API, security, browser)"
-$BIN/pytest -q -p no:cacheprovider -m "not integration" || fail pytest
+TRIAL_CDS_EXPECT_BUILD=pure-python $BIN/pytest -q -p no:cacheprovider -m "not integration" || fail pytest
+
+# The production build runs the same source compiled with mypyc (setup.py): the same tests again, with the
+# wheel's modules first on the path (TRIAL_CDS_EXPECT_BUILD makes tests/test_build.py check they are used).
+step "pytest against the production wheel (hot path compiled with mypyc)"
+if wheel="$(scripts/build-wheel)"; then
+  site="build/site-$(basename "$(dirname "$wheel")")"
+  if [[ ! -d "$site" ]]; then
+    rm -rf build/site-*
+    $BIN/python -m zipfile -e "$wheel" "$site"
+  fi
+  TRIAL_CDS_EXPECT_BUILD=compiled PYTHONPATH="$PWD/$site" $BIN/pytest -q -p no:cacheprovider -m "not integration" \
+    || fail "pytest (compiled build)"
+else
+  fail "the compiled build (scripts/build-wheel)"
+fi
 
 integration() {  # $1: label, $2: base URL
   step "integration suite against $1 ($2)"

@@ -81,7 +81,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        log.info("service.start", trials=len(trials), auth=settings.auth, demo=settings.demo)
+        log.info("service.start", trials=len(trials), auth=settings.auth, demo=settings.demo, build=cds.build())
         if settings.auth == "none":
             log.warning(
                 "service.auth_disabled",

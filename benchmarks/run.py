@@ -1,7 +1,13 @@
 """trial-cds benchmark suite: one command, every figure with its ratio to references measured in the same run.
 
-    .venv/bin/python benchmarks/run.py            # or: make bench   (about 5 minutes on 2 cores)
-    .venv/bin/python benchmarks/run.py --quick    # one repeat, fewer requests: a smoke run (~1 minute)
+    make bench                  # the production build (compiled wheel), about 5 minutes on 2 cores
+    make bench ARGS=--quick     # one repeat, fewer requests: a smoke run (~1 minute)
+
+`make bench` builds the production wheel (scripts/build-wheel), installs it in benchmarks/.venv-service
+(benchmarks/setup-service) and runs this script with that interpreter: the service, `trial-cds screen`
+and the in-process engine figures are then those of the build hospitals run. Run with another
+interpreter (``.venv/bin/python benchmarks/run.py``) it measures the build installed there (the editable,
+pure-Python one in .venv); the report names the build.
 
 What it measures (docs/performance.md explains each figure and the targets):
 
@@ -46,11 +52,16 @@ import orjson
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
+# Appended, not prepended: `cds` is the build installed in the interpreter running this script (`make
+# bench`: the production wheel in benchmarks/.venv-service), the source tree only supplies `benchmarks`.
+sys.path.append(str(ROOT))
 
+import cds  # noqa: E402
 from benchmarks import synth  # noqa: E402
 from benchmarks.loadgen import LoadResult, load  # noqa: E402
 
+#: The service's command, from the same installation as the interpreter running the benchmark.
+TRIAL_CDS = str(Path(sys.executable).with_name("trial-cds"))
 SIZES = (100, 1000, 5000)
 SCREEN_SIZE = 300
 SERVICE_PATH = "/cds-services/trial-eligibility"
@@ -186,31 +197,47 @@ def service_env(workdir: Path, allow: str | None) -> dict[str, str]:
 
 
 def offline_engine(bundles: dict[int, dict[str, Any]], repeats: int) -> dict[int, float]:
-    from cds.engine import evaluate
-    from cds.fhir_json import decode_resource
-    from cds.record import PatientRecord
     from cds.trials import load_trials
 
     trials = load_trials()
     out: dict[int, float] = {}
-    for size, bundle in bundles.items():
-        text = orjson.dumps(bundle)
-        pid = synth.by_type(bundle)["Patient"][0]["id"]
-        times = []
-        for i in range(repeats + 2):
-            # As the service and `trial-cds screen` read it: decoded lean (a fresh decode each time, not
-            # timed: a lean resource keeps the fields it has parsed).
-            lean = decode_resource(text)
-            assert lean is not None
-            resources = [e.resource for e in lean.get("entry")]
-            t0 = time.perf_counter()
-            record = PatientRecord.from_resources(resources, patient_id=pid)
-            for trial in trials.values():
-                evaluate(trial, record, NOW)
-            if i >= 2:  # two warm-up rounds
-                times.append(time.perf_counter() - t0)
-        out[size] = median(times) * 1000
+    # The cyclic collector as the service and `trial-cds screen` set it (everything held so far frozen,
+    # cds.GC_THRESHOLDS): otherwise the figure at 5,000 resources would include walks over this process's
+    # own synthetic patients, which neither of them holds.
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*cds.GC_THRESHOLDS)
+    try:
+        for size, bundle in bundles.items():
+            out[size] = _offline_engine_ms(bundle, trials, repeats)
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
     return out
+
+
+def _offline_engine_ms(bundle: dict[str, Any], trials: dict[str, Any], repeats: int) -> float:
+    from cds.engine import evaluate
+    from cds.fhir_json import decode_resource
+    from cds.record import PatientRecord
+
+    text = orjson.dumps(bundle)
+    pid = synth.by_type(bundle)["Patient"][0]["id"]
+    times = []
+    for i in range(repeats + 2):
+        # As the service and `trial-cds screen` read it: decoded lean (a fresh decode each time, not
+        # timed: a lean resource keeps the fields it has parsed).
+        lean = decode_resource(text)
+        assert lean is not None
+        resources = [e.resource for e in lean.get("entry")]
+        t0 = time.perf_counter()
+        record = PatientRecord.from_resources(resources, patient_id=pid)
+        for trial in trials.values():
+            evaluate(trial, record, NOW)
+        if i >= 2:  # two warm-up rounds
+            times.append(time.perf_counter() - t0)
+    return median(times) * 1000
 
 
 def screen_throughput(workdir: Path, copies: int) -> dict[str, float]:
@@ -223,7 +250,7 @@ def screen_throughput(workdir: Path, copies: int) -> dict[str, float]:
             path = folder / f"{c}-{fixture}"
             path.write_bytes(data)
             files.append(path)
-    cmd = [str(ROOT / ".venv" / "bin" / "trial-cds"), "screen", "--now", NOW.isoformat(), "--format", "json"]
+    cmd = [TRIAL_CDS, "screen", "--now", NOW.isoformat(), "--format", "json"]
 
     def timed(paths: list[Path]) -> float:
         t0 = time.perf_counter()
@@ -340,7 +367,7 @@ def report(r: dict[str, Any]) -> str:
     lines = [
         f"trial-cds benchmarks — {r['started']}  ({r['machine']})",
         f"command: {r['command']}   repeats: {r['repeats']}   service: trial-cds serve, uvicorn, 1 worker,"
-        " TRIAL_CDS_AUTH=none",
+        f" TRIAL_CDS_AUTH=none, build: {r.get('build', 'unknown')}",
         "",
         "request bodies (full prefetch) and the floor (orjson parse + serialise, in process):",
     ]
@@ -463,6 +490,7 @@ def main() -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()},"
         f" {platform.system()} {platform.release()}",
         "repeats": repeats,
+        "build": cds.build(),
     }
     shift_days = (date.today() - synth.ANCHOR).days  # the service evaluates on the real date
     try:
@@ -487,7 +515,7 @@ def main() -> int:
             port = free_port()
             svc_log = out_dir / "service.log"
             svc_log.write_bytes(b"")
-            svc_cmd = [str(ROOT / ".venv" / "bin" / "trial-cds"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+            svc_cmd = [TRIAL_CDS, "serve", "--host", "127.0.0.1", "--port", str(port)]
             svc_url = f"http://127.0.0.1:{port}{SERVICE_PATH}"
             peer_ctx: Any = None
             if not args.skip_peer:

@@ -217,11 +217,14 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _JUDGEMENT_SUFFIX = re.compile(r"\s*\(investigator's (judgement|assessment)\)\s*$", re.I)
 
 
+def _day_text(year: str, month: str, day: str, written: str) -> str:
+    """An ISO day's parts as "28 Oct 2026"; ``written`` as it was where the month is not one."""
+    number = int(month)
+    return f"{int(day)} {_MONTHS[number - 1]} {year}" if 1 <= number <= 12 else written
+
+
 def _clinical_day(m: re.Match[str]) -> str:
-    month = int(m.group(2))
-    if not 1 <= month <= 12:
-        return m.group(0)
-    return f"{int(m.group(3))} {_MONTHS[month - 1]} {m.group(1)}"
+    return _day_text(m.group(1), m.group(2), m.group(3), m.group(0))
 
 
 def clinical_dates(text: str) -> str:
@@ -240,8 +243,7 @@ def _clinical_date(value: str) -> str:
         and value[5:7].isdecimal()
         and value[8:].isdecimal()
     ):
-        month = int(value[5:7])
-        return f"{int(value[8:])} {_MONTHS[month - 1]} {value[:4]}" if 1 <= month <= 12 else value
+        return _day_text(value[:4], value[5:7], value[8:], value)
     return clinical_dates(value)
 
 

@@ -1,4 +1,5 @@
-"""Values computed from other results where the record allows: CKD-EPI 2021 eGFR, corrected calcium."""
+"""The lab rule: a test's measured value (``labs``), else one computed from other results where the record
+allows: CKD-EPI 2021 eGFR, corrected calcium."""
 
 from __future__ import annotations
 

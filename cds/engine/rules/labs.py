@@ -1,4 +1,5 @@
-"""Laboratory thresholds: absolute, or times the result's own ULN/LLN; derived eGFR and corrected calcium."""
+"""Laboratory results against thresholds: the latest usable result of a test, and its comparison, absolute
+or times the result's own ULN/LLN. The lab rule itself (measured, else derived) is in ``derived``."""
 
 from __future__ import annotations
 

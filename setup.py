@@ -38,6 +38,7 @@ COMPILED = [
     "cds/engine/rules/labs.py",
     "cds/engine/rules/medications.py",
     "cds/engine/rules/observations.py",
+    "cds/json_limits.py",
     "cds/prefetch.py",
     "cds/cards.py",
 ]

@@ -210,6 +210,9 @@ class FeedbackStore:
 
     def __init__(self, url_or_engine: str | Engine) -> None:
         self.engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+        #: A local SQLite file: a write is a short append to its WAL (no fsync per commit), quicker than a
+        #: trip to a worker thread and back; a database server is a network round trip instead.
+        self.local = self.engine.dialect.name == "sqlite"
 
     def create_tables(self) -> None:
         metadata.create_all(self.engine)

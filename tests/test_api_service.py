@@ -368,3 +368,58 @@ def test_log_processor_drops_phi_and_tokens() -> None:
         "message": "Authorization: [redacted]",
         "cards": 1,
     }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Where the patient is judged: on the event loop for a usual record and a local store, in the thread
+# pool for a large record or a database server (the answer is the same either way).
+
+
+def judged_on_event_loop(client: TestClient) -> list[bool]:
+    """Wraps the app's evaluator: one entry per trial judged, True when it ran on the event loop."""
+    import asyncio
+
+    state = client.app.state.cds  # type: ignore[attr-defined]
+    inner = state.evaluate
+    seen: list[bool] = []
+
+    def evaluate_and_note(trial: Any, record: Any, now: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+            seen.append(True)
+        except RuntimeError:  # a worker thread has no running loop
+            seen.append(False)
+        return inner(trial, record, now)
+
+    state.evaluate = evaluate_and_note
+    return seen
+
+
+def test_a_usual_record_is_judged_on_the_event_loop(tmp_path: Path) -> None:
+    client = make_client(tmp_path)
+    seen = judged_on_event_loop(client)
+    response = client.post(SERVICE, json=full_request(client))
+    assert response.status_code == 200 and response.json()["cards"]
+    assert seen == [True]
+
+
+def test_a_record_over_the_inline_limit_is_judged_in_the_thread_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = make_client(tmp_path)
+    inline = client.post(SERVICE, json=full_request(client)).json()
+    monkeypatch.setattr("cds.api.routes.INLINE_MAX_RESOURCES", 3)
+    seen = judged_on_event_loop(client)
+    pooled = client.post(SERVICE, json=full_request(client)).json()
+    assert seen == [False]
+    assert [c["summary"] for c in pooled["cards"]] == [c["summary"] for c in inline["cards"]]
+
+
+def test_a_store_on_a_database_server_is_written_from_the_thread_pool(tmp_path: Path) -> None:
+    client = make_client(tmp_path)
+    client.app.state.cds.store.local = False  # type: ignore[attr-defined]
+    seen = judged_on_event_loop(client)
+    response = client.post(SERVICE, json=full_request(client))
+    assert response.status_code == 200 and seen == [False]
+    shown = {s.trial_id: s.cards_shown for s in client.app.state.cds.store.summary()}  # type: ignore[attr-defined]
+    assert shown == {"npc-liver-mets-ldrt": 1}  # the card was stored before the answer left

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -28,6 +27,7 @@ from pydantic_core import PydanticCustomError
 
 from cds.api.errors import ApiError, Issue, validation_issues
 from cds.fhir_json import LeanResource, decode_hook_request
+from cds.json_limits import raw_limit_violation
 from cds.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
@@ -173,105 +173,6 @@ class FeedbackRequest(BaseModel):
 
 # ---------------------------------------------------------------------------------------------------
 # Reading a JSON body safely.
-
-
-def limit_violation(value: Any, *, max_depth: int, max_string_length: int, check_strings: bool = True) -> str | None:
-    """One iterative pass over parsed JSON (no recursion, so no stack to exhaust): a description of the
-    first limit broken - nesting deeper than ``max_depth`` or a string (value or key) longer than
-    ``max_string_length`` - or None. ``check_strings=False``: the caller knows that no string can be that
-    long (the raw body is not), so only the nesting is checked, visiting containers only."""
-    if not check_strings:
-        return _depth_violation(value, max_depth)
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, str):
-            if len(item) > max_string_length:
-                return f"A JSON string is longer than {max_string_length} characters"
-        elif isinstance(item, dict):
-            if depth > max_depth:
-                return f"The JSON nests deeper than {max_depth} levels"
-            for key, child in item.items():
-                if len(key) > max_string_length:
-                    return f"A JSON string is longer than {max_string_length} characters"
-                stack.append((child, depth + 1))
-        elif isinstance(item, list):
-            if depth > max_depth:
-                return f"The JSON nests deeper than {max_depth} levels"
-            stack.extend((child, depth + 1) for child in item)
-    return None
-
-
-def _depth_violation(value: Any, max_depth: int) -> str | None:
-    """The nesting check of :func:`limit_violation` alone: the same answer, without visiting scalars."""
-    if not isinstance(value, dict | list):
-        return None
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    push = stack.append
-    while stack:
-        item, depth = stack.pop()
-        if depth > max_depth:
-            return f"The JSON nests deeper than {max_depth} levels"
-        below = depth + 1
-        for child in item.values() if isinstance(item, dict) else item:
-            if isinstance(child, dict | list):
-                push((child, below))
-    return None
-
-
-# The body's structure at C speed (bytes methods), before any walk of the parsed value in Python: escape
-# sequences out (one byte each, so a string's length in bytes still bounds its length in characters),
-# every byte but brackets and quotes deleted, [ ] folded onto { }.
-_ESCAPE = re.compile(rb"\\.", re.DOTALL)
-_STRUCTURE = bytes.maketrans(b"[]", b"{}")
-_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'[]{}"')))
-_MAX_STRING_BLOCKS = 64
-
-
-def raw_limit_violation(raw: bytes, parsed: Callable[[], Any], *, max_depth: int, max_string_length: int) -> str | None:
-    """:func:`limit_violation` of the value ``parsed()`` parsed from the JSON text ``raw``, the same answer,
-    mostly without the value: the nesting of the text bounds the nesting of the value (a key given twice
-    keeps one value), and a string of the value is no longer than the run of bytes without a quote that
-    holds it in the text. Only when the text does not settle it is the value asked for and walked."""
-    text = _ESCAPE.sub(b"x", raw) if b"\\" in raw else raw
-    check_strings = len(raw) > max_string_length
-    if check_strings and not _strings_within(text, max_string_length):
-        return limit_violation(parsed(), max_depth=max_depth, max_string_length=max_string_length)
-    if _text_depth_within(text, max_depth):
-        return None
-    return limit_violation(
-        parsed(), max_depth=max_depth, max_string_length=max_string_length, check_strings=check_strings
-    )
-
-
-def _strings_within(text: bytes, max_string_length: int) -> bool:
-    """True when no string in the JSON ``text`` (escapes already replaced by one byte) can be longer than
-    ``max_string_length``: every aligned block of half that many bytes holds a quote, so no run without
-    one reaches the limit. False means: not settled (too many blocks to look at, or a block without a
-    quote)."""
-    block = max_string_length // 2
-    if len(text) > block * _MAX_STRING_BLOCKS:
-        return False
-    find = text.find
-    return all(find(b'"', start, start + block) != -1 for start in range(0, len(text), block))
-
-
-def _text_depth_within(text: bytes, max_depth: int) -> bool:
-    """True when the brackets of the JSON ``text`` (valid JSON, escapes already replaced) nest no deeper
-    than ``max_depth``."""
-    shape = text.translate(_STRUCTURE, _NOT_STRUCTURE)
-    # Strings out: quotes alternate open/close. Removing an adjacent pair removes an empty string or
-    # joins two strings with nothing between them; what is left between quotes is string content.
-    shape = shape.replace(b'""', b"")
-    if b'"' in shape:
-        shape = b"".join(shape.split(b'"')[::2])
-    depth = 0
-    while shape:
-        if depth >= max_depth:
-            return False
-        shape = shape.replace(b"{}", b"")  # one pass removes the innermost level, and only that one
-        depth += 1
-    return True
 
 
 async def read_body(request: Request, settings: Settings) -> bytes:

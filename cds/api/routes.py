@@ -37,6 +37,10 @@ from cds.store import FeedbackEntry, IssuedCard
 
 log = get_logger("trial-cds.api")
 
+#: Up to this many resources, a patient is judged on the event loop (~50 ms of work at most on one core
+#: of the benchmark machine, docs/performance.md); above it, in the thread pool.
+INLINE_MAX_RESOURCES = 10_000
+
 
 class CardsResponse(JSONResponse):
     """The cards as compact UTF-8 JSON, as JSONResponse writes them, with orjson (the answer is on the
@@ -145,8 +149,8 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
     public_url = base_url(request)
 
     def answer() -> tuple[list[tuple[Any, Assessment]], list[tuple[Any, Assessment, dict[str, Any]]]]:
-        """Evaluation, cards and the record of the issued cards: CPU and database work, in one trip to
-        the thread pool, off the event loop. The cards are stored before the answer leaves."""
+        """Evaluation, cards and the record of the issued cards (stored before the answer leaves): CPU
+        and database work, on the event loop or in one trip to the thread pool."""
         results: list[tuple[Any, Assessment]]
         chosen: list[tuple[Any, Assessment, dict[str, Any]]]
         if target.orders is None:  # screen the patient
@@ -190,7 +194,14 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
             )
         return results, chosen
 
-    results, chosen = await run_in_threadpool(answer)
+    if len(resources) <= INLINE_MAX_RESOURCES and st.store.local:
+        # A usual record is judged in less time than a trip to the thread pool and back costs, which
+        # also moves every decoded resource to another core's cache (docs/performance.md): judged here,
+        # on the event loop, as its body was decoded. A large record, or a store across the network,
+        # goes to the pool, so that the loop is never held long.
+        results, chosen = answer()
+    else:
+        results, chosen = await run_in_threadpool(answer)
     bound.info(
         "cds_service.answered",
         trials=len(results),

@@ -12,8 +12,13 @@ GC_THRESHOLDS = (10_000, 10, 10)
 def build() -> str:
     """"compiled" when the hot-path modules run as mypyc extensions (the production wheel, setup.py), else
     "pure-python" (an editable or uncompiled install): said at start-up, so a slow node can be told apart."""
-    from importlib.machinery import EXTENSION_SUFFIXES
-
     import cds.engine
 
-    return "compiled" if str(cds.engine.__file__).endswith(tuple(EXTENSION_SUFFIXES)) else "pure-python"
+    return "compiled" if is_extension(str(cds.engine.__file__)) else "pure-python"
+
+
+def is_extension(module_file: str) -> bool:
+    """Whether a module loaded from ``module_file`` (its ``__file__``) is a compiled extension."""
+    from importlib.machinery import EXTENSION_SUFFIXES
+
+    return module_file.endswith(tuple(EXTENSION_SUFFIXES))

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from importlib.machinery import EXTENSION_SUFFIXES
 from typing import Any, Final
 
 from mypy_extensions import i64
+
+from cds import is_extension
 
 __all__ = ["limit_violation", "raw_limit_violation", "shape_depth_within_fold", "shape_depth_within_scan"]
 
@@ -147,9 +148,6 @@ def shape_depth_within_fold(shape: bytes, max_depth: int) -> bool:
     return True
 
 
-def compiled() -> bool:
-    """Whether this module runs compiled (the production wheel, setup.py)."""
-    return __file__.endswith(tuple(EXTENSION_SUFFIXES))
-
-
-_shape_depth_within: Callable[[bytes, int], bool] = shape_depth_within_scan if compiled() else shape_depth_within_fold
+_shape_depth_within: Callable[[bytes, int], bool] = (
+    shape_depth_within_scan if is_extension(__file__) else shape_depth_within_fold
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
@@ -377,8 +378,6 @@ def test_log_processor_drops_phi_and_tokens() -> None:
 
 def judged_on_event_loop(client: TestClient) -> list[bool]:
     """Wraps the app's evaluator: one entry per trial judged, True when it ran on the event loop."""
-    import asyncio
-
     state = client.app.state.cds  # type: ignore[attr-defined]
     inner = state.evaluate
     seen: list[bool] = []

@@ -15,7 +15,6 @@ from cds.json_limits import (
     _ESCAPE,
     _NOT_STRUCTURE,
     _STRUCTURE,
-    compiled,
     limit_violation,
     raw_limit_violation,
     shape_depth_within_fold,
@@ -87,7 +86,8 @@ def test_the_raw_check_answers_as_the_walk_over_the_value(value: Any, limit: int
 
 
 def test_the_build_reads_the_shape_its_own_way() -> None:
+    import cds
     import cds.json_limits as limits
 
-    expected = shape_depth_within_scan if compiled() else shape_depth_within_fold
+    expected = shape_depth_within_scan if cds.build() == "compiled" else shape_depth_within_fold
     assert limits._shape_depth_within is expected

@@ -32,7 +32,7 @@ from cds.record import PatientRecord
 from cds.trials import Trial, Window, load_trials
 from hooks import HOOKS
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "patients"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "patients"
 SELECT = "/cds-services/trial-eligibility-order-select"
 SIGN = "/cds-services/trial-eligibility-order-sign"
 TRIAL = "npc-liver-mets-ldrt"

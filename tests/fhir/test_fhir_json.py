@@ -52,7 +52,7 @@ from cds.record import PatientRecord
 from cds.trials import default_trials
 from hooks import HOOKS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PATIENTS_DIR = ROOT / "fixtures" / "patients"
 FIXTURES = sorted(PATIENTS_DIR.glob("*.json"))
 NOW = engine_support.NOW  # the fixtures' evaluation date, 2026-11-01T12:00Z

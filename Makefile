@@ -42,7 +42,7 @@ test: install-test
 # compiled wheel (scripts/build-wheel) installed in its own virtualenv (benchmarks/setup-service).
 bench:
 	benchmarks/setup-service
-	benchmarks/.venv-service/bin/python benchmarks/run.py $(ARGS)
+	PYTHONPATH=fixtures benchmarks/.venv-service/bin/python benchmarks/run.py $(ARGS)
 
 # The production wheel (hot path compiled with mypyc; docs/deployment.md), printed path under build/wheels.
 wheel:

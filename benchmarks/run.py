@@ -6,8 +6,8 @@
 `make bench` builds the production wheel (scripts/build-wheel), installs it in benchmarks/.venv-service
 (benchmarks/setup-service) and runs this script with that interpreter: the service, `trial-cds screen`
 and the in-process engine figures are then those of the build hospitals run. Run with another
-interpreter (``.venv/bin/python benchmarks/run.py``) it measures the build installed there (the editable,
-pure-Python one in .venv); the report names the build.
+interpreter (``PYTHONPATH=fixtures .venv/bin/python benchmarks/run.py``) it measures the build installed
+there (the editable, pure-Python one in .venv); the report names the build.
 
 What it measures (docs/performance.md explains each figure and the targets):
 
@@ -47,18 +47,19 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+# `synth` and `loadgen` sit beside this script (its folder is first on the path); `fhir_builders` comes from
+# fixtures/ (PYTHONPATH=fixtures, as `make bench` sets it). Never the repository root: `cds` must be the build
+# installed in the interpreter running this script (`make bench`: the production wheel in
+# benchmarks/.venv-service), not the source tree.
 import httpx
 import orjson
+import synth
+from loadgen import LoadResult, load
+
+import cds
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-# Appended, not prepended: `cds` is the build installed in the interpreter running this script (`make
-# bench`: the production wheel in benchmarks/.venv-service), the source tree only supplies `benchmarks`.
-sys.path.append(str(ROOT))
-
-import cds  # noqa: E402
-from benchmarks import synth  # noqa: E402
-from benchmarks.loadgen import LoadResult, load  # noqa: E402
 
 #: The service's command, from the same installation as the interpreter running the benchmark.
 TRIAL_CDS = str(Path(sys.executable).with_name("trial-cds"))

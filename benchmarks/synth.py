@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from fhir_builders import SNOMED, condition, med_statement, vital_sign
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures" / "patients"
@@ -29,16 +30,16 @@ ANCHOR = date(2026, 11, 1)  # the fixtures' evaluation date
 
 # Conditions and medications of the past: common comorbidities, none in a trial value set.
 PAST_CONDITIONS = [
-    ("http://snomed.info/sct", "55822004", "Hyperlipidemia"),
-    ("http://snomed.info/sct", "235595009", "Gastroesophageal reflux disease"),
-    ("http://snomed.info/sct", "396275006", "Osteoarthritis"),
-    ("http://snomed.info/sct", "61582004", "Allergic rhinitis"),
-    ("http://snomed.info/sct", "193462001", "Insomnia"),
-    ("http://snomed.info/sct", "40055000", "Chronic sinusitis"),
-    ("http://snomed.info/sct", "68566005", "Urinary tract infection"),
-    ("http://snomed.info/sct", "195662009", "Acute viral pharyngitis"),
-    ("http://snomed.info/sct", "444814009", "Viral sinusitis"),
-    ("http://snomed.info/sct", "10509002", "Acute bronchitis"),
+    (SNOMED, "55822004", "Hyperlipidemia"),
+    (SNOMED, "235595009", "Gastroesophageal reflux disease"),
+    (SNOMED, "396275006", "Osteoarthritis"),
+    (SNOMED, "61582004", "Allergic rhinitis"),
+    (SNOMED, "193462001", "Insomnia"),
+    (SNOMED, "40055000", "Chronic sinusitis"),
+    (SNOMED, "68566005", "Urinary tract infection"),
+    (SNOMED, "195662009", "Acute viral pharyngitis"),
+    (SNOMED, "444814009", "Viral sinusitis"),
+    (SNOMED, "10509002", "Acute bronchitis"),
 ]
 PAST_MEDICATIONS = [
     ("83367", "atorvastatin"),
@@ -72,10 +73,6 @@ def _days_before(text: str, days: int) -> str:
     """An ISO date or dateTime ``days`` earlier, same time of day."""
     day = date.fromisoformat(text[:10]) - timedelta(days=days)
     return day.isoformat() + text[10:]
-
-
-def _subject(patient_id: str) -> dict[str, str]:
-    return {"reference": f"Patient/{patient_id}"}
 
 
 def grow(bundle: dict[str, Any], size: int, *, seed: int = 6) -> dict[str, Any]:
@@ -115,74 +112,39 @@ def grow(bundle: dict[str, Any], size: int, *, seed: int = 6) -> dict[str, Any]:
     for i in range(n_vitals):
         code, display, mean, unit = VITALS[i % len(VITALS)]
         week = 5 + i // len(VITALS)
-        added.append(
-            {
-                "resourceType": "Observation",
-                "id": f"{pid}-vital-{i}",
-                "status": "final",
-                "category": [
-                    {
-                        "coding": [
-                            {
-                                "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                "code": "vital-signs",
-                                "display": "Vital Signs",
-                            }
-                        ]
-                    }
-                ],
-                "code": {"coding": [{"system": "http://loinc.org", "code": code, "display": display}], "text": display},
-                "subject": _subject(pid),
-                "effectiveDateTime": _days_before(latest, 7 * week),
-                "valueQuantity": {
-                    "value": round(mean * rng.uniform(0.9, 1.1), 1),
-                    "unit": unit,
-                    "system": "http://unitsofmeasure.org",
-                    "code": unit,
-                },
-            }
-        )
+        value = round(mean * rng.uniform(0.9, 1.1), 1)
+        when = _days_before(latest, 7 * week)
+        added.append(vital_sign(code, display, value, unit, when, rid=f"{pid}-vital-{i}", pid=pid))
     for i in range(n_conditions):
         system, code, display = PAST_CONDITIONS[i % len(PAST_CONDITIONS)]
         onset = _days_before(latest[:10], 60 + 23 * i)
         added.append(
-            {
-                "resourceType": "Condition",
-                "id": f"{pid}-past-cond-{i}",
-                "clinicalStatus": {
-                    "coding": [
-                        {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "resolved"}
-                    ]
-                },
-                "verificationStatus": {
-                    "coding": [
-                        {"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "confirmed"}
-                    ]
-                },
-                "code": {"coding": [{"system": system, "code": code, "display": display}], "text": display},
-                "subject": _subject(pid),
-                "onsetDateTime": onset,
-                "abatementDateTime": _days_before(onset, -14),
-            }
+            condition(
+                code,
+                display,
+                system=system,
+                clinical="resolved",
+                onset=onset,
+                abatement=_days_before(onset, -14),
+                rid=f"{pid}-past-cond-{i}",
+                pid=pid,
+            )
         )
     for i in range(n_medications):
         code, name = PAST_MEDICATIONS[i % len(PAST_MEDICATIONS)]
         start = _days_before(latest[:10], 90 + 31 * i)
         added.append(
-            {
-                "resourceType": "MedicationStatement",
-                "id": f"{pid}-past-med-{i}",
-                "status": "completed",
-                "medicationCodeableConcept": {
-                    "coding": [
-                        {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": code, "display": name}
-                    ],
-                    "text": name,
-                },
-                "subject": _subject(pid),
-                "effectivePeriod": {"start": start, "end": _days_before(start, -30)},
-                "dosage": [{"text": "as directed", "route": {"text": "oral"}}],
-            }
+            med_statement(
+                code,
+                name,
+                status="completed",
+                start=start,
+                end=_days_before(start, -30),
+                dosage_text="as directed",
+                route_text="oral",
+                rid=f"{pid}-past-med-{i}",
+                pid=pid,
+            )
         )
     resources = base + added
     return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources[:size]]}

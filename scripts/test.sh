@@ -36,7 +36,7 @@ step "pytest (unit, API, security, browser)"
 TRIAL_CDS_EXPECT_BUILD=pure-python $BIN/pytest -q -p no:cacheprovider -m "not integration" || fail pytest
 
 # The production build runs the same source compiled with mypyc (setup.py): the same tests again, with the
-# wheel's modules first on the path (TRIAL_CDS_EXPECT_BUILD makes tests/test_build.py check they are used).
+# wheel's modules first on the path (TRIAL_CDS_EXPECT_BUILD makes tests/packaging/test_build.py check they are used).
 step "pytest against the production wheel (hot path compiled with mypyc)"
 if wheel="$(scripts/build-wheel)"; then
   site="build/site-$(basename "$(dirname "$wheel")")"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from builders import patient
+from fhir_builders import patient
 
 from cds.assessment import Assessment, CriterionAssessment
 from cds.engine import evaluate

@@ -8,16 +8,11 @@ HTTP server on 127.0.0.1, always run.
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from itest_support import FhirServer, fixture_files, read_json, server_from_env
 
 from cds.fhir_load import prefix_ids, upload_bundle

@@ -20,7 +20,7 @@ from cds.trials import default_trials
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 TRIAL = default_trials()["npc-liver-mets-ldrt"]
 CRITERIA = 38
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "patients"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "patients"
 
 RESOURCE_TYPES = [
     "Patient",

@@ -25,7 +25,7 @@ from cds.api import create_app
 from cds.demo import searchset
 from cds.logging_setup import configure_logging
 
-FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "patients" / "01-base-male-eligible.json"
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "patients" / "01-base-male-eligible.json"
 FHIR = "https://fhir.example.org/r4"
 PATIENT_ID = "zq-4471-pt"
 FHIR_TOKEN = "fhir-access-ZQ7c1d9e2b44a0f6a8e3b5c7d9e1f3a5"

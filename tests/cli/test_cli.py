@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from cds.cli import app
 
-FIXTURES = sorted((Path(__file__).parent.parent / "fixtures" / "patients").glob("*.json"))
+FIXTURES = sorted((Path(__file__).parents[2] / "fixtures" / "patients").glob("*.json"))
 NOW = "2026-11-01T12:00:00Z"
 runner = CliRunner()
 

@@ -1,5 +1,5 @@
 """Client authentication end to end, through ``create_app`` in jwt mode: a clients file, the EHR's JWK Set
-served by respx, the real routes. ``tests/test_auth.py`` covers the token rules one by one on a tiny app;
+served by respx, the real routes. ``tests/auth/test_auth.py`` covers the token rules one by one on a tiny app;
 this checks they are wired to discovery, service and feedback, and what ``trial-cds serve`` starts with."""
 
 from __future__ import annotations

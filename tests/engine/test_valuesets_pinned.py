@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent / "fhir_mappings"
+ROOT = Path(__file__).resolve().parents[2] / "fhir_mappings"
 VS_DIR = ROOT / "valuesets"
 
 LOINC = "http://loinc.org"

@@ -1,6 +1,7 @@
 """Diagnoses, medicines, procedures, vaccines and allergies: what the record documents, and when."""
 
-from builders import (
+from engine_support import assess
+from fhir_builders import (
     ICD10,
     LOINC,
     SNOMED,
@@ -11,7 +12,6 @@ from builders import (
     med_statement,
     procedure,
 )
-from engine_support import assess
 
 ORAL = ("26643006", "Oral route")
 IV = ("47625008", "Intravenous route")
@@ -296,7 +296,7 @@ def test_entecavir_for_hepatitis_b_is_not_an_infection_antiviral() -> None:
 
 
 def hbv_dna(value: float) -> dict:
-    from builders import lab
+    from fhir_builders import lab
 
     return lab("42595-9", "Hepatitis B virus DNA [Units/volume]", value, "[IU]/mL", "2026-10-20")
 

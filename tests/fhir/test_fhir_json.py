@@ -18,15 +18,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import builders
 import engine_support
+import fhir_builders
 import httpx
 import msgspec
 import orjson
 import pytest
-import test_engine_review as review
-import test_order_hooks as order_hooks
 from api_support import SERVICE, is_operation_outcome, make_client, with_server
+from cards import test_order_hooks as order_hooks
+from engine import test_engine_review as review
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -52,7 +52,7 @@ from cds.record import PatientRecord
 from cds.trials import default_trials
 from hooks import HOOKS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PATIENTS_DIR = ROOT / "fixtures" / "patients"
 FIXTURES = sorted(PATIENTS_DIR.glob("*.json"))
 NOW = engine_support.NOW  # the fixtures' evaluation date, 2026-11-01T12:00Z
@@ -83,10 +83,10 @@ def observation(value: Any = 3.8, **extra: Any) -> dict[str, Any]:
         "resourceType": "Observation",
         "id": "anc-1",
         "status": "final",
-        "code": {"coding": [{"system": builders.LOINC, "code": "751-8", "display": "Neutrophils"}]},
-        "subject": {"reference": f"Patient/{builders.PID}"},
+        "code": {"coding": [{"system": fhir_builders.LOINC, "code": "751-8", "display": "Neutrophils"}]},
+        "subject": {"reference": f"Patient/{fhir_builders.PID}"},
         "effectiveDateTime": "2026-10-26T08:00:00Z",
-        "valueQuantity": {"value": value, "unit": "10^3/uL", "system": builders.UCUM, "code": "10*3/uL"},
+        "valueQuantity": {"value": value, "unit": "10^3/uL", "system": fhir_builders.UCUM, "code": "10*3/uL"},
         **extra,
     }
 
@@ -131,7 +131,7 @@ def test_engine_review_case_gives_the_same_assessment_lean(case: str, monkeypatc
         now: datetime = NOW,
     ) -> Any:
         plain = engine_support.assess_all(resources, with_patient=with_patient, now=now)
-        pat = with_patient if with_patient is not None else builders.patient()
+        pat = with_patient if with_patient is not None else fhir_builders.patient()
         lean_bundle = decode_resource(orjson.dumps(collection([pat, *resources])))
         checked.append(criterion_id)
         if lean_bundle is None:
@@ -471,7 +471,7 @@ def test_every_top_level_field_the_readers_ask_for_is_decoded_lean() -> None:
     assert not missing, (
         "These keys are read from FHIR JSON but a LeanResource skips them, so lean decoding would read them "
         "as absent: add each top-level field to LeanResource in cds/fhir_json.py (`name: Raw = _ABSENT`), "
-        "or, if it is only ever read inside nested JSON, to NESTED_ONLY in tests/test_fhir_json.py:\n"
+        "or, if it is only ever read inside nested JSON, to NESTED_ONLY in tests/fhir/test_fhir_json.py:\n"
         + "\n".join(f"  {key}: {', '.join(where)}" for key, where in missing.items())
     )
 
@@ -600,7 +600,7 @@ def lean_observation() -> LeanResource:
 
 def test_lean_resource_is_a_mapping(lean_observation: LeanResource) -> None:
     assert isinstance(lean_observation, Mapping)
-    entry = decode_resource(orjson.dumps(collection([builders.patient()])))
+    entry = decode_resource(orjson.dumps(collection([fhir_builders.patient()])))
     assert entry is not None
     assert isinstance(entry["entry"][0], Mapping)
 
@@ -736,21 +736,21 @@ def test_a_number_beyond_a_double_in_a_read_field_makes_the_field_unreadable() -
 
 
 def test_a_number_beyond_a_double_in_a_read_field_makes_the_criterion_unknown() -> None:
-    raw = with_text(collection([builders.patient(), observation(PLACEHOLDER)]), PLACEHOLDER, b"1e400")
+    raw = with_text(collection([fhir_builders.patient(), observation(PLACEHOLDER)]), PLACEHOLDER, b"1e400")
     decoded = decode_resource(raw)
     assert decoded is not None
     assessment = evaluate(TRIAL, PatientRecord.from_bundle(decoded), NOW)
     anc = criterion(assessment, "inc_anc")
     assert anc.status == "unknown"
     assert "could not be evaluated" in anc.reason and "UnreadableField" in anc.reason
-    readable = evaluate(TRIAL, PatientRecord.from_bundle(collection([builders.patient(), observation(3.8)])), NOW)
+    readable = evaluate(TRIAL, PatientRecord.from_bundle(collection([fhir_builders.patient(), observation(3.8)])), NOW)
     assert criterion(readable, "inc_anc").status == "met"  # the same result, readable: met
 
 
 def test_a_number_beyond_a_double_in_a_read_field_of_a_condition_makes_it_unreadable() -> None:
-    condition = builders.condition("C11.9", "Malignant neoplasm of nasopharynx")
+    condition = fhir_builders.condition("C11.9", "Malignant neoplasm of nasopharynx")
     condition["code"]["coding"][0]["version"] = PLACEHOLDER
-    raw = with_text(collection([builders.patient(), condition]), PLACEHOLDER, b"-1E+400")
+    raw = with_text(collection([fhir_builders.patient(), condition]), PLACEHOLDER, b"-1E+400")
     decoded = decode_resource(raw)
     assert decoded is not None
     record = PatientRecord.from_bundle(decoded)
@@ -775,8 +775,8 @@ def test_a_number_beyond_a_double_in_a_read_field_is_200_over_http(
 
 
 def test_a_number_beyond_a_double_in_a_skipped_field_is_ignored() -> None:
-    plain = collection([builders.patient(), observation(3.8)])
-    noted = collection([builders.patient(), observation(3.8, note=[{"text": "x", "value": PLACEHOLDER}])])
+    plain = collection([fhir_builders.patient(), observation(3.8)])
+    noted = collection([fhir_builders.patient(), observation(3.8, note=[{"text": "x", "value": PLACEHOLDER}])])
     decoded = decode_resource(with_text(noted, PLACEHOLDER, b"1e400"))
     assert decoded is not None
     assert assessments(decoded) == assessments(plain)
@@ -798,9 +798,9 @@ def test_a_number_beyond_a_double_in_a_skipped_field_gets_the_answer_without_it_
 def test_an_integer_beyond_64_bits_in_a_read_field_reads_as_orjson_reads_it() -> None:
     """orjson reads an integer beyond 64 bits as a float (not refused): lean reads it the same way, so the
     record is the same as through dicts."""
-    ecog = builders.coded_obs("89247-1", "ECOG Performance Status score", "2026-10-26", value_int=0)
+    ecog = fhir_builders.coded_obs("89247-1", "ECOG Performance Status score", "2026-10-26", value_int=0)
     ecog["valueInteger"] = PLACEHOLDER
-    raw = with_text(collection([builders.patient(), ecog]), PLACEHOLDER, b"123456789012345678901234567890")
+    raw = with_text(collection([fhir_builders.patient(), ecog]), PLACEHOLDER, b"123456789012345678901234567890")
     decoded = decode_resource(raw)
     assert decoded is not None
     lean_value = decoded["entry"][1]["resource"].get("valueInteger")

@@ -13,7 +13,7 @@ import pytest
 
 import cds
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def compiled_modules() -> list[str]:

@@ -3,8 +3,8 @@
 from pathlib import Path
 
 import pytest
-from builders import condition, immunization, lab, patient
 from engine_support import NOW
+from fhir_builders import condition, immunization, lab, patient
 from typer.testing import CliRunner
 
 from cds.cli import app

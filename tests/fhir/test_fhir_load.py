@@ -9,7 +9,7 @@ import pytest
 
 from cds.fhir_load import FhirLoadError, patient_ids, prefix_ids, to_transaction
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "patients"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "patients"
 
 
 def test_collection_bundle_with_urn_uuid_full_urls() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fixtures"
 PATIENTS_DIR = FIXTURES / "patients"
 EXPECTED_DIR = FIXTURES / "expected"

@@ -9,290 +9,34 @@ expectation is debatable are marked xfail(strict=False) with the reasoning."""
 
 from __future__ import annotations
 
-from itertools import count
 from typing import Any
 
-from builders import (
-    CVX,
-    ICD10,
+from engine_support import assess
+from fhir_builders import (
+    ATC,
+    ICD10_WHO,
+    ICDO3,
     LOINC,
     RXNORM,
     SNOMED,
-    UCUM,
+    V3_ROUTE,
     allergy,
     coded_obs,
+    cond,
     condition,
+    imm_raw,
     immunization,
+    med_admin,
+    med_request,
     med_statement,
+    new_id,
     patient,
+    proc_raw,
+    qty_obs,
+    text_obs,
 )
-from engine_support import assess
-
-ICD10_WHO = "http://hl7.org/fhir/sid/icd-10"
-ATC = "http://www.whocc.no/atc"
-ICDO3 = "http://terminology.hl7.org/CodeSystem/icd-o-3"
-V3_ROUTE = "http://terminology.hl7.org/CodeSystem/v3-RouteOfAdministration"
-V3_TIMING = "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation"
-CLIN = "http://terminology.hl7.org/CodeSystem/condition-clinical"
-VER = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
-_n = count(1)
 
 FEMALE = patient(gender="female", birth_date="1988-03-02")
-
-
-# ----------------------------------------------------------------------------- local builders
-def _rid(prefix: str) -> str:
-    return f"{prefix}-rev-{next(_n)}"
-
-
-def cond(
-    code: str | None,
-    display: str,
-    *,
-    system: str = ICD10,
-    clinical: str | None = "active",
-    verification: str | None = "confirmed",
-    onset: str | None = None,
-    onset_period: str | None = None,
-    recorded: str | None = None,
-    abatement: str | None = None,
-    text: str | None = None,
-    severity: tuple[str, str] | None = None,
-) -> dict[str, Any]:
-    """A Condition the way EHR exports vary: statuses may be absent, onset as a period, recordedDate only."""
-    concept: dict[str, Any] = {"text": text or display}
-    if code:
-        concept["coding"] = [{"system": system, "code": code, "display": display}]
-    res: dict[str, Any] = {
-        "resourceType": "Condition",
-        "id": _rid("cond"),
-        "code": concept,
-        "subject": {"reference": "Patient/pt-1"},
-    }
-    if clinical:
-        res["clinicalStatus"] = {"coding": [{"system": CLIN, "code": clinical}]}
-    if verification:
-        res["verificationStatus"] = {"coding": [{"system": VER, "code": verification}]}
-    if onset:
-        res["onsetDateTime"] = onset
-    if onset_period:
-        res["onsetPeriod"] = {"start": onset_period}
-    if recorded:
-        res["recordedDate"] = recorded
-    if abatement:
-        res["abatementDateTime"] = abatement
-    if severity:
-        res["severity"] = {"coding": [{"system": SNOMED, "code": severity[0], "display": severity[1]}]}
-    return res
-
-
-def qty_obs(
-    loinc: str,
-    display: str,
-    value: float,
-    unit: str | None,
-    *,
-    date: str | None = "2026-10-28",
-    ucum_code: bool = True,
-    comparator: str | None = None,
-    low: float | None = None,
-    high: float | None = None,
-    range_text: str | None = None,
-    ranges: list[dict[str, Any]] | None = None,
-    period: bool = False,
-    issued_only: bool = False,
-) -> dict[str, Any]:
-    """A lab result; ``ucum_code=False`` writes the unit as display only (no system/code), as many feeds do."""
-    q: dict[str, Any] = {"value": value}
-    if unit is not None:
-        q["unit"] = unit
-        if ucum_code:
-            q["system"] = UCUM
-            q["code"] = unit
-    if comparator:
-        q["comparator"] = comparator
-    obs: dict[str, Any] = {
-        "resourceType": "Observation",
-        "id": _rid("obs"),
-        "status": "final",
-        "category": [
-            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}
-        ],
-        "code": {"coding": [{"system": LOINC, "code": loinc, "display": display}], "text": display},
-        "subject": {"reference": "Patient/pt-1"},
-        "valueQuantity": q,
-    }
-    if date:
-        if issued_only:
-            obs["issued"] = f"{date}T09:30:00Z"
-        elif period:
-            obs["effectivePeriod"] = {"start": f"{date}T08:00:00Z", "end": f"{date}T08:05:00Z"}
-        else:
-            obs["effectiveDateTime"] = f"{date}T08:00:00Z"
-    rr: list[dict[str, Any]] = list(ranges or [])
-    if low is not None or high is not None or range_text:
-        r: dict[str, Any] = {}
-        if low is not None:
-            r["low"] = {"value": low, "unit": unit}
-        if high is not None:
-            r["high"] = {"value": high, "unit": unit}
-        if range_text:
-            r["text"] = range_text
-        rr.append(r)
-    if rr:
-        obs["referenceRange"] = rr
-    return obs
-
-
-def text_obs(
-    loinc: str, display: str, *, string: str | None = None, concept_text: str | None = None, date: str = "2026-10-28"
-) -> dict[str, Any]:
-    obs: dict[str, Any] = {
-        "resourceType": "Observation",
-        "id": _rid("obs"),
-        "status": "final",
-        "code": {"coding": [{"system": LOINC, "code": loinc, "display": display}]},
-        "subject": {"reference": "Patient/pt-1"},
-        "effectiveDateTime": date,
-    }
-    if string is not None:
-        obs["valueString"] = string
-    if concept_text is not None:
-        obs["valueCodeableConcept"] = {"text": concept_text}
-    return obs
-
-
-def med_request(
-    display: str,
-    *,
-    code: str | None = None,
-    system: str = RXNORM,
-    status: str = "active",
-    authored: str = "2026-10-25",
-    dose: float | None = None,
-    dose_unit: str = "mg",
-    dose_code: str | None = None,
-    timing_code: str | None = None,
-    route: tuple[str, str, str] | None = None,
-    route_text: str | None = None,
-) -> dict[str, Any]:
-    concept: dict[str, Any] = {"text": display}
-    if code:
-        concept["coding"] = [{"system": system, "code": code, "display": display}]
-    res: dict[str, Any] = {
-        "resourceType": "MedicationRequest",
-        "id": _rid("mr"),
-        "status": status,
-        "intent": "order",
-        "medicationCodeableConcept": concept,
-        "subject": {"reference": "Patient/pt-1"},
-        "authoredOn": authored,
-    }
-    di: dict[str, Any] = {}
-    if dose is not None:
-        dq: dict[str, Any] = {"value": dose, "unit": dose_unit}
-        if dose_code:
-            dq["system"] = "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm"
-            dq["code"] = dose_code
-        else:
-            dq["system"] = UCUM
-            dq["code"] = dose_unit
-        di["doseAndRate"] = [{"type": {"text": "ordered"}, "doseQuantity": dq}]
-    if timing_code:
-        di["timing"] = {"code": {"coding": [{"system": V3_TIMING, "code": timing_code}], "text": timing_code}}
-    if route:
-        di["route"] = {"coding": [{"system": route[0], "code": route[1], "display": route[2]}]}
-    elif route_text:
-        di["route"] = {"text": route_text}
-    if di:
-        res["dosageInstruction"] = [di]
-    return res
-
-
-def med_admin(
-    display: str,
-    *,
-    code: str | None = None,
-    system: str = RXNORM,
-    when: str = "2026-10-20T10:00:00Z",
-    status: str = "completed",
-    route: tuple[str, str, str] | None = None,
-    dose: float | None = None,
-    dose_unit: str = "mg",
-) -> dict[str, Any]:
-    concept: dict[str, Any] = {"text": display}
-    if code:
-        concept["coding"] = [{"system": system, "code": code, "display": display}]
-    res: dict[str, Any] = {
-        "resourceType": "MedicationAdministration",
-        "id": _rid("ma"),
-        "status": status,
-        "medicationCodeableConcept": concept,
-        "subject": {"reference": "Patient/pt-1"},
-        "effectiveDateTime": when,
-    }
-    dosage: dict[str, Any] = {}
-    if route:
-        dosage["route"] = {"coding": [{"system": route[0], "code": route[1], "display": route[2]}]}
-    if dose is not None:
-        dosage["dose"] = {"value": dose, "unit": dose_unit, "system": UCUM, "code": dose_unit}
-    if dosage:
-        res["dosage"] = dosage
-    return res
-
-
-def imm_raw(
-    cvx: str | None,
-    display: str,
-    *,
-    occurrence: str | None = None,
-    occurrence_string: str | None = None,
-    status: str = "completed",
-) -> dict[str, Any]:
-    vc: dict[str, Any] = {"text": display}
-    if cvx:
-        vc["coding"] = [{"system": CVX, "code": cvx, "display": display}]
-    res: dict[str, Any] = {
-        "resourceType": "Immunization",
-        "id": _rid("imm"),
-        "status": status,
-        "vaccineCode": vc,
-        "patient": {"reference": "Patient/pt-1"},
-    }
-    if occurrence:
-        res["occurrenceDateTime"] = occurrence
-    if occurrence_string:
-        res["occurrenceString"] = occurrence_string
-    return res
-
-
-def proc_raw(
-    code: str | None,
-    display: str,
-    *,
-    performed: str | None = None,
-    period: tuple[str, str] | None = None,
-    performed_string: str | None = None,
-    status: str = "completed",
-) -> dict[str, Any]:
-    c: dict[str, Any] = {"text": display}
-    if code:
-        c["coding"] = [{"system": SNOMED, "code": code, "display": display}]
-    res: dict[str, Any] = {
-        "resourceType": "Procedure",
-        "id": _rid("proc"),
-        "status": status,
-        "code": c,
-        "subject": {"reference": "Patient/pt-1"},
-    }
-    if performed:
-        res["performedDateTime"] = performed
-    if period:
-        res["performedPeriod"] = {"start": period[0], "end": period[1]}
-    if performed_string:
-        res["performedString"] = performed_string
-    return res
-
 
 SNOMED_NEG = (SNOMED, "260385009", "Negative")
 SNOMED_POS = (SNOMED, "10828004", "Positive")
@@ -385,7 +129,7 @@ def test_sex_female_positive_serum_hcg_is_not_met() -> None:
 def histology_obs(code: str | None, display: str, *, string: str | None = None) -> dict[str, Any]:
     obs: dict[str, Any] = {
         "resourceType": "Observation",
-        "id": _rid("obs"),
+        "id": new_id("obs"),
         "status": "final",
         "code": {"coding": [{"system": LOINC, "code": "59847-4", "display": "Histology and Behavior ICD-O-3 Cancer"}]},
         "subject": {"reference": "Patient/pt-1"},
@@ -780,7 +524,7 @@ def test_anticancer_atc_only_capecitabine_active_request_is_met() -> None:
 def test_anticancer_contained_medication_tamoxifen_hormone_therapy_is_met() -> None:
     ms = {
         "resourceType": "MedicationStatement",
-        "id": _rid("ms"),
+        "id": new_id("ms"),
         "status": "active",
         "contained": [
             {

@@ -1,8 +1,8 @@
 """Lab thresholds: windows, statuses, units, ULN from the result, derived values."""
 
 import pytest
-from builders import condition, lab, patient
 from engine_support import assess
+from fhir_builders import condition, lab, patient
 
 from cds.engine.rules.derived import ckd_epi_2021, corrected_calcium_mg_dl
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from cds.settings import Settings, SettingsError
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @pytest.fixture(autouse=True)

@@ -32,7 +32,7 @@ from cds.record import PatientRecord
 from cds.trials import Trial, Window, load_trials
 from hooks import HOOKS
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "patients"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "patients"
 SELECT = "/cds-services/trial-eligibility-order-select"
 SIGN = "/cds-services/trial-eligibility-order-sign"
 TRIAL = "npc-liver-mets-ldrt"
@@ -538,7 +538,7 @@ NEW_TRIAL: dict[str, Any] = {
     "title": "A made-up trial with an antibiotic washout",
     "short_name": "ABX-WASHOUT",
     "description": "Test trial: adults without systemic antibiotics for a week.",
-    "source": "tests/test_order_hooks.py",
+    "source": "tests/cards/test_order_hooks.py",
     "criteria": [
         {"id": "inc_adult", "kind": "inclusion", "text": "Aged 18 or over", "rule": {"type": "age", "min": 18}},
         {

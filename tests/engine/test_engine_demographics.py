@@ -1,7 +1,7 @@
 """inc_age and inc_sex_not_pregnant: age in whole years on the evaluation date, sex, pregnancy."""
 
-from builders import LOINC, coded_obs, condition, patient
 from engine_support import assess
+from fhir_builders import LOINC, coded_obs, condition, patient
 
 NEGATIVE = (LOINC, "LA26683-5", "Not pregnant")
 PREGNANT = (LOINC, "LA15173-0", "Pregnant")

@@ -2,8 +2,8 @@
 
 from typing import Any
 
-from builders import lab, patient
 from engine_support import assess, assess_all
+from fhir_builders import lab, patient
 
 from cds.assessment import CriterionAssessment, Status, Verdict, overall_verdict
 

@@ -6,8 +6,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from cds.assessment import Assessment, CriterionAssessment, Status, overall_verdict
+from cds.assessment import Assessment, CriterionAssessment, Status, Verdict, overall_verdict
 from cds.engine.context import EvalContext
+from cds.engine.formatting import day
 from cds.engine.result import UNKNOWN, RuleResult, all_of, any_of, negate
 from cds.engine.rules.conditions import evaluate_condition
 from cds.engine.rules.demographics import evaluate_age, evaluate_sex
@@ -34,7 +35,7 @@ from cds.trials import (
 )
 from cds.valuesets import ValueSetLibrary, default_library
 
-__all__ = ["evaluate"]
+__all__ = ["deceased_reason", "evaluate"]
 
 _LEAVES: dict[type[Any], Callable[[Any, EvalContext], RuleResult]] = {
     AgeRule: evaluate_age,
@@ -97,11 +98,24 @@ def evaluate(trial: Trial, record: PatientRecord, now: datetime, library: ValueS
             }
         )
         results.append(criterion_assessment)
+    verdict_reason = deceased_reason(record)
     return Assessment(
         trial_id=trial.id,
         trial_title=trial.title,
         patient=record.patient_ref,
         evaluated_at=now,
-        verdict=overall_verdict(results),
+        # The dead are never candidates, whatever their record says of the criteria.
+        verdict=Verdict.NOT_ELIGIBLE if verdict_reason is not None else overall_verdict(results),
         criteria=results,
+        verdict_reason=verdict_reason,
+        notes=record.notes(),
     )
+
+
+def deceased_reason(record: PatientRecord) -> str | None:
+    """The verdict's reason for a dead patient: "deceased on 2026-12-07" (the day as written), "recorded as
+    deceased" without a date; None for a patient not recorded as deceased."""
+    patient = record.patient
+    if patient is None or not patient.deceased:
+        return None
+    return f"deceased on {day(patient.deceased_on)}" if patient.deceased_on is not None else "recorded as deceased"

@@ -110,8 +110,21 @@ def test_a_bundle_without_a_patient_is_an_input_error() -> None:
 
 
 def test_several_patients_without_a_patient_named_are_not_merged() -> None:
+    record = PatientRecord.from_resources([patient(pid="ann"), patient(pid="bob"), condition(*NPC)])
+    assert record.patient is None
+    assert record.conditions == []
+    assert record.about_other_patients == 1
+
+
+def test_a_bundle_of_several_patients_one_without_an_id_is_an_input_error() -> None:
+    nameless = {k: v for k, v in patient().items() if k != "id"}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": patient()}, {"resource": nameless}],
+    }
     with pytest.raises(SeveralPatients):
-        PatientRecord.from_resources([patient(pid="ann"), patient(pid="bob"), condition(*NPC)])
+        PatientRecord.each_from_bundle(bundle)
 
 
 def test_screen_prints_one_json_line_per_patient_of_a_bundle(tmp_path: Path) -> None:

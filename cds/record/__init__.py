@@ -30,7 +30,12 @@ class NoPatient(RecordError):
 
 
 class SeveralPatients(RecordError):
-    """Several Patients and no patient named: whose record it is cannot be told."""
+    """A Bundle of several Patients, one of them without an id: whose resources are whose cannot be told."""
+
+
+# The patient of a record made from several Patients with none named: no reference names it (it is not a
+# FHIR id), so no resource about a patient is read, and each is counted as left out.
+_NOBODY = "(several patients, none named)"
 
 
 @dataclass
@@ -121,12 +126,13 @@ class PatientRecord:
         """``deduplicated``: the resources are JSON objects, one per (type, id) already
         (:func:`cds.prefetch.merge_resources` made them so), and need not be deduplicated again.
         ``full_urls``: a Bundle's Patient entries, fullUrl → Patient id, to resolve references by fullUrl
-        (``urn:uuid:…``, as Synthea writes them). Raises :class:`SeveralPatients` when no ``patient_id``
-        is given and the resources hold several Patients."""
+        (``urn:uuid:…``, as Synthea writes them). Several Patients and no ``patient_id``: the record is
+        nobody's, never a merge (no Patient, no resource about a patient; each counted as left out) —
+        :meth:`each_from_bundle` gives one record per Patient instead."""
         unique, by_type = reading.by_type(resources) if deduplicated else reading.deduplicate(resources)
         patients = by_type.get("Patient", [])
         if patient_id is None and len(patients) > 1:
-            raise SeveralPatients(f"{len(patients)} Patient resources and no patient named: whose record is it?")
+            patient_id = _NOBODY
         chosen = reading.choose_patient(patients, patient_id)
         info = reading.guarded(parse.patient, chosen) if chosen else None
         record = cls(patient=info, resource_count=len(unique))

@@ -18,6 +18,7 @@ from cds.assessment import Status
 from cds.cli import app
 from cds.demo import demo_request
 from cds.engine import evaluate
+from cds.fhir_json import decode_resource
 from cds.record import NoPatient, PatientRecord, SeveralPatients
 from cds.trials import default_trials
 from hooks import HOOKS
@@ -110,10 +111,11 @@ def test_a_bundle_without_a_patient_is_an_input_error() -> None:
 
 
 def test_several_patients_without_a_patient_named_are_not_merged() -> None:
-    record = PatientRecord.from_resources([patient(pid="ann"), patient(pid="bob"), condition(*NPC)])
+    resources = [patient(pid="ann"), patient(pid="bob"), condition(*NPC), about(condition(*NPC), "urn:uuid:x")]
+    record = PatientRecord.from_resources(resources)
     assert record.patient is None
     assert record.conditions == []
-    assert record.about_other_patients == 1
+    assert record.about_other_patients == 2
 
 
 def test_a_bundle_of_several_patients_one_without_an_id_is_an_input_error() -> None:
@@ -253,8 +255,6 @@ def test_screen_warns_on_stderr_about_earlier_fhir_content(tmp_path: Path) -> No
 
 def test_the_engine_sees_the_same_record_through_lean_decoding(tmp_path: Path) -> None:
     """The CLI decodes lean (fullUrl kept on each entry): Synthea references resolve as with plain JSON."""
-    from cds.fhir_json import decode_resource
-
     bundle = synthea_bundle((patient(pid="ann"), [condition(*NPC)]), (patient(pid="bob"), [condition(*NPC)]))
     lean = decode_resource(json.dumps(bundle).encode())
     assert lean is not None
@@ -265,3 +265,16 @@ def test_the_engine_sees_the_same_record_through_lean_decoding(tmp_path: Path) -
         line["notes"] == ["1 resource about another patient left out: the data held more than this patient's record"]
         for line in plain
     )
+
+
+def test_a_resource_stating_fhir_version_3_is_named_in_a_note() -> None:
+    capability = {"resourceType": "CapabilityStatement", "id": "cs", "status": "active", "fhirVersion": "3.0.2"}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": patient()}, {"resource": capability}],
+    }
+    for data in (bundle, decode_resource(json.dumps(bundle).encode())):
+        assert data is not None
+        (record,) = PatientRecord.each_from_bundle(data)
+        assert record.earlier_fhir == ["CapabilityStatement/cs"]

@@ -33,11 +33,6 @@ class SeveralPatients(RecordError):
     """A Bundle of several Patients, one of them without an id: whose resources are whose cannot be told."""
 
 
-# The patient of a record made from several Patients with none named: no reference names it (it is not a
-# FHIR id), so no resource about a patient is read, and each is counted as left out.
-_NOBODY = "(several patients, none named)"
-
-
 @dataclass
 class PatientRecord:
     patient: PatientInfo | None
@@ -132,7 +127,7 @@ class PatientRecord:
         unique, by_type = reading.by_type(resources) if deduplicated else reading.deduplicate(resources)
         patients = by_type.get("Patient", [])
         if patient_id is None and len(patients) > 1:
-            patient_id = _NOBODY
+            patient_id = reading.NOBODY
         chosen = reading.choose_patient(patients, patient_id)
         info = reading.guarded(parse.patient, chosen) if chosen else None
         record = cls(patient=info, resource_count=len(unique))

@@ -35,6 +35,9 @@ _IGNORED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
 _NONE: frozenset[str] = frozenset()
 _IGNORED_OBSERVATION = _IGNORED_STATUS["Observation"]
 _SUBJECT_FIELDS = ("subject", "patient")
+# The patient of a record made from several Patients with none named: not a FHIR id, so no reference
+# names it, and every resource about a patient is left out (counted), never merged into one record.
+NOBODY = "(several patients, none named)"
 
 # Resource types of DSTU2 (FHIR 1.0) and STU3 (3.0) that R4 replaced or removed: an R4 reader passes them
 # by, so the record says it did (hl7.org/fhir/R4/diff.html; DSTU2 and STU3 resource lists).
@@ -102,8 +105,8 @@ class RecordReader:
                     self._lean_observation(resource)
                     continue
                 if type(rtype) is not str or rtype not in self.readers:
-                    if rtype in EARLIER_FHIR_TYPES:
-                        self._earlier(rtype, resource)
+                    if rtype in EARLIER_FHIR_TYPES or _earlier_fhir_version(resource):
+                        self._earlier(str(rtype), resource)
                     continue
                 # Most of its fields will be read: one plain dict at once, cheaper than field by field.
                 plain = guarded(plain_dict, resource)
@@ -283,6 +286,8 @@ def _refers_to(target: str, patient_id: str, full_urls: Mapping[str, str]) -> bo
     after it), or the fullUrl of the patient's Bundle entry ("urn:uuid:…", as Synthea writes). A urn
     that names no Patient entry: other data where the patient's own entry has one, else (prefetched
     data, without fullUrls) it cannot be told and counts, as a reference without a target would."""
+    if patient_id == NOBODY:
+        return False
     named = full_urls.get(target)
     if named is not None:
         return named == patient_id

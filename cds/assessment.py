@@ -68,13 +68,20 @@ class Assessment(BaseModel):
     evaluated_at: datetime
     verdict: Verdict
     criteria: list[CriterionAssessment]
+    #: Set when the verdict rests on the patient, not on the criteria ("deceased on 2026-12-07": the dead
+    #: are not candidates). The criteria are still evaluated and reported as the record has them.
+    verdict_reason: str | None = None
+    #: What the reader should know about the record as a whole: resources about other patients left
+    #: out, content of an earlier FHIR version not read. No PHI (counts and resource types only).
+    notes: list[str] = Field(default_factory=list)
 
     def count(self, status: Status) -> int:
         return sum(1 for c in self.criteria if c.status is status)
 
     def screen_json(self) -> dict[str, object]:
-        """The shape `trial-cds screen --format json` prints, one object per bundle."""
-        return {
+        """The shape `trial-cds screen --format json` prints, one object per patient. ``verdict_reason``
+        and ``notes`` appear only when set, so a usual answer keeps the shape it always had."""
+        out: dict[str, object] = {
             "patient": self.patient,
             "trial": self.trial_id,
             "verdict": self.verdict.value,
@@ -89,6 +96,11 @@ class Assessment(BaseModel):
                 for c in self.criteria
             ],
         }
+        if self.verdict_reason:
+            out["verdict_reason"] = self.verdict_reason
+        if self.notes:
+            out["notes"] = list(self.notes)
+        return out
 
 
 def overall_verdict(criteria: list[CriterionAssessment]) -> Verdict:

@@ -18,6 +18,7 @@ import orjson
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from cds.assessment import Assessment, CriterionAssessment, Fact, Status, Verdict
+from cds.engine.formatting import clinical_dates, clinical_day
 
 # Our own identifiers: code systems for override reasons and card topics, and the card extension key
 # (reverse-domain style, as the specification recommends for extensions).
@@ -197,47 +198,15 @@ def summary(a: Assessment, trial: TrialInfo) -> str:
     return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1] + "…"
 
 
-_ISO_DAY = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 # A judgement criterion's text often ends by saying so; the line already does.
 _JUDGEMENT_SUFFIX = re.compile(r"\s*\(investigator's (judgement|assessment)\)\s*$", re.I)
-
-
-def _day_text(year: str, month: str, day: str, written: str) -> str:
-    """An ISO day's parts as "28 Oct 2026"; ``written`` as it was where the month is not one."""
-    number = int(month)
-    return f"{int(day)} {_MONTHS[number - 1]} {year}" if 1 <= number <= 12 else written
-
-
-def _clinical_day(m: re.Match[str]) -> str:
-    return _day_text(m.group(1), m.group(2), m.group(3), m.group(0))
-
-
-def clinical_dates(text: str) -> str:
-    """ISO days as clinicians write them, unambiguous in any locale: 2026-10-28 → 28 Oct 2026."""
-    return _ISO_DAY.sub(_clinical_day, text) if "-" in text else text
-
-
-def _clinical_date(value: str) -> str:
-    """:func:`clinical_dates` of a date alone, without the regular expression where it is a whole day
-    ("2026-10-28", as the engine writes a Fact's date)."""
-    if (
-        len(value) == 10
-        and value[4] == "-"
-        and value[7] == "-"
-        and value[:4].isdecimal()  # what \d matches
-        and value[5:7].isdecimal()
-        and value[8:].isdecimal()
-    ):
-        return _day_text(value[:4], value[5:7], value[8:], value)
-    return clinical_dates(value)
 
 
 def _fact_text(f: Fact) -> str:
     text = f"{f.label} {f.value}".strip()
     # The same as clinical_dates(f"{text} on {f.date}"): no ISO day spans " on ", and the spaces around
     # it bound a match as the ends of the string would.
-    return f"{clinical_dates(text)} on {_clinical_date(f.date)}" if f.date else clinical_dates(text)
+    return f"{clinical_dates(text)} on {clinical_day(f.date)}" if f.date else clinical_dates(text)
 
 
 def _criterion_line(c: CriterionAssessment) -> str:
@@ -266,7 +235,7 @@ def detail(a: Assessment, trial: TrialInfo) -> str:
     title = md_escape(trial.title or trial.id)
     lines = [
         f"**{VERDICT_LABEL[a.verdict].capitalize()}** for *{title}* — {counts_line(a)} "
-        f"(screened {clinical_dates(a.evaluated_at.date().isoformat())}).",
+        f"(screened {clinical_day(a.evaluated_at.date())}).",
         "",
     ]
     failing: list[CriterionAssessment] = []
@@ -292,8 +261,15 @@ def detail(a: Assessment, trial: TrialInfo) -> str:
         lines.append(f"#### {heading} ({len(items)})")
         lines.extend(_criterion_line(c) for c in items)
         lines.append("")
+    lines.extend(note_lines(a))
     lines.append("_A screening aid from coded record data: the trial team confirms eligibility._")
     return "\n".join(lines)
+
+
+def note_lines(a: Assessment) -> list[str]:
+    """The record's notes (``Assessment.notes``), each a Markdown paragraph: what any answer from this
+    record should say about the data it came from."""
+    return [f"**Note:** {md_escape(note)}.\n" for note in a.notes]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -402,6 +378,10 @@ def card(
 
 
 def shown(a: Assessment, *, show_not_eligible: bool) -> bool:
+    """A verdict that rests on the patient, not on the criteria (the dead are never candidates), is no
+    screening result: never a card, not even where not-eligible cards are shown."""
+    if a.verdict_reason is not None:
+        return False
     return a.verdict is not Verdict.NOT_ELIGIBLE or show_not_eligible
 
 

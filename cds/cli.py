@@ -15,8 +15,9 @@ import typer
 import cds
 from cds.assessment import Assessment, Status
 from cds.engine import evaluate
+from cds.engine.formatting import clinical_dates, clinical_day
 from cds.fhir_json import decode_resource
-from cds.record import PatientRecord
+from cds.record import PatientRecord, RecordError
 from cds.trials import Trial, TrialError, load_trial_file, load_trials
 from cds.valuesets import ValueSetError
 
@@ -76,13 +77,16 @@ def serve(
 
 @app.command()
 def screen(
-    bundles: Annotated[list[Path], typer.Argument(help="FHIR R4 Bundle files (JSON), one patient each.")],
+    bundles: Annotated[
+        list[Path], typer.Argument(help="FHIR R4 Bundle files (JSON); each Patient of a Bundle is screened.")
+    ],
     trial: Annotated[str | None, typer.Option("--trial", help="Trial id (default: the only trial).")] = None,
     now: Annotated[str | None, typer.Option("--now", help="Evaluation date-time, ISO-8601 (default: now).")] = None,
     output_format: Annotated[str, typer.Option("--format", help="text or json (one JSON object per line).")] = "text",
     trials_dir: Annotated[Path | None, typer.Option(help="Folder of trial files.", hidden=True)] = None,
 ) -> None:
-    """Evaluate patient Bundles offline: the same engine as the service, no HTTP."""
+    """Evaluate patient Bundles offline: the same engine as the service, no HTTP. Each Patient of a Bundle
+    is screened on its own resources (one JSON line, or one block of text, each)."""
     if output_format not in ("text", "json"):
         _fail("--format must be text or json")
     trials = _load(trials_dir)
@@ -117,22 +121,35 @@ def screen(
             typer.echo(f"error: {path}: not a FHIR Bundle", err=True)
             failed = True
             continue
-        assessment = evaluate(chosen, PatientRecord.from_bundle(data), when)
-        if output_format == "json":
-            sys.stdout.write(orjson.dumps(assessment.screen_json()).decode() + "\n")
-        else:
-            typer.echo(render_text(assessment, path))
+        try:
+            records = PatientRecord.each_from_bundle(data)
+        except RecordError as exc:
+            typer.echo(f"error: {path}: {exc}", err=True)
+            failed = True
+            continue
+        for record in records:
+            assessment = evaluate(chosen, record, when)
+            for note in assessment.notes:  # said where a person sees it, whatever the output format
+                typer.echo(f"warning: {path}: {assessment.patient}: {note}", err=True)
+            if output_format == "json":
+                sys.stdout.write(orjson.dumps(assessment.screen_json()).decode() + "\n")
+            else:
+                typer.echo(render_text(assessment, path))
     if failed:
         raise typer.Exit(1)
 
 
 def render_text(a: Assessment, path: Path | None = None) -> str:
+    """The assessment as a person reads it: the card's counts (an absent exclusion is satisfied) and its
+    dates ("7 Dec 2026")."""
+    from cds.cards import counts_line  # the card's words; the cards module only where text is printed
+
     verdict = a.verdict.value.replace("_", " ")
-    lines = [
-        f"{a.patient}{f' ({path.name})' if path else ''} — {a.trial_id}: {verdict.upper()}",
-        f"  met {a.count(Status.MET)}, not met {a.count(Status.NOT_MET)}, unknown {a.count(Status.UNKNOWN)}"
-        f" (evaluated {a.evaluated_at.date().isoformat()})",
-    ]
+    lines = [f"{a.patient}{f' ({path.name})' if path else ''} — {a.trial_id}: {verdict.upper()}"]
+    if a.verdict_reason:
+        lines.append(f"  {clinical_dates(a.verdict_reason)}: not screened against the criteria")
+    lines.append(f"  {counts_line(a)} (evaluated {clinical_day(a.evaluated_at.date())})")
+    lines.extend(f"  Note: {note}" for note in a.notes)
     for kind in ("inclusion", "exclusion"):
         lines.append(
             f"  {kind.capitalize()} ({'[x] = satisfied' if kind == 'inclusion' else '[x] = applies, excludes'})"
@@ -141,7 +158,7 @@ def render_text(a: Assessment, path: Path | None = None) -> str:
             if c.kind != kind:
                 continue
             flag = " (investigator)" if c.judgement else ""
-            lines.append(f"    {_MARK[c.status]} {c.id}{flag}: {c.reason}")
+            lines.append(f"    {_MARK[c.status]} {c.id}{flag}: {clinical_dates(c.reason)}")
     return "\n".join(lines)
 
 
@@ -194,7 +211,7 @@ def feedback(
         for day_row in rows:
             reasons = ", ".join(f"{k} × {v}" for k, v in sorted(day_row.override_reasons.items()))
             typer.echo(
-                f"{day_row.day}  {day_row.trial_id or '(unknown trial)'}: shown {day_row.cards_shown}, "
+                f"{clinical_day(day_row.day)}  {day_row.trial_id or '(unknown trial)'}: shown {day_row.cards_shown}, "
                 f"accepted {day_row.accepted}, overridden {day_row.overridden}" + (f" ({reasons})" if reasons else "")
             )
         return
@@ -229,9 +246,9 @@ def load(
         _fail(str(exc), 1)
         raise
     for r in results:
+        patients = ", ".join(f"Patient/{pid}" for pid in r.patient_ids) or "no Patient resource"
         typer.echo(
-            f"{r.source}: {r.resources} resources ({r.created} created, {r.updated} unchanged or updated), "
-            f"Patient/{', Patient/'.join(r.patient_ids)}"
+            f"{r.source}: {r.resources} resources ({r.created} created, {r.updated} unchanged or updated), {patients}"
         )
 
 

@@ -129,9 +129,11 @@ def _load(text: Raw | bytes) -> Any:
 
 
 class LeanEntry(_JsonObject, msgspec.Struct, repr_omit_defaults=True, omit_defaults=True, gc=False):
-    """A Bundle entry: its resource only."""
+    """A Bundle entry: its resource, and its fullUrl (kept as text: read only for Patient entries, whose
+    fullUrl other entries may reference, as Synthea's urn:uuid references do)."""
 
     resource: LeanResource | msgspec.UnsetType | None = UNSET
+    fullUrl: Raw = _ABSENT
 
 
 class LeanResource(_JsonObject, msgspec.Struct, repr_omit_defaults=True, omit_defaults=True, gc=False):
@@ -193,6 +195,8 @@ class LeanResource(_JsonObject, msgspec.Struct, repr_omit_defaults=True, omit_de
     birthDate: Raw = _ABSENT
     deceasedBoolean: Raw = _ABSENT
     deceasedDateTime: Raw = _ABSENT
+    # CapabilityStatement, StructureDefinition, …: a record says when content is of an earlier FHIR version
+    fhirVersion: Raw = _ABSENT
     # Bundle
     link: Raw = _ABSENT
     entry: list[LeanEntry] | msgspec.UnsetType | None = UNSET

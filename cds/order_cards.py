@@ -22,9 +22,11 @@ from cds.cards import (
     TrialInfo,
     counts_line,
     md_escape,
+    note_lines,
     prune,
     referral,
 )
+from cds.engine.formatting import clinical_dates, clinical_day
 from cds.orders import CriterionChange, OrderImpact
 
 ORDER_EXTENSION = "org.trial-cds.order-warning"
@@ -75,7 +77,7 @@ def _change_line(change: CriterionChange) -> str:
     was = {"met": "met", "not_met": "not met", "unknown": "to confirm"}[change.before.value]
     return (
         f"- **{what}: {md_escape(c.text)}** — {change.duration.text()}. "
-        f"Now: {was}; with this order: {md_escape(c.reason)}"
+        f"Now: {was}; with this order: {md_escape(clinical_dates(c.reason))}"
     )
 
 
@@ -89,7 +91,7 @@ def detail(impact: OrderImpact) -> str:
         f"*{md_escape(trial.title or trial.id)}* ({name}).",
         "",
         f"Screening now: **{VERDICT_LABEL[a.verdict]}** — {counts_line(a)} "
-        f"(screened {a.evaluated_at.date().isoformat()}).",
+        f"(screened {clinical_day(a.evaluated_at.date())}).",
         "",
         f"#### {'Criterion' if n == 1 else 'Criteria'} this order would meet ({n})",
         *(_change_line(ch) for ch in impact.changes),
@@ -97,6 +99,7 @@ def detail(impact: OrderImpact) -> str:
         f"If the trial is still an option, refer the patient to the {name} team before ordering, or "
         "consider an alternative that does not meet these criteria.",
         "",
+        *note_lines(a),
         "_A screening aid from coded record data: the trial team confirms eligibility._",
     ]
     return "\n".join(lines)

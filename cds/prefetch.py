@@ -311,6 +311,53 @@ def merge_resources(groups: Iterable[Iterable[Mapping[str, Any]]]) -> list[Mappi
 
 
 # --------------------------------------------------------------------------------------------------
+# One request, one patient
+# --------------------------------------------------------------------------------------------------
+
+
+def _patient_ids(resources: Iterable[Mapping[str, Any]]) -> list[str]:
+    ids: list[str] = []
+    for r in resources:
+        rtype = r.resourceType if type(r) is LeanResource else r.get("resourceType")
+        if rtype == "Patient":
+            rid = r.id if type(r) is LeanResource else r.get("id")
+            ids.append(rid if isinstance(rid, str) and rid else "(no id)")
+    return ids
+
+
+def _one_prefetched_patient(
+    by_key: Mapping[str, list[Mapping[str, Any]]], key_sources: Mapping[str, str], context: Mapping[str, Any]
+) -> None:
+    """A request is about one patient: prefetched data holding several Patients, or a Patient other than
+    the one in context, is malformed (→ 400), never merged into one record."""
+    found: dict[str, None] = {}
+    for key, resources in by_key.items():
+        if key_sources.get(key, "").startswith("prefetch"):
+            found.update(dict.fromkeys(_patient_ids(resources)))
+    if len(found) > 1:
+        raise PrefetchError(
+            f"the prefetch holds {len(found)} different Patient resources; a request is about one patient"
+        )
+    patient_id = context.get("patientId")
+    if found and isinstance(patient_id, str) and patient_id not in found:
+        raise PrefetchError("the prefetched Patient is not the patient in context (context.patientId)")
+
+
+def _patient_in_context_found(
+    templates: Mapping[str, str], by_key: Mapping[str, list[Mapping[str, Any]]], context: Mapping[str, Any]
+) -> None:
+    """Where the service asks for the Patient, an answer without it would be a verdict on nobody: the
+    patient in context must be among the data, prefetched or fetched (else → 412)."""
+    patient_id = context.get("patientId")
+    if not isinstance(patient_id, str) or not any(_expected(t)[1] == "Patient" for t in templates.values()):
+        return
+    if not any(patient_id in _patient_ids(resources) for resources in by_key.values()):
+        raise DataUnavailable(
+            ["Patient: the patient in context is neither in the prefetch nor available from the FHIR server"]
+        )
+
+
+# --------------------------------------------------------------------------------------------------
 # Gather
 # --------------------------------------------------------------------------------------------------
 
@@ -369,6 +416,7 @@ async def gather(
             by_key[key] = []
             problems.append(f"{key}: not fetched: {exc}")
 
+    _one_prefetched_patient(by_key, key_sources, context)
     http_requests = 0
     if to_fetch:
         if not fhir.base_url:
@@ -391,6 +439,7 @@ async def gather(
             log.info("prefetch.unavailable", keys=len(issues), http_requests=http_requests)
             raise DataUnavailable(issues)
 
+    _patient_in_context_found(templates, by_key, context)
     resources = merge_resources(by_key[key] for key in templates if key in by_key)
     log.info(
         "prefetch.gathered",

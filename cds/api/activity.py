@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from cds.api import pages
 from cds.api.errors import ApiError
 from cds.api.routes import now, state
+from cds.engine.formatting import clinical_day
 from cds.store import DailyFeedback
 
 activity_router = APIRouter()
@@ -72,7 +73,8 @@ def _reasons_html(reasons: Mapping[str, int]) -> str:
 def activity_html(data: Mapping[str, Any], title: str, short_name: str) -> str:
     e = html.escape
     rows = "".join(
-        f"<tr><td>{e(d['day'])}</td><td class='n'>{d['cards_shown']}</td><td class='n'>{d['accepted']}</td>"
+        f"<tr><td>{e(clinical_day(d['day']))}</td><td class='n'>{d['cards_shown']}</td>"
+        f"<td class='n'>{d['accepted']}</td>"
         f"<td class='n'>{d['overridden']}</td><td>{_reasons_html(d['override_reasons'])}</td></tr>"
         for d in reversed(data["days"])
     )
@@ -95,7 +97,8 @@ def activity_html(data: Mapping[str, Any], title: str, short_name: str) -> str:
         f"<style>{_STYLE}</style></head><body>"
         f'<p class="muted">Trial coordinator view · <a href="../{trial_id}">{e(short_name)} criteria</a></p>'
         f"<h1>Card activity: {e(short_name)}</h1><p>{e(title)}</p>"
-        f'<p class="muted">{e(data["since"])} to {e(data["until"])} (UTC days). Counts only: no patient data. '
+        f'<p class="muted">{e(clinical_day(data["since"]))} to {e(clinical_day(data["until"]))} (UTC days). '
+        "Counts only: no patient data. "
         "Accepted and overridden count cards, on the day the clinician acted.</p>"
         '<table><caption>Per day, most recent first</caption><thead><tr><th scope="col">Day</th>'
         '<th scope="col" class="n">Cards shown</th><th scope="col" class="n">Accepted</th>'

@@ -6,8 +6,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, assert_never
 
-from cds.assessment import Assessment, CriterionAssessment, Status, overall_verdict
+from cds.assessment import Assessment, CriterionAssessment, Status, Verdict, overall_verdict
 from cds.engine.context import EvalContext
+from cds.engine.formatting import day
 from cds.engine.result import UNKNOWN, RuleResult, all_of, any_of, negate
 from cds.record import PatientRecord
 from cds.rules.base import LeafRule
@@ -18,7 +19,7 @@ if TYPE_CHECKING:  # the rule kinds' models name their evaluators, which import 
     from cds.rules.kinds import Rule
     from cds.trials import Trial
 
-__all__ = ["evaluate"]
+__all__ = ["deceased_reason", "evaluate"]
 
 # Each leaf kind's evaluator, by the kind's model, as first met: one lookup per rule, not a method call.
 _EVALUATORS: dict[type[object], Callable[[Any, EvalContext], RuleResult]] = {}
@@ -75,11 +76,24 @@ def evaluate(trial: Trial, record: PatientRecord, now: datetime, library: ValueS
             }
         )
         results.append(criterion_assessment)
+    verdict_reason = deceased_reason(record)
     return Assessment(
         trial_id=trial.id,
         trial_title=trial.title,
         patient=record.patient_ref,
         evaluated_at=now,
-        verdict=overall_verdict(results),
+        # The dead are never candidates, whatever their record says of the criteria.
+        verdict=Verdict.NOT_ELIGIBLE if verdict_reason is not None else overall_verdict(results),
         criteria=results,
+        verdict_reason=verdict_reason,
+        notes=record.notes(),
     )
+
+
+def deceased_reason(record: PatientRecord) -> str | None:
+    """The verdict's reason for a dead patient: "deceased on 2026-12-07" (the day as written), "recorded as
+    deceased" without a date; None for a patient not recorded as deceased."""
+    patient = record.patient
+    if patient is None or not patient.deceased:
+        return None
+    return f"deceased on {day(patient.deceased_on)}" if patient.deceased_on is not None else "recorded as deceased"

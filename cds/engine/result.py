@@ -49,8 +49,13 @@ def _merge(status: Status, parts: list[RuleResult]) -> RuleResult:
     facts: dict[Fact, None] = {}
     missing: dict[str, None] = {}
     for p in parts:
-        if p.reason:
-            reasons[p.reason] = None
+        reason = p.reason
+        if reason:
+            if "; " in reason:  # a combined part's reasons, each once: nested rules often share one
+                for piece in reason.split("; "):
+                    reasons[piece] = None
+            else:
+                reasons[reason] = None
         for e in p.evidence:
             evidence[e] = None
         for f in p.facts:

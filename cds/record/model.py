@@ -198,6 +198,7 @@ class PatientInfo(msgspec.Struct, frozen=True, gc=False):
     gender: str | None
     birth_date: FhirDate | None
     deceased: bool = False
+    deceased_on: FhirDate | None = None  # Patient.deceasedDateTime, where it is a date
 
 
 @dataclass(slots=True)

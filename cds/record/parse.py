@@ -199,12 +199,14 @@ def _period(value: object) -> tuple[FhirDate | None, FhirDate | None]:
 
 def patient(resource: Mapping[str, Any]) -> PatientInfo:
     gender = s(resource.get("gender"))
-    deceased = resource.get("deceasedBoolean") is True or s(resource.get("deceasedDateTime")) is not None
+    died = s(resource.get("deceasedDateTime"))
+    deceased = resource.get("deceasedBoolean") is True or died is not None
     return PatientInfo(
         ref=ref_of(resource),
         gender=gender.lower() if gender else None,
         birth_date=parse_fhir_date(resource.get("birthDate")),
         deceased=deceased,
+        deceased_on=parse_fhir_date(died),
     )
 
 

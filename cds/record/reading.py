@@ -9,6 +9,7 @@ dict's."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -34,18 +35,52 @@ _IGNORED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
 _NONE: frozenset[str] = frozenset()
 _IGNORED_OBSERVATION = _IGNORED_STATUS["Observation"]
 _SUBJECT_FIELDS = ("subject", "patient")
+# The patient of a record made from several Patients with none named: not a FHIR id, so no reference
+# names it, and every resource about a patient is left out (counted), never merged into one record.
+NOBODY = "(several patients, none named)"
+
+# Resource types of DSTU2 (FHIR 1.0) and STU3 (3.0) that R4 replaced or removed: an R4 reader passes them
+# by, so the record says it did (hl7.org/fhir/R4/diff.html; DSTU2 and STU3 resource lists).
+EARLIER_FHIR_TYPES = frozenset(
+    {
+        "MedicationOrder",  # DSTU2 → MedicationRequest
+        "DiagnosticOrder",  # DSTU2 → ServiceRequest (STU3: ProcedureRequest)
+        "DeviceUseRequest",  # DSTU2 → DeviceRequest
+        "Order",  # DSTU2, removed
+        "OrderResponse",  # DSTU2, removed
+        "ProcedureRequest",  # STU3 → ServiceRequest
+        "ReferralRequest",  # STU3 → ServiceRequest
+        "ProcessRequest",  # STU3, removed
+        "ProcessResponse",  # STU3, removed
+        "EligibilityRequest",  # STU3 → CoverageEligibilityRequest
+        "EligibilityResponse",  # STU3 → CoverageEligibilityResponse
+        "BodySite",  # STU3 → BodyStructure
+        "Sequence",  # STU3 → MolecularSequence
+        "ImagingManifest",  # STU3, removed
+        "DataElement",  # STU3, removed
+    }
+)
+# A profile of a version-specific URL (hl7.org/fhir/STU3/…, /DSTU2/, /3.0/, /1.0/) or a canonical's
+# version suffix ("|3.0.2"); a fhirVersion of 1.0.x or 3.0.x.
+_EARLIER_PROFILE = re.compile(r"hl7\.org/fhir/(stu3|dstu2|3\.0|1\.0)(/|$)|\|(3\.0|1\.0)(\.\d+)?$", re.I)
+_EARLIER_VERSION = re.compile(r"(3\.0|1\.0)(\.\d+)?$")
 
 
 class RecordReader:
     """Reads resources into ``record`` (its lists, ``ignored`` and ``unreadable``) for the patient
-    ``patient_id`` (None: every resource counts as the patient's)."""
+    ``patient_id`` (None: every resource counts as the patient's). ``full_urls``: a Bundle's Patient
+    entries, fullUrl → id."""
 
     def __init__(
-        self, record: PatientRecord, patient_id: str | None, medications: Mapping[str, Mapping[str, Any]]
+        self,
+        record: PatientRecord,
+        patient_id: str | None,
+        medications: Mapping[str, Mapping[str, Any]],
+        full_urls: Mapping[str, str] | None = None,
     ) -> None:
         self.record = record
         self.patient_id = patient_id
-        self.belongs = _Belonging(patient_id)
+        self.belongs = _Belonging(patient_id, full_urls or {})
         self.subject_texts: dict[bytes, bool] = {}  # a lean subject's JSON text → about this patient?
 
         def medication(r: Mapping[str, Any]) -> MedicationUse | None:
@@ -70,6 +105,8 @@ class RecordReader:
                     self._lean_observation(resource)
                     continue
                 if type(rtype) is not str or rtype not in self.readers:
+                    if rtype in EARLIER_FHIR_TYPES or _earlier_fhir_version(resource):
+                        self._earlier(str(rtype), resource)
                     continue
                 # Most of its fields will be read: one plain dict at once, cheaper than field by field.
                 plain = guarded(plain_dict, resource)
@@ -116,9 +153,11 @@ class RecordReader:
         if about is None:
             self.record.unreadable.append(ref)
             return
-        if not about or (
-            status.lower() in _IGNORED_OBSERVATION if type(status) is str else _is_ignored("Observation", resource)
-        ):
+        if not about:
+            self.record.about_other_patients += 1
+            self.record.ignored.append(ref)
+            return
+        if status.lower() in _IGNORED_OBSERVATION if type(status) is str else _is_ignored("Observation", resource):
             self.record.ignored.append(ref)
             return
         item = guarded(reader, resource, ref)
@@ -130,6 +169,8 @@ class RecordReader:
     def _resource(self, rtype: str, resource: Mapping[str, Any]) -> None:
         entry = self.readers.get(rtype)
         if entry is None:
+            if rtype in EARLIER_FHIR_TYPES or _earlier_fhir_version(resource):
+                self._earlier(rtype, resource)
             return
         ref = parse.ref_of(resource)
         about, skip = guarded(self.belongs, resource), guarded(_is_ignored, rtype, resource)
@@ -137,6 +178,8 @@ class RecordReader:
             self.record.unreadable.append(ref)
             return
         if not about or skip:
+            if not about:
+                self.record.about_other_patients += 1
             self.record.ignored.append(ref)
             return
         reader, target = entry
@@ -146,6 +189,28 @@ class RecordReader:
             self.record.unreadable.append(ref)
         else:
             target.append(item)
+
+    def _earlier(self, rtype: str, resource: Mapping[str, Any]) -> None:
+        """A resource of an earlier FHIR version: listed when it is about this patient (or may be)."""
+        about = guarded(self.belongs, resource)
+        if about is False:
+            self.record.about_other_patients += 1
+        else:
+            rid = resource.get("id")
+            self.record.earlier_fhir.append(f"{rtype}/{rid if isinstance(rid, str) and rid else '(no id)'}")
+
+
+def earlier_fhir_profile(resource: Mapping[str, Any]) -> bool:
+    """Whether ``resource.meta.profile`` names a profile of FHIR STU3 or DSTU2."""
+    meta = guarded(resource.get, "meta")
+    profiles = meta.get("profile") if isinstance(meta, Mapping) else None
+    return isinstance(profiles, list) and any(isinstance(p, str) and _EARLIER_PROFILE.search(p) for p in profiles)
+
+
+def _earlier_fhir_version(resource: Mapping[str, Any]) -> bool:
+    """A resource that states a fhirVersion (CapabilityStatement, StructureDefinition, …) of 1.0 or 3.0."""
+    version = resource.get("fhirVersion")
+    return isinstance(version, str) and _EARLIER_VERSION.match(version.strip()) is not None
 
 
 def _observation_ref(rid: object) -> str:
@@ -216,10 +281,22 @@ def choose_patient(patients: list[Mapping[str, Any]], patient_id: str | None) ->
     return patients[0] if len(patients) == 1 else None
 
 
-def _refers_to(target: str, patient_id: str) -> bool:
+def _refers_to(target: str, patient_id: str, full_urls: Mapping[str, str]) -> bool:
+    """Whether a reference names the patient: "Patient/id", a URL ending so (a version "/_history/n"
+    after it), or the fullUrl of the patient's Bundle entry ("urn:uuid:…", as Synthea writes). A urn
+    that names no Patient entry: other data where the patient's own entry has one, else (prefetched
+    data, without fullUrls) it cannot be told and counts, as a reference without a target would."""
+    if patient_id == NOBODY:
+        return False
+    named = full_urls.get(target)
+    if named is not None:
+        return named == patient_id
     if target.startswith("urn:"):
-        return True
-    return target.rstrip("/").rsplit("/", 2)[-2:] == ["Patient", patient_id]
+        return patient_id not in full_urls.values()
+    parts = target.rstrip("/").split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        del parts[-2:]
+    return parts[-2:] == ["Patient", patient_id]
 
 
 class _Belonging:
@@ -227,8 +304,9 @@ class _Belonging:
     mixed-up prefetch must not leak into a verdict). The answer per reference text is remembered (a
     record's resources share one subject reference)."""
 
-    def __init__(self, patient_id: str | None) -> None:
+    def __init__(self, patient_id: str | None, full_urls: Mapping[str, str]) -> None:
         self.patient_id = patient_id
+        self.full_urls = full_urls
         self.seen: dict[str, bool] = {}
 
     def __call__(self, resource: Mapping[str, Any]) -> bool:
@@ -242,10 +320,10 @@ class _Belonging:
                 if type(target) is str and target:
                     answer = self.seen.get(target)
                     if answer is None:
-                        answer = self.seen[target] = _refers_to(target, patient_id)
+                        answer = self.seen[target] = _refers_to(target, patient_id, self.full_urls)
                     return answer
                 if isinstance(target, str) and target:
-                    return _refers_to(target, patient_id)
+                    return _refers_to(target, patient_id, self.full_urls)
         return True
 
 

@@ -386,6 +386,7 @@ READER_MODULES = [
 # Keys the readers only ever read inside nested JSON (a CodeableConcept, a Quantity, a Period...), never
 # as a top-level field of a resource, so LeanResource need not keep them.
 NESTED_ONLY = {
+    "profile",  # Resource.meta.profile
     "appliesTo",  # Observation.referenceRange.appliesTo
     "coding",  # CodeableConcept.coding
     "comparator",  # Quantity.comparator
@@ -423,6 +424,7 @@ NOT_RESOURCE_KEYS = {
     "Observation",  # record: _IGNORED_STATUS, keyed by resourceType
     "Patient",  # record: the resources kept by type
     "userId",  # prefetch: a key of the CDS Hooks context, not of a resource
+    "patientId",  # prefetch: a key of the CDS Hooks context, not of a resource
 }
 ENTRY_FIELDS = frozenset(LeanEntry.__struct_fields__)  # a Bundle entry's fields, read on a LeanEntry
 
@@ -711,7 +713,7 @@ def test_to_dict_of_every_fixture_resource_is_the_resource_restricted_to_the_rea
     assert count > 1000
 
 
-def test_to_dict_of_a_bundle_keeps_each_entry_resource_only() -> None:
+def test_to_dict_of_a_bundle_keeps_each_entry_resource_and_full_url_only() -> None:
     bundle = orjson.loads(FIXTURES[0].read_bytes())
     decoded = decode_resource(FIXTURES[0].read_bytes())
     assert decoded is not None
@@ -719,7 +721,10 @@ def test_to_dict_of_a_bundle_keeps_each_entry_resource_only() -> None:
         "resourceType": "Bundle",
         "id": bundle["id"],
         **({"meta": bundle["meta"]} if "meta" in bundle else {}),
-        "entry": [{"resource": _restricted(e["resource"])} for e in bundle["entry"]],
+        "entry": [
+            {"resource": _restricted(e["resource"]), **({"fullUrl": e["fullUrl"]} if "fullUrl" in e else {})}
+            for e in bundle["entry"]
+        ],
     }
 
 

@@ -130,10 +130,14 @@ def evaluate_condition(rule: ConditionRule, ctx: EvalContext) -> RuleResult:
     if unknown:
         return RuleResult(
             Status.UNKNOWN,
-            "; ".join(f"{rule.label}: {note or describe(c)}" for c, note in unknown),
+            # A severity note starts ", …" (it follows the diagnosis); an undecided one is a sentence.
+            "; ".join(
+                f"{rule.label}: {describe(c)}{note}" if not note or note.startswith(", ") else f"{rule.label}: {note}"
+                for c, note in unknown
+            ),
             tuple(c.ref for c, _ in unknown),
             tuple(condition_fact(c, ctx) for c, _ in unknown),
-            tuple(note for _, note in unknown if note) or (rule.label,),
+            tuple(note.removeprefix(", ") for _, note in unknown if note) or (rule.label,),
         )
     not_met = [(c, note) for c, st, note in qualifying if st is Status.NOT_MET]
     if not_met:

@@ -20,6 +20,15 @@ def evaluate_age(rule: AgeRule, ctx: EvalContext) -> RuleResult:
     ages = ctx.age()
     if ages is None:
         return RuleResult(Status.UNKNOWN, "date of birth not recorded", (patient.ref,), missing=("date of birth",))
+    if patient.birth_date is not None and patient.birth_date.day > ctx.today:
+        # A birth after the evaluation date is a wrong record, not a negative age: no decision on it. The
+        # reason names the evaluation date only (the birth date is PHI).
+        return RuleResult(
+            Status.UNKNOWN,
+            f"the recorded date of birth is after the evaluation date ({day(ctx.today)})",
+            (patient.ref,),
+            missing=("correct date of birth",),
+        )
     youngest, oldest = ages
 
     def inside(age: int) -> bool:

@@ -38,8 +38,8 @@ COMPILED = [
     "cds/engine/rules/labs.py",
     "cds/engine/rules/medications.py",
     "cds/engine/rules/observations.py",
-    "cds/json_limits.py",
-    "cds/prefetch.py",
+    "cds/fhir/json_limits.py",
+    "cds/fhir/prefetch.py",
     "cds/cards.py",
 ]
 

@@ -15,7 +15,7 @@ import typer
 import cds
 from cds.assessment import Assessment, Status
 from cds.engine import evaluate
-from cds.fhir_json import decode_resource
+from cds.fhir.decoding import decode_resource
 from cds.record import PatientRecord
 from cds.trials import Trial, TrialError, load_trial_file, load_trials
 from cds.valuesets import ValueSetError
@@ -105,7 +105,7 @@ def screen(
     for path in bundles:
         try:
             raw = path.read_bytes()
-            # Lean (cds.fhir_json): only the fields the rules read; orjson where lean decoding cannot say.
+            # Lean (cds.fhir.decoding): only the fields the rules read; orjson where lean decoding cannot say.
             data: Any = decode_resource(raw)
             if data is None:
                 data = orjson.loads(raw)
@@ -221,7 +221,7 @@ def load(
     id_prefix: Annotated[str, typer.Option("--id-prefix", help="Put before every resource id (shared servers).")] = "",
 ) -> None:
     """Upload synthetic patients: one transaction per file, PUT by id, so a re-run changes nothing."""
-    from cds.fhir_load import FhirLoadError, load_files
+    from cds.fhir.load import FhirLoadError, load_files
 
     try:
         results = load_files(fhir, bundles, token=token, id_prefix=id_prefix)
@@ -243,7 +243,7 @@ def check(
     ] = None,
 ) -> None:
     """Read the server's /metadata: does it support every search this service makes? Exit 1 if not."""
-    from cds.fhir_check import CapabilityError, all_supported, check_server, render_table
+    from cds.fhir.check import CapabilityError, all_supported, check_server, render_table
 
     try:
         rows = check_server(fhir, token=token)

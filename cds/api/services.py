@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from cds.assessment import Assessment
 from cds.demo import DemoData
 from cds.settings import Settings
 from cds.store import FeedbackStore
-from hooks import HookDefinition, smart_scopes, smart_v1_scopes
+from hooks.base import Evaluator, HookDefinition, resource_types, smart_scopes, smart_v1_scopes
 
 SERVICE_ID = "trial-eligibility"
 
-Evaluator = Callable[[Any, Any, datetime], Assessment]
+__all__ = ["SERVICE_ID", "AppState", "Evaluator", "ServiceDefinition", "trial_eligibility_services"]
 
 
 @dataclass(frozen=True)
@@ -27,10 +25,11 @@ class ServiceDefinition:
     title: str
     description: str
     resource_types: frozenset[str]
+    #: The hook's prefetch templates for these resource types (made once, read by every call).
+    templates: dict[str, str] = field(init=False, compare=False)
 
-    @property
-    def templates(self) -> dict[str, str]:
-        return self.hook.prefetch_templates(self.resource_types)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "templates", self.hook.prefetch_templates(self.resource_types))
 
     def usage_requirements(self) -> str:
         types = self.resource_types | {"Patient"}
@@ -59,9 +58,7 @@ _ORDER_HOOKS: dict[str, str] = {"order-select": "selects", "order-sign": "is abo
 
 
 def trial_eligibility_service(hook: HookDefinition, trials: Mapping[str, Any]) -> ServiceDefinition:
-    types: set[str] = {"Patient"}
-    for trial in trials.values():
-        types.update(trial.resource_types())
+    types = resource_types(trials)
     names = "; ".join(f"{t.short_name} ({t.title})" for t in trials.values())
     plural = "s" if len(trials) != 1 else ""
     if hook.name in _ORDER_HOOKS:
@@ -75,7 +72,7 @@ def trial_eligibility_service(hook: HookDefinition, trials: Mapping[str, Any]) -
                 f"eligible for a clinical trial ineligible, naming the criterion and for how long ({len(trials)} "
                 f"trial{plural}: {names})."
             ),
-            resource_types=frozenset(types),
+            resource_types=types,
         )
     return ServiceDefinition(
         id=SERVICE_ID,
@@ -86,7 +83,7 @@ def trial_eligibility_service(hook: HookDefinition, trials: Mapping[str, Any]) -
             f"{len(trials)} clinical trial{plural} from coded FHIR R4 data, and "
             f"returns a card for each trial the patient may be eligible for: {names}."
         ),
-        resource_types=frozenset(types),
+        resource_types=types,
     )
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cds.fhir_json import LeanEntry, LeanResource
+from cds.fhir.decoding import LeanEntry, LeanResource
 from cds.record import parse, reading
 from cds.record.model import (
     Allergy,
@@ -61,7 +61,7 @@ class PatientRecord:
         deduplicated: bool = False,
     ) -> PatientRecord:
         """``deduplicated``: the resources are JSON objects, one per (type, id) already
-        (:func:`cds.prefetch.merge_resources` made them so), and need not be deduplicated again."""
+        (:func:`cds.fhir.prefetch.merge_resources` made them so), and need not be deduplicated again."""
         unique, by_type = reading.by_type(resources) if deduplicated else reading.deduplicate(resources)
         chosen = reading.choose_patient(by_type.get("Patient", []), patient_id)
         info = reading.guarded(parse.patient, chosen) if chosen else None

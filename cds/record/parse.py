@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from msgspec import Raw
 
-from cds.fhir_json import LeanResource
+from cds.fhir.decoding import LeanResource
 from cds.record.dates import FhirDate, parse_fhir_date
 from cds.record.model import (
     Allergy,
@@ -283,7 +283,7 @@ def raw_concept(raw: Raw) -> Concept | None:
 
 
 def lean_observation(resource: LeanResource, ref: str) -> Observation | None:
-    """:func:`observation` of a lean resource (:mod:`cds.fhir_json`), its code read through
+    """:func:`observation` of a lean resource (:mod:`cds.fhir.decoding`), its code read through
     :func:`raw_concept`; the same fields in the same order, so the same answer."""
     raw = resource.code
     code = (raw_concept(raw) if raw else None) if type(raw) is Raw else concept(resource.get("code"))

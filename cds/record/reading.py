@@ -4,7 +4,7 @@ Every resource goes through the same steps: one copy per (type, id); about this 
 resource about another patient never counts: a mixed-up prefetch must not leak into a verdict); a status
 that says it never counts (entered in error, cancelled, refuted, …); then the reader of its type. A
 resource that cannot be read is listed as unreadable, never fatal. Observations, most of a long record,
-take the shortest path through these steps, on a lean resource's decoded fields (cds.fhir_json) or a
+take the shortest path through these steps, on a lean resource's decoded fields (cds.fhir.decoding) or a
 dict's."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from msgspec import Raw
 
-from cds.fhir_json import LeanResource, UnreadableField, plain_dict
+from cds.fhir.decoding import LeanResource, UnreadableField, plain_dict
 from cds.record import parse
 from cds.record.model import MedicationUse, Observation
 

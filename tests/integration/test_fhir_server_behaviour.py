@@ -25,8 +25,8 @@ from itest_support import (
     screen_offline,
 )
 
-from cds.fhir_client import FhirClient
-from cds.fhir_load import delete_resource, prefix_ids, upload_bundle
+from cds.fhir.client import FhirClient
+from cds.fhir.load import delete_resource, prefix_ids, upload_bundle
 from cds.record import PatientRecord
 from cds.settings import Settings
 

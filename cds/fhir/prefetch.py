@@ -26,8 +26,8 @@ import httpx
 import structlog
 from msgspec import UNSET
 
-from cds.fhir_client import FhirClient, classify_query
-from cds.fhir_json import LeanEntry, LeanResource, UnreadableField
+from cds.fhir.client import FhirClient, check_fhir_server, classify_query
+from cds.fhir.decoding import LeanEntry, LeanResource, UnreadableField
 from cds.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -84,7 +84,7 @@ class FhirAccess:
 @dataclass
 class GatheredData:
     #: Deduplicated by (resourceType, id), from every key and page; OperationOutcomes not included. Dicts,
-    #: or LeanResources (cds.fhir_json) where the request was decoded lean: read them as Mappings.
+    #: or LeanResources (cds.fhir.decoding) where the request was decoded lean: read them as Mappings.
     resources: list[Mapping[str, Any]]
     #: key → "prefetch" | "prefetch-null" | "prefetch-partial" | "fetched" | "fetched-partial"
     #: | "not-applicable" (the template has a token without a value in this request).
@@ -330,7 +330,7 @@ async def gather(
 
     Raises :class:`PrefetchError` (→ 400) for malformed prefetch data or tokens,
     :class:`DataUnavailable` (→ 412) when data that must be fetched cannot be, and
-    :class:`cds.fhir_client.FhirServerNotAllowed` when fetching is needed and ``fhir.base_url`` is not
+    :class:`cds.fhir.client.FhirServerNotAllowed` when fetching is needed and ``fhir.base_url`` is not
     allow-listed (the API is expected to have checked it already with ``check_fhir_server``).
 
     ``deadline`` (``asyncio`` loop time) lets the caller share one budget with the rest of the request;
@@ -408,4 +408,30 @@ async def gather(
         http_requests=http_requests,
         problems=problems,
         by_key=by_key,
+    )
+
+
+async def gather_for_call(
+    templates: Mapping[str, str],
+    *,
+    context: Mapping[str, Any],
+    user_id: str | None,
+    prefetch: Mapping[str, Any] | None,
+    fhir_server: str | None,
+    access_token: str | None,
+    settings: Settings,
+    http: httpx.AsyncClient | None = None,
+) -> GatheredData:
+    """:func:`gather` for a CDS Hooks call as it came: its ``fhirServer``, when given, must be allow-listed
+    even when every key is prefetched (:class:`cds.fhir.client.FhirServerNotAllowed` at once, before
+    anything is read)."""
+    base_url = check_fhir_server(fhir_server, settings) if fhir_server is not None else None
+    return await gather(
+        templates,
+        context=context,
+        user_id=user_id,
+        prefetch=prefetch,
+        fhir=FhirAccess(base_url=base_url, access_token=access_token),
+        settings=settings,
+        http=http,
     )

@@ -23,11 +23,10 @@ import httpx
 import orjson
 import structlog
 
+from cds.fhir.http import FHIR_JSON, async_client
 from cds.settings import Settings, is_loopback_host
 
 log = structlog.get_logger(__name__)
-
-FHIR_JSON = "application/fhir+json"
 
 #: Statuses worth one more try (when the wait fits in the remaining budget).
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -243,10 +242,7 @@ class FhirClient:
             deadline = loop.time() + self._settings.time_budget_s
         if self._http is not None:
             return await self._run_all(self._http, queries, deadline)
-        async with httpx.AsyncClient(
-            follow_redirects=False,
-            timeout=httpx.Timeout(self._settings.time_budget_s),
-        ) as http:
+        async with async_client(self._settings.time_budget_s) as http:
             return await self._run_all(http, queries, deadline)
 
     async def _run_all(

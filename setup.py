@@ -40,6 +40,7 @@ COMPILED = [
     "cds/engine/rules/observations.py",
     "cds/fhir/json_limits.py",
     "cds/fhir/prefetch.py",
+    "cds/fhir/resources.py",
     "cds/cards.py",
 ]
 

@@ -379,6 +379,7 @@ READER_MODULES = [
     "cds/record/__init__.py",
     "cds/record/reading.py",
     "cds/fhir/prefetch.py",
+    "cds/fhir/resources.py",
     "cds/orders.py",
 ]
 

@@ -18,7 +18,6 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -28,6 +27,7 @@ from msgspec import UNSET
 
 from cds.fhir.client import FhirClient, check_fhir_server, classify_query
 from cds.fhir.decoding import LeanEntry, LeanResource, UnreadableField
+from cds.fhir.resources import unique_resources
 from cds.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -266,48 +266,9 @@ def classify_prefetch_value(key: str, template: str, value: Any, settings: Setti
 # --------------------------------------------------------------------------------------------------
 
 
-def _last_updated(resource: Mapping[str, Any]) -> datetime | None:
-    try:
-        meta = resource.get("meta")
-    except UnreadableField:
-        return None
-    value = meta.get("lastUpdated") if isinstance(meta, Mapping) else None
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
 def merge_resources(groups: Iterable[Iterable[Mapping[str, Any]]]) -> list[Mapping[str, Any]]:
-    """Deduplicate by (resourceType, id), keeping the first position and, of the copies, the one with
-    the latest ``meta.lastUpdated`` (else the first). Resources without an id are all kept;
-    OperationOutcomes are left out."""
-    merged: list[Mapping[str, Any]] = []
-    index: dict[tuple[str, str], int] = {}
-    for group in groups:
-        for resource in group:
-            if type(resource) is LeanResource:  # the decoded fields, not the Mapping reads (most resources)
-                rtype, rid = resource.resourceType, resource.id
-            else:
-                rtype, rid = resource.get("resourceType"), resource.get("id")
-            if rtype == "OperationOutcome":
-                continue
-            if not isinstance(rtype, str) or not isinstance(rid, str) or not rid:
-                merged.append(resource)
-                continue
-            ident = (rtype, rid)
-            position = index.setdefault(ident, len(merged))
-            if position == len(merged):
-                merged.append(resource)
-                continue
-            kept = merged[position]
-            new_time, kept_time = _last_updated(resource), _last_updated(kept)
-            if new_time is not None and kept_time is not None and new_time > kept_time:
-                merged[position] = resource
-    return merged
+    """The keys' resources, one copy of each (:func:`cds.fhir.resources.unique_resources`)."""
+    return unique_resources(groups)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from msgspec import Raw
 
-from cds.fhir.decoding import LeanResource, UnreadableField, plain_dict
+from cds.fhir.decoding import LeanResource, plain_dict
+from cds.fhir.resources import unique_resources
 from cds.record import parse
 from cds.record.model import MedicationUse, Observation
 
@@ -176,35 +177,10 @@ def by_type(
 def deduplicate(
     resources: Iterable[Mapping[str, Any]],
 ) -> tuple[list[Mapping[str, Any]], dict[str, list[Mapping[str, Any]]]]:
-    """The same resource under several prefetch keys or pages counts once (same type and id); the most
-    recently updated copy wins. Anything that is not a JSON object is left out. Also: the Patient and
-    Medication resources kept, by type (the record needs them before the rest)."""
-    by_key: dict[tuple[str, str], Mapping[str, Any]] = {}
-    out: list[Mapping[str, Any]] = []
-    for r in resources:
-        if type(r) is LeanResource:
-            rtype, rid = r.resourceType, r.id
-        elif type(r) is dict or isinstance(r, Mapping):
-            rtype, rid = r.get("resourceType"), r.get("id")
-        else:
-            continue
-        if not isinstance(rtype, str) or not isinstance(rid, str):
-            out.append(r)
-            continue
-        key = (rtype, rid)
-        previous = by_key.get(key)
-        if previous is None or _last_updated(r) > _last_updated(previous):
-            by_key[key] = r
-    return by_type([*by_key.values(), *out])
-
-
-def _last_updated(resource: Mapping[str, Any]) -> str:
-    try:
-        meta = resource.get("meta")
-    except UnreadableField:
-        return ""
-    value = meta.get("lastUpdated") if isinstance(meta, Mapping) else None
-    return value if isinstance(value, str) else ""
+    """One copy of each resource (:func:`cds.fhir.resources.unique_resources`: the same rules as the
+    prefetch step's), and the Patient and Medication ones by type (the record needs them before the
+    rest)."""
+    return by_type(unique_resources([resources]))
 
 
 def choose_patient(patients: list[Mapping[str, Any]], patient_id: str | None) -> Mapping[str, Any] | None:

@@ -26,6 +26,7 @@ COMPILED = [
     "cds/record/model.py",
     "cds/record/parse.py",
     "cds/record/reading.py",
+    "cds/record/values.py",
     "cds/engine/__init__.py",
     "cds/engine/context.py",
     "cds/engine/formatting.py",

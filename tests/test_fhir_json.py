@@ -378,6 +378,7 @@ READER_MODULES = [
     "cds/record/parse.py",
     "cds/record/__init__.py",
     "cds/record/reading.py",
+    "cds/record/values.py",
     "cds/fhir/prefetch.py",
     "cds/fhir/resources.py",
     "cds/orders.py",

@@ -10,17 +10,14 @@ dict's."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from msgspec import Raw
 
 from cds.fhir.decoding import LeanResource, plain_dict
 from cds.fhir.resources import unique_resources
 from cds.record import parse
-from cds.record.model import MedicationUse, Observation
-
-if TYPE_CHECKING:
-    from cds.record import PatientRecord
+from cds.record.model import Allergy, Condition, Immunization, MedicationUse, Observation, Procedure
 
 # Resources that must never count, whatever they say (criteria file, "data rules").
 _IGNORED_STATUS: dict[str, frozenset[str]] = {
@@ -37,12 +34,26 @@ _IGNORED_OBSERVATION = _IGNORED_STATUS["Observation"]
 _SUBJECT_FIELDS = ("subject", "patient")
 
 
+class RecordLists(Protocol):
+    """What a reader fills: the lists of a :class:`cds.record.PatientRecord` (which meets this protocol;
+    named here, not imported, so that the record package's modules do not import each other in a circle)."""
+
+    observations: list[Observation]
+    conditions: list[Condition]
+    medications: list[MedicationUse]
+    procedures: list[Procedure]
+    immunizations: list[Immunization]
+    allergies: list[Allergy]
+    unreadable: list[str]
+    ignored: list[str]
+
+
 class RecordReader:
     """Reads resources into ``record`` (its lists, ``ignored`` and ``unreadable``) for the patient
     ``patient_id`` (None: every resource counts as the patient's)."""
 
     def __init__(
-        self, record: PatientRecord, patient_id: str | None, medications: Mapping[str, Mapping[str, Any]]
+        self, record: RecordLists, patient_id: str | None, medications: Mapping[str, Mapping[str, Any]]
     ) -> None:
         self.record = record
         self.patient_id = patient_id

@@ -24,6 +24,9 @@ from cds.fhir.prefetch import gather_for_call
 from cds.settings import Settings
 from cds.store import FeedbackStore
 
+#: The id of the screening service; the services of other hooks add their hook's name.
+SERVICE_ID = "trial-eligibility"
+
 # A FHIR resource id (FHIR R4 `id` datatype), used for ids that end up in URLs and prefetch queries.
 FHIR_ID_PATTERN = r"^[A-Za-z0-9\-\.]{1,64}$"
 
@@ -69,6 +72,15 @@ class HookAnswer:
     log: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ServiceText:
+    """How a hook's service presents itself in discovery."""
+
+    id: str
+    title: str
+    description: str
+
+
 class HookDefinition(Protocol):
     @property
     def name(self) -> str: ...
@@ -79,6 +91,10 @@ class HookDefinition(Protocol):
         ...
 
     def prefetch_templates(self, resource_types: Iterable[str]) -> dict[str, str]: ...
+
+    def service_text(self, trial_count: int, trial_names: str) -> ServiceText:
+        """The service's id, title and description, for ``trial_count`` trials named ``trial_names``."""
+        ...
 
     async def answer(self, call: HookCall) -> HookAnswer: ...
 

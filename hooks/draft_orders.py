@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from cds.order_cards import order_warning_cards
 from cds.orders import order_impacts
-from hooks.base import FHIR_ID_PATTERN, Decision, HookAnswer, HookCall, run
+from hooks.base import FHIR_ID_PATTERN, SERVICE_ID, Decision, HookAnswer, HookCall, ServiceText, run
 from hooks.patient_view import HOOK as PATIENT_VIEW
 from hooks.patient_view import USER_ID_PATTERN
 
@@ -110,9 +110,24 @@ class OrderHook:
 
     name: str
     context_model: type[OrderContext]
+    #: What the clinician is doing when the hook is called ("selects", "is about to sign").
+    doing: str
 
     def prefetch_templates(self, resource_types: Iterable[str]) -> dict[str, str]:
         return PATIENT_VIEW.prefetch_templates(resource_types)
+
+    def service_text(self, trial_count: int, trial_names: str) -> ServiceText:
+        plural = "s" if trial_count != 1 else ""
+        return ServiceText(
+            id=f"{SERVICE_ID}-{self.name}",
+            title="Clinical trial eligibility: order check",
+            description=(
+                f"When the clinician {self.doing} an order (a MedicationRequest coded with RxNorm "
+                "or CVX, or a ServiceRequest), warns if carrying it out would make a patient who may be "
+                f"eligible for a clinical trial ineligible, naming the criterion and for how long ({trial_count} "
+                f"trial{plural}: {trial_names})."
+            ),
+        )
 
     async def answer(self, call: HookCall) -> HookAnswer:
         """The use case: read the patient's data as patient-view does, evaluate every trial on the record as

@@ -18,7 +18,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cds.cards import cards_for
 from cds.record import PatientRecord
-from hooks.base import FHIR_ID_PATTERN, Decision, HookAnswer, HookCall, prefetch_key, run
+from hooks.base import (
+    FHIR_ID_PATTERN,
+    SERVICE_ID,
+    Decision,
+    HookAnswer,
+    HookCall,
+    ServiceText,
+    prefetch_key,
+    run,
+)
 
 NAME = "patient-view"
 
@@ -49,6 +58,18 @@ class PatientViewHook:
         """One template per resource type the trials read; the Patient read always comes first."""
         types = sorted(set(resource_types) - {"Patient"})
         return {prefetch_key(t): template_for(t) for t in ["Patient", *types]}
+
+    def service_text(self, trial_count: int, trial_names: str) -> ServiceText:
+        plural = "s" if trial_count != 1 else ""
+        return ServiceText(
+            id=SERVICE_ID,
+            title="Clinical trial eligibility screening",
+            description=(
+                "Screens the patient in context against the eligibility criteria of "
+                f"{trial_count} clinical trial{plural} from coded FHIR R4 data, and "
+                f"returns a card for each trial the patient may be eligible for: {trial_names}."
+            ),
+        )
 
     async def answer(self, call: HookCall) -> HookAnswer:
         """The use case: screen the patient in context against every trial, a card per trial the patient

@@ -11,9 +11,7 @@ import httpx
 from cds.demo import DemoData
 from cds.settings import Settings
 from cds.store import FeedbackStore
-from hooks.base import Evaluator, HookDefinition, resource_types, smart_scopes, smart_v1_scopes
-
-SERVICE_ID = "trial-eligibility"
+from hooks.base import SERVICE_ID, Evaluator, HookDefinition, resource_types, smart_scopes, smart_v1_scopes
 
 __all__ = ["SERVICE_ID", "AppState", "Evaluator", "ServiceDefinition", "trial_eligibility_services"]
 
@@ -53,37 +51,15 @@ class ServiceDefinition:
         }
 
 
-# The order hooks: the service id's suffix and what the clinician is doing when it is called.
-_ORDER_HOOKS: dict[str, str] = {"order-select": "selects", "order-sign": "is about to sign"}
-
-
 def trial_eligibility_service(hook: HookDefinition, trials: Mapping[str, Any]) -> ServiceDefinition:
-    types = resource_types(trials)
     names = "; ".join(f"{t.short_name} ({t.title})" for t in trials.values())
-    plural = "s" if len(trials) != 1 else ""
-    if hook.name in _ORDER_HOOKS:
-        return ServiceDefinition(
-            id=f"{SERVICE_ID}-{hook.name}",
-            hook=hook,
-            title="Clinical trial eligibility: order check",
-            description=(
-                f"When the clinician {_ORDER_HOOKS[hook.name]} an order (a MedicationRequest coded with RxNorm "
-                "or CVX, or a ServiceRequest), warns if carrying it out would make a patient who may be "
-                f"eligible for a clinical trial ineligible, naming the criterion and for how long ({len(trials)} "
-                f"trial{plural}: {names})."
-            ),
-            resource_types=types,
-        )
+    text = hook.service_text(len(trials), names)
     return ServiceDefinition(
-        id=SERVICE_ID,
+        id=text.id,
         hook=hook,
-        title="Clinical trial eligibility screening",
-        description=(
-            "Screens the patient in context against the eligibility criteria of "
-            f"{len(trials)} clinical trial{plural} from coded FHIR R4 data, and "
-            f"returns a card for each trial the patient may be eligible for: {names}."
-        ),
-        resource_types=types,
+        title=text.title,
+        description=text.description,
+        resource_types=resource_types(trials),
     )
 
 

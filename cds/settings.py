@@ -15,7 +15,8 @@ import yaml
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+#: The default port of each scheme a FHIR base URL may use.
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class BaseUrlError(ValueError):
@@ -42,14 +43,14 @@ def normalise_base_url(url: str) -> str:
         raise BaseUrlError("has an invalid port") from None
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower()
-    if scheme not in _DEFAULT_PORTS or not host:
+    if scheme not in DEFAULT_PORTS or not host:
         raise BaseUrlError("must be an absolute http(s) URL")
     if parts.username is not None or parts.password is not None:
         raise BaseUrlError("must not contain credentials")
     if parts.query or parts.fragment:
         raise BaseUrlError("must not contain a query or a fragment")
     netloc = f"[{host}]" if ":" in host else host
-    if port is not None and port != _DEFAULT_PORTS[scheme]:
+    if port is not None and port != DEFAULT_PORTS[scheme]:
         netloc = f"{netloc}:{port}"
     path = parts.path.rstrip("/")
     return f"{scheme}://{netloc}{path}"

@@ -24,7 +24,7 @@ import orjson
 import structlog
 
 from cds.fhir.http import FHIR_JSON, async_client
-from cds.settings import BaseUrlError, Settings, is_loopback_host
+from cds.settings import DEFAULT_PORTS, BaseUrlError, Settings, is_loopback_host
 from cds.settings import normalise_base_url as normalise_settings_url
 
 log = structlog.get_logger(__name__)
@@ -39,7 +39,6 @@ BACKOFF_S = 0.1
 MAX_TRANSPORT_RETRIES = 1
 
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class FhirServerNotAllowed(ValueError):
@@ -79,10 +78,10 @@ def _origin(url: str) -> tuple[str, str, int] | None:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         host = (parts.hostname or "").lower()
-        port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
+        port = parts.port or DEFAULT_PORTS.get(scheme, 0)
     except ValueError:
         return None
-    if scheme not in _DEFAULT_PORTS or not host:
+    if scheme not in DEFAULT_PORTS or not host:
         return None
     return scheme, host, port
 

@@ -9,6 +9,9 @@ import sys
 from importlib.machinery import SourceFileLoader
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "trace-request"
 
@@ -23,14 +26,19 @@ def trace_request() -> ModuleType:
     return module
 
 
-def test_a_patient_view_request_stays_in_few_modules_and_hardly_climbs_back() -> None:
-    trace = trace_request().trace_patient_view("npc-01")
+@pytest.fixture(scope="module")
+def trace() -> Any:
+    """One patient-view request for a demo patient, followed as data."""
+    return trace_request().trace_patient_view("npc-01")
+
+
+def test_a_patient_view_request_stays_in_few_modules_and_hardly_climbs_back(trace: Any) -> None:
     summary = trace.summary()
     assert summary["modules"] <= 12, trace.modules
     assert summary["climb_backs"] <= 3, trace.path
     assert summary["stays"] == summary["modules"] + summary["climb_backs"]
 
 
-def test_the_request_path_runs_from_the_routes_through_the_hook() -> None:
-    modules = trace_request().trace_patient_view("npc-01").modules
+def test_the_request_path_runs_from_the_routes_through_the_hook(trace: Any) -> None:
+    modules = trace.modules
     assert modules.index("cds.api.routes") < modules.index("hooks.patient_view") < modules.index("cds.engine")

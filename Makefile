@@ -44,7 +44,7 @@ bench:
 	benchmarks/setup-service
 	PYTHONPATH=fixtures benchmarks/.venv-service/bin/python benchmarks/run.py $(ARGS)
 
-# The production wheel (hot path compiled with mypyc; docs/deployment.md), printed path under build/wheels.
+# The production wheel (hot path compiled with mypyc; README.md "installing for production", docs/performance.md "Builds"), printed path under build/wheels.
 wheel:
 	scripts/build-wheel
 

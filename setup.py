@@ -26,6 +26,7 @@ COMPILED = [
     "cds/record/model.py",
     "cds/record/parse.py",
     "cds/record/reading.py",
+    "cds/record/values.py",
     "cds/engine/__init__.py",
     "cds/engine/context.py",
     "cds/engine/formatting.py",
@@ -38,8 +39,9 @@ COMPILED = [
     "cds/engine/rules/labs.py",
     "cds/engine/rules/medications.py",
     "cds/engine/rules/observations.py",
-    "cds/json_limits.py",
-    "cds/prefetch.py",
+    "cds/fhir/json_limits.py",
+    "cds/fhir/prefetch.py",
+    "cds/fhir/resources.py",
     "cds/cards.py",
 ]
 

@@ -220,7 +220,7 @@ def offline_engine(bundles: dict[int, dict[str, Any]], repeats: int) -> dict[int
 
 def _offline_engine_ms(bundle: dict[str, Any], trials: dict[str, Any], repeats: int) -> float:
     from cds.engine import evaluate
-    from cds.fhir_json import decode_resource
+    from cds.fhir.decoding import decode_resource
     from cds.record import PatientRecord
 
     text = orjson.dumps(bundle)
@@ -576,7 +576,7 @@ def main() -> int:
                         peer_ctx.__exit__(None, None, None)
                 if fhir:
                     log("no-prefetch path: loading the 1,000-resource patient into SEKMET")
-                    from cds.fhir_load import load_files
+                    from cds.fhir.load import load_files
 
                     path = workdir / "fhir-patient.json"
                     path.write_bytes(orjson.dumps(live[1000]))

@@ -12,9 +12,11 @@ GC_THRESHOLDS = (10_000, 10, 10)
 def build() -> str:
     """"compiled" when the hot-path modules run as mypyc extensions (the production wheel, setup.py), else
     "pure-python" (an editable or uncompiled install): said at start-up, so a slow node can be told apart."""
-    import cds.engine
+    from importlib.util import find_spec
 
-    return "compiled" if is_extension(str(cds.engine.__file__)) else "pure-python"
+    # Where the engine's module is, not the engine itself: the package's root imports none of its modules.
+    engine = find_spec("cds.engine")
+    return "compiled" if engine is not None and is_extension(str(engine.origin)) else "pure-python"
 
 
 def is_extension(module_file: str) -> bool:

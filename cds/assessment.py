@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Status(StrEnum):
@@ -50,13 +50,22 @@ class CriterionAssessment(BaseModel):
     facts: list[Fact] = Field(default_factory=list)
     missing: list[str] = Field(default_factory=list)
 
-    @property
-    def rules_out(self) -> bool:
-        """The trial file's rule: a failed inclusion or an applying exclusion rules the patient out."""
-        status = self.status
-        if status is Status.NOT_MET:
-            return self.kind == "inclusion"
-        return status is Status.MET and self.kind == "exclusion"
+    #: The trial file's rule: a failed inclusion or an applying exclusion rules the patient out. Derived
+    #: from ``kind`` and ``status`` when the result is made (never taken from input, never serialised), so
+    #: every reader — the verdict, the cards, the order hooks — reads one stored answer.
+    rules_out: bool = Field(default=False, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_rules_out(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            status, kind = data.get("status"), data.get("kind")
+            data = {
+                **data,
+                "rules_out": (status == Status.NOT_MET and kind == "inclusion")
+                or (status == Status.MET and kind == "exclusion"),
+            }
+        return data
 
 
 class Assessment(BaseModel):

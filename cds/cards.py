@@ -12,13 +12,13 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final, Protocol
+from datetime import date
+from typing import Any, Protocol
 
 import orjson
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from cds.assessment import Assessment, CriterionAssessment, Fact, Status, Verdict
-from cds.engine.formatting import clinical_dates, clinical_day
 
 # Our own identifiers: code systems for override reasons and card topics, and the card extension key
 # (reverse-domain style, as the specification recommends for extensions).
@@ -139,6 +139,44 @@ def find_empty(value: Any, path: str = "$") -> list[str]:
 # ---------------------------------------------------------------------------------------------------
 # Text.
 
+# Days for people: the engine writes ISO days (its reasons are data); every text people read — cards,
+# order cards, pages, the command line — shows them through clinical_dates / clinical_day.
+_ISO_DAY = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _day_text(year: str, month: str, day_of_month: str, written: str) -> str:
+    """An ISO day's parts as "28 Oct 2026"; ``written`` as it was where the month is not one."""
+    number = int(month)
+    return f"{int(day_of_month)} {_MONTHS[number - 1]} {year}" if 1 <= number <= 12 else written
+
+
+def _clinical_day(m: re.Match[str]) -> str:
+    return _day_text(m.group(1), m.group(2), m.group(3), m.group(0))
+
+
+def clinical_dates(text: str) -> str:
+    """ISO days as clinicians write them, unambiguous in any locale: 2026-10-28 → 28 Oct 2026."""
+    return _ISO_DAY.sub(_clinical_day, text) if "-" in text else text
+
+
+def clinical_day(value: str | date) -> str:
+    """:func:`clinical_dates` of a day alone (a ``date``, or "2026-10-28" as the engine writes a Fact's
+    date), without the regular expression where it is a whole ISO day."""
+    if isinstance(value, date):
+        value = value.isoformat()
+    if (
+        len(value) == 10
+        and value[4] == "-"
+        and value[7] == "-"
+        and value[:4].isdecimal()  # what \d matches
+        and value[5:7].isdecimal()
+        and value[8:].isdecimal()
+    ):
+        return _day_text(value[:4], value[5:7], value[8:], value)
+    return clinical_dates(value)
+
+
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~])")
 
 
@@ -153,25 +191,18 @@ def md_escape(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
-# The members, bound once: `Status.MET` is an attribute lookup on the enum class (~0.08 µs), and a card
-# reads every criterion's status several times.
-_MET: Final = Status.MET
-_NOT_MET: Final = Status.NOT_MET
-_UNKNOWN: Final = Status.UNKNOWN
-
-
 def _favourable(c: CriterionAssessment) -> bool:
     status = c.status
-    if status is _MET:
+    if status is Status.MET:
         return c.kind == "inclusion"
-    return status is _NOT_MET and c.kind == "exclusion"
+    return status is Status.NOT_MET and c.kind == "exclusion"
 
 
 def counts_line(a: Assessment) -> str:
     total = len(a.criteria)
     ok = failing = unknown = 0
     for c in a.criteria:  # one pass: each criterion is favourable, rules the patient out, or unknown
-        if c.status is _UNKNOWN:
+        if c.status is Status.UNKNOWN:
             unknown += 1
         elif c.rules_out:
             failing += 1
@@ -243,7 +274,7 @@ def detail(a: Assessment, trial: TrialInfo) -> str:
     judged: list[CriterionAssessment] = []  # unknown too, listed after the others
     ok: list[CriterionAssessment] = []
     for c in a.criteria:
-        if c.status is _UNKNOWN:
+        if c.status is Status.UNKNOWN:
             (judged if c.judgement else unknown).append(c)
         elif c.rules_out:
             failing.append(c)

@@ -15,8 +15,7 @@ import typer
 import cds
 from cds.assessment import Assessment, Status
 from cds.engine import evaluate
-from cds.engine.formatting import clinical_dates, clinical_day
-from cds.fhir_json import decode_resource
+from cds.fhir.decoding import decode_resource
 from cds.record import PatientRecord, RecordError
 from cds.trials import Trial, TrialError, load_trial_file, load_trials
 from cds.valuesets import ValueSetError
@@ -109,7 +108,7 @@ def screen(
     for path in bundles:
         try:
             raw = path.read_bytes()
-            # Lean (cds.fhir_json): only the fields the rules read; orjson where lean decoding cannot say.
+            # Lean (cds.fhir.decoding): only the fields the rules read; orjson where lean decoding cannot say.
             data: Any = decode_resource(raw)
             if data is None:
                 data = orjson.loads(raw)
@@ -142,7 +141,8 @@ def screen(
 def render_text(a: Assessment, path: Path | None = None) -> str:
     """The assessment as a person reads it: the card's counts (an absent exclusion is satisfied) and its
     dates ("7 Dec 2026")."""
-    from cds.cards import counts_line  # the card's words; the cards module only where text is printed
+    # The card's words; the cards module is imported only where text is printed.
+    from cds.cards import clinical_dates, clinical_day, counts_line
 
     verdict = a.verdict.value.replace("_", " ")
     lines = [f"{a.patient}{f' ({path.name})' if path else ''} — {a.trial_id}: {verdict.upper()}"]
@@ -205,6 +205,8 @@ def feedback(
 
     url = database_url or Settings().database_url
     if daily:
+        from cds.cards import clinical_day  # the cards module only where text is printed
+
         rows = feedback_daily(url, trial)
         if not rows:
             typer.echo("no cards or feedback recorded yet")
@@ -238,7 +240,7 @@ def load(
     id_prefix: Annotated[str, typer.Option("--id-prefix", help="Put before every resource id (shared servers).")] = "",
 ) -> None:
     """Upload synthetic patients: one transaction per file, PUT by id, so a re-run changes nothing."""
-    from cds.fhir_load import FhirLoadError, load_files
+    from cds.fhir.load import FhirLoadError, load_files
 
     try:
         results = load_files(fhir, bundles, token=token, id_prefix=id_prefix)
@@ -260,7 +262,7 @@ def check(
     ] = None,
 ) -> None:
     """Read the server's /metadata: does it support every search this service makes? Exit 1 if not."""
-    from cds.fhir_check import CapabilityError, all_supported, check_server, render_table
+    from cds.fhir.check import CapabilityError, all_supported, check_server, render_table
 
     try:
         rows = check_server(fhir, token=token)

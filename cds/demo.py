@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from hooks import HookDefinition, prefetch_key
+from hooks.base import HookDefinition, prefetch_key
 
 DEMO_DIR = Path(__file__).parent / "demo_data"
 ANCHOR_DATE = date(2026, 11, 1)

@@ -20,13 +20,14 @@ from cds.cards import (
     TOPIC_SYSTEM,
     VERDICT_LABEL,
     TrialInfo,
+    clinical_dates,
+    clinical_day,
     counts_line,
     md_escape,
     note_lines,
     prune,
     referral,
 )
-from cds.engine.formatting import clinical_dates, clinical_day
 from cds.orders import CriterionChange, OrderImpact
 
 ORDER_EXTENSION = "org.trial-cds.order-warning"

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any, assert_never
 
 from cds.assessment import Assessment, CriterionAssessment, Status, Verdict
-from cds.fhir_json import UnreadableField
+from cds.fhir.decoding import UnreadableField
 from cds.record import PatientRecord, parse
 from cds.rules.base import LeafRule, Window
 from cds.rules.kinds import LeafRules, Rule

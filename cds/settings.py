@@ -15,6 +15,46 @@ import yaml
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+#: The default port of each scheme a FHIR base URL may use.
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class BaseUrlError(ValueError):
+    """Not a FHIR base URL; ``reason`` completes a sentence about the URL ("has an invalid port")."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def normalise_base_url(url: str) -> str:
+    """``scheme://host[:port]/path`` with scheme and host lower-cased, the default port and the trailing
+    slash removed: the one spelling a FHIR base URL is compared in (the allow-list, a request's
+    fhirServer). Raises :class:`BaseUrlError` for anything that is not such a URL."""
+    if not isinstance(url, str) or not url.strip():
+        raise BaseUrlError("is empty")
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        raise BaseUrlError("is not a valid URL") from None
+    try:
+        port = parts.port
+    except ValueError:
+        raise BaseUrlError("has an invalid port") from None
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if scheme not in DEFAULT_PORTS or not host:
+        raise BaseUrlError("must be an absolute http(s) URL")
+    if parts.username is not None or parts.password is not None:
+        raise BaseUrlError("must not contain credentials")
+    if parts.query or parts.fragment:
+        raise BaseUrlError("must not contain a query or a fragment")
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != DEFAULT_PORTS[scheme]:
+        netloc = f"{netloc}:{port}"
+    path = parts.path.rstrip("/")
+    return f"{scheme}://{netloc}{path}"
+
 
 class SettingsError(ValueError):
     """The configuration cannot be used (config file missing, unreadable, not a mapping, unknown names)."""
@@ -71,19 +111,19 @@ class Settings(BaseSettings):
     @field_validator("fhir_allowlist")
     @classmethod
     def _fhir_base_urls(cls, value: list[str]) -> list[str]:
+        """Each entry checked and normalised here, once: a request's fhirServer, normalised the same way,
+        is then looked up as it is."""
+        normalised: list[str] = []
         for url in value:
-            parts = urlsplit(url)
             try:
-                parts.port  # noqa: B018 - raises for a port out of range
-            except ValueError:
-                raise ValueError(f"{url!r} has an invalid port") from None
-            if parts.scheme not in ("https", "http") or not parts.hostname:
-                raise ValueError(f"{url!r} is not an absolute http(s) base URL")
-            if parts.username is not None or parts.query or parts.fragment:
-                raise ValueError(f"{url!r}: a FHIR base URL has no credentials, query or fragment")
-            if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+                base = normalise_base_url(url)
+            except BaseUrlError as exc:
+                raise ValueError(f"{url!r} {exc.reason}") from None
+            host = urlsplit(base).hostname or ""
+            if base.startswith("http:") and not is_loopback_host(host):
                 raise ValueError(f"{url!r}: use https (http is allowed only for loopback hosts)")
-        return value
+            normalised.append(base)
+        return normalised
 
     @field_validator("cors_origins")
     @classmethod

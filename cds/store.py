@@ -242,6 +242,13 @@ class FeedbackStore:
         with self.engine.begin() as conn:
             return _insert_ignore(conn, issued_cards, rows)
 
+    def record_issued(self, cards: Iterable[tuple[str, str, str]], *, service_id: str, issued_at: datetime) -> int:
+        """:meth:`record_cards` for the cards of one answer, each given as (card uuid, trial id, verdict)."""
+        return self.record_cards(
+            IssuedCard(card_uuid=u, service_id=service_id, trial_id=t, verdict=v, issued_at=issued_at)
+            for u, t, v in cards
+        )
+
     def record_feedback(self, entries: Iterable[FeedbackEntry], *, received_at: datetime | None = None) -> int:
         """Stores feedback; duplicates (same card, outcome and outcomeTimestamp) are ignored. Returns the
         number of new rows."""

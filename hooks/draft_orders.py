@@ -1,6 +1,6 @@
 """What ``order-select`` and ``order-sign`` share: the ``draftOrders`` Bundle, the context fields both hooks
 define (``userId``, ``patientId``, ``encounterId``, ``draftOrders``), and the hook object that turns such a
-context into "what these draft orders would change" (:attr:`hooks.EvaluationTarget.orders`).
+context into warnings about what these draft orders would change for the trials the patient may join.
 
 CDS Hooks Library, order-select and order-sign (hookVersion 1.0): ``draftOrders`` is a FHIR Bundle of
 request resources (MedicationRequest, ServiceRequest, NutritionOrder, VisionPrescription, …), usually with
@@ -17,7 +17,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from hooks import FHIR_ID_PATTERN, EvaluationTarget, patient_view
+from cds.order_cards import order_warning_cards
+from cds.orders import order_impacts
+from hooks.base import FHIR_ID_PATTERN, SERVICE_ID, Decision, HookAnswer, HookCall, ServiceText, run
+from hooks.patient_view import HOOK as PATIENT_VIEW
+from hooks.patient_view import USER_ID_PATTERN
 
 # Resources in draftOrders that are not orders but what orders refer to (MedicationRequest.medicationReference).
 SUPPORTING_TYPES = frozenset({"Medication"})
@@ -78,7 +82,7 @@ class OrderContext(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    userId: str = Field(pattern=patient_view.USER_ID_PATTERN)
+    userId: str = Field(pattern=USER_ID_PATTERN)
     patientId: str = Field(pattern=FHIR_ID_PATTERN)
     encounterId: str | None = Field(default=None, pattern=FHIR_ID_PATTERN)
     draftOrders: DraftOrdersBundle
@@ -105,25 +109,48 @@ class OrderHook:
     what those orders would change."""
 
     name: str
-    context_type: type[OrderContext]
-
-    @property
-    def context_model(self) -> type[BaseModel]:
-        return self.context_type
+    context_model: type[OrderContext]
+    #: What the clinician is doing when the hook is called ("selects", "is about to sign").
+    doing: str
 
     def prefetch_templates(self, resource_types: Iterable[str]) -> dict[str, str]:
-        return patient_view.HOOK.prefetch_templates(resource_types)
+        return PATIENT_VIEW.prefetch_templates(resource_types)
 
-    def target(self, context: BaseModel) -> EvaluationTarget:
-        if not isinstance(context, self.context_type):
-            raise TypeError(f"{self.name} needs a {self.context_type.__name__}")
-        tokens = {"userId": context.userId, "patientId": context.patientId}
-        if context.encounterId is not None:
-            tokens["encounterId"] = context.encounterId
-        return EvaluationTarget(
-            patient_id=context.patientId,
-            user_id=context.userId,
-            tokens=tokens,
-            extra_resources=tuple(context.supporting()),
-            orders=tuple(context.orders()),
+    def service_text(self, trial_count: int, trial_names: str) -> ServiceText:
+        plural = "s" if trial_count != 1 else ""
+        return ServiceText(
+            id=f"{SERVICE_ID}-{self.name}",
+            title="Clinical trial eligibility: order check",
+            description=(
+                f"When the clinician {self.doing} an order (a MedicationRequest coded with RxNorm "
+                "or CVX, or a ServiceRequest), warns if carrying it out would make a patient who may be "
+                f"eligible for a clinical trial ineligible, naming the criterion and for how long ({trial_count} "
+                f"trial{plural}: {trial_names})."
+            ),
         )
+
+    async def answer(self, call: HookCall) -> HookAnswer:
+        """The use case: read the patient's data as patient-view does, evaluate every trial on the record as
+        it is and as it would be with each draft order carried out, and warn about each order that would
+        rule out a patient who is not ruled out now."""
+        context = call.context
+        if not isinstance(context, OrderContext):
+            raise TypeError(f"{self.name} needs an OrderContext")
+        orders = context.orders()
+
+        def decide(resources: list[Mapping[str, Any]]) -> Decision:
+            results, impacts = order_impacts(
+                list(call.trials.values()),
+                resources,
+                orders,
+                patient_id=context.patientId,
+                now=call.now,
+                evaluate=call.evaluate,
+            )
+            chosen = order_warning_cards(
+                impacts, base_url=call.base_url, patient_id=context.patientId, user_id=context.userId
+            )
+            return results, chosen
+
+        # The Medications draftOrders carries (what its orders refer to) join the record.
+        return await run(call, user_id=context.userId, decide=decide, extra_resources=context.supporting())

@@ -41,4 +41,4 @@ class OrderSelectContext(OrderContext):
         ]
 
 
-HOOK = OrderHook(name=NAME, context_type=OrderSelectContext)
+HOOK = OrderHook(name=NAME, context_model=OrderSelectContext, doing="selects")

@@ -21,4 +21,4 @@ class OrderSignContext(OrderContext):
     userId: str = Field(pattern=USER_ID_PATTERN)
 
 
-HOOK = OrderHook(name=NAME, context_type=OrderSignContext)
+HOOK = OrderHook(name=NAME, context_model=OrderSignContext, doing="is about to sign")

@@ -3,16 +3,31 @@ record.
 
 Context: ``userId`` (REQUIRED, ``Practitioner|PractitionerRole|Patient|RelatedPerson/<id>``), ``patientId``
 (REQUIRED) and ``encounterId`` (OPTIONAL); all three may be prefetch tokens.
+
+The use case: read every resource type the trials need (prefetched, else fetched), screen the patient
+against every trial, and return a card per trial the patient may be eligible for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hooks import FHIR_ID_PATTERN, EvaluationTarget, prefetch_key
+from cds.cards import cards_for
+from cds.record import PatientRecord
+from hooks.base import (
+    FHIR_ID_PATTERN,
+    SERVICE_ID,
+    Decision,
+    HookAnswer,
+    HookCall,
+    ServiceText,
+    prefetch_key,
+    run,
+)
 
 NAME = "patient-view"
 
@@ -37,23 +52,45 @@ def template_for(resource_type: str) -> str:
 @dataclass(frozen=True)
 class PatientViewHook:
     name: str = NAME
-
-    @property
-    def context_model(self) -> type[BaseModel]:
-        return PatientViewContext
+    context_model: type[BaseModel] = PatientViewContext
 
     def prefetch_templates(self, resource_types: Iterable[str]) -> dict[str, str]:
         """One template per resource type the trials read; the Patient read always comes first."""
         types = sorted(set(resource_types) - {"Patient"})
         return {prefetch_key(t): template_for(t) for t in ["Patient", *types]}
 
-    def target(self, context: BaseModel) -> EvaluationTarget:
+    def service_text(self, trial_count: int, trial_names: str) -> ServiceText:
+        plural = "s" if trial_count != 1 else ""
+        return ServiceText(
+            id=SERVICE_ID,
+            title="Clinical trial eligibility screening",
+            description=(
+                "Screens the patient in context against the eligibility criteria of "
+                f"{trial_count} clinical trial{plural} from coded FHIR R4 data, and "
+                f"returns a card for each trial the patient may be eligible for: {trial_names}."
+            ),
+        )
+
+    async def answer(self, call: HookCall) -> HookAnswer:
+        """The use case: screen the patient in context against every trial, a card per trial the patient
+        may be eligible for (and, when settings say so, per trial the patient is not)."""
+        context = call.context
         if not isinstance(context, PatientViewContext):
             raise TypeError("patient-view needs a PatientViewContext")
-        tokens = {"userId": context.userId, "patientId": context.patientId}
-        if context.encounterId is not None:
-            tokens["encounterId"] = context.encounterId
-        return EvaluationTarget(patient_id=context.patientId, user_id=context.userId, tokens=tokens)
+
+        def decide(resources: list[Mapping[str, Any]]) -> Decision:
+            record = PatientRecord.from_resources(resources, patient_id=context.patientId, deduplicated=True)
+            results = [(trial, call.evaluate(trial, record, call.now)) for trial in call.trials.values()]
+            chosen = cards_for(
+                results,
+                base_url=call.base_url,
+                patient_id=context.patientId,
+                user_id=context.userId,
+                show_not_eligible=call.settings.show_not_eligible,
+            )
+            return results, chosen
+
+        return await run(call, user_id=context.userId, decide=decide)
 
 
 HOOK = PatientViewHook()

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from cds.api import pages
 from cds.api.errors import ApiError
 from cds.api.routes import now, state
-from cds.engine.formatting import clinical_day
+from cds.cards import clinical_day
 from cds.store import DailyFeedback
 
 activity_router = APIRouter()

@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
@@ -19,6 +18,7 @@ from cds.api.activity import activity_router
 from cds.api.routes import cds_router, demo_router, open_router
 from cds.api.services import AppState, Evaluator, trial_eligibility_services
 from cds.demo import DemoData
+from cds.fhir import http as fhir_http
 from cds.logging_setup import configure_logging, get_logger
 from cds.settings import Settings
 from cds.store import FeedbackStore
@@ -95,7 +95,7 @@ def create_app(
             )
         await run_in_threadpool(_warm_up, trials, evaluate)
         # One HTTP client for every FHIR fetch (connection pool, TLS set-up once), not one per request.
-        state.http = httpx.AsyncClient(follow_redirects=False, timeout=httpx.Timeout(settings.time_budget_s))
+        state.http = fhir_http.async_client(settings.time_budget_s)
         # Trials, value sets and unit tables live as long as the process: out of the cyclic garbage
         # collector's sight, so that a request's collections do not walk them again and again.
         gc.collect()

@@ -26,8 +26,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from cds.api.errors import ApiError, Issue, validation_issues
-from cds.fhir_json import LeanResource, decode_hook_request
-from cds.json_limits import raw_limit_violation
+from cds.fhir.decoding import LeanResource, decode_hook_request_within
+from cds.fhir.json_limits import raw_limit_violation
 from cds.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
@@ -80,7 +80,7 @@ def _prefetch_value(value: Any) -> Any:
 
 
 #: A prefetched resource: a JSON object (a dict, or a LeanResource where the request was decoded lean:
-#: cds.fhir_json), or null.
+#: cds.fhir.decoding), or null.
 PrefetchValue = Annotated[
     Any, PlainValidator(_prefetch_value), WithJsonSchema({"anyOf": [{"type": "object"}, {"type": "null"}]})
 ]
@@ -200,13 +200,19 @@ async def read_json_object(request: Request, settings: Settings) -> dict[str, An
 
 async def read_hook_request(request: Request, settings: Settings) -> dict[str, Any]:
     """:func:`read_json_object` for a CDS Hooks request, with its prefetched resources decoded lean
-    (:mod:`cds.fhir_json`): the same checks and the same answers, without building every field of every
+    (:mod:`cds.fhir.decoding`): the same checks and the same answers, without building every field of every
     resource in Python."""
     raw = await read_body(request, settings)
-    data = decode_hook_request(raw)
+    data, problem = decode_hook_request_within(
+        raw,
+        lambda: _parse(raw, settings),
+        max_depth=settings.max_json_depth,
+        max_string_length=settings.max_string_length,
+    )
     if data is None:  # lean decoding does not settle it: the full parse says what is wrong, if anything
         return json_object(raw, settings)
-    _check_limits(raw, lambda: _parse(raw, settings), settings)
+    if problem is not None:
+        raise ApiError.single(400, "too-long", problem)
     return data
 
 
@@ -247,6 +253,20 @@ def parse(model: type[M], data: Any, *, prefix: str = "") -> M:
     except ValidationError as exc:
         issues = validation_issues(exc.errors(include_input=False), prefix=prefix)
         raise ApiError(400, issues or [Issue("invalid", "The request is not valid")]) from None
+
+
+async def read_hook_call(
+    request: Request, settings: Settings, hook_name: str, context_model: type[M]
+) -> tuple[HookRequest, M]:
+    """The body of a call of a service of the hook ``hook_name``, checked in full: the request (limits,
+    fields, the conditional fhirServer rule), its hook, and its context by the hook's own model; else a
+    400 ApiError (413 for a body over the size limit)."""
+    hook_request = parse(HookRequest, await read_hook_request(request, settings))
+    if issues := hook_request.conditional_issues():
+        raise ApiError(400, issues)
+    if hook_request.hook != hook_name:
+        raise ApiError.single(400, "invalid", f"hook: this service answers the '{hook_name}' hook", "hook")
+    return hook_request, parse(context_model, hook_request.context, prefix="context")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -20,26 +20,17 @@ from cds.api.models import (
     HookRequest,
     openapi_body,
     parse,
-    read_hook_request,
+    read_hook_call,
     read_json_object,
 )
 from cds.api.services import AppState, ServiceDefinition
-from cds.assessment import Assessment
-from cds.cards import cards_for
 from cds.demo import demo_request
-from cds.fhir_client import FhirServerNotAllowed, check_fhir_server
+from cds.fhir import DataUnavailable, FhirServerNotAllowed, PrefetchError
 from cds.logging_setup import get_logger
-from cds.order_cards import order_warning_cards
-from cds.orders import order_impacts
-from cds.prefetch import DataUnavailable, FhirAccess, PrefetchError, gather
-from cds.record import PatientRecord
-from cds.store import FeedbackEntry, IssuedCard
+from cds.store import FeedbackEntry
+from hooks.base import HookCall
 
 log = get_logger("trial-cds.api")
-
-#: Up to this many resources, a patient is judged on the event loop (~50 ms of work at most on one core
-#: of the benchmark machine, docs/performance.md); above it, in the thread pool.
-INLINE_MAX_RESOURCES = 10_000
 
 
 class CardsResponse(JSONResponse):
@@ -73,21 +64,6 @@ def _service(request: Request, service_id: str) -> ServiceDefinition:
     return service
 
 
-def _note_incomplete(cards: list[dict[str, Any]], key_sources: dict[str, str], problems: list[str]) -> None:
-    """An honest card: when a key's data were read only in part (page loop, page limit, next link to another
-    server, a prefetched Bundle with a next link), each card says so, as decisions may rest on missing data."""
-    partial = sorted(key for key, source in key_sources.items() if source.endswith("-partial"))
-    if not partial:
-        return
-    why = "; ".join(p for p in problems if p.split(":", 1)[0] in partial)
-    note = (
-        f"\n\n**Incomplete record:** not all of the patient's data could be read ({why}). "
-        "Criteria decided from these data may change with the complete record."
-    )
-    for card in cards:
-        card["detail"] = str(card.get("detail", "")).rstrip() + note
-
-
 # ---------------------------------------------------------------------------------------------------
 # CDS Hooks: discovery, service, feedback (behind client authentication when it is on).
 
@@ -101,120 +77,44 @@ async def discovery(request: Request) -> JSONResponse:
 
 @cds_router.post("/cds-services/{service_id}", openapi_extra=openapi_body(HookRequest))
 async def call_service(service_id: str, request: Request) -> JSONResponse:
+    """Decode the call (the client was authenticated by the router's dependency), let the service's hook
+    answer it (hooks/), encode the cards; the hook's errors become their HTTP statuses."""
     started = time.perf_counter()
     st = state(request)
     service = _service(request, service_id)
-    hook_request = parse(HookRequest, await read_hook_request(request, st.settings))
-    if issues := hook_request.conditional_issues():
-        raise ApiError(400, issues)
-    if hook_request.hook != service.hook.name:
-        raise ApiError.single(400, "invalid", f"hook: this service answers the '{service.hook.name}' hook", "hook")
-    context = parse(service.hook.context_model, hook_request.context, prefix="context")
-    target = service.hook.target(context)
-    bound = log.bind(service=service.id, hook=service.hook.name, hook_instance=hook_request.hookInstance)
-
-    fhir_base: str | None = None
-    if hook_request.fhirServer is not None:
-        try:
-            fhir_base = check_fhir_server(hook_request.fhirServer, st.settings)
-        except FhirServerNotAllowed as exc:
-            bound.info("cds_service.fhir_server_refused")
-            raise ApiError.single(400, "forbidden", f"fhirServer: {exc}", "fhirServer") from None
-    token = (
-        hook_request.fhirAuthorization.access_token.get_secret_value()
-        if hook_request.fhirAuthorization is not None
-        else None
+    hook = service.hook
+    hook_request, context = await read_hook_call(request, st.settings, hook.name, hook.context_model)
+    bound = log.bind(service=service.id, hook=hook.name, hook_instance=hook_request.hookInstance)
+    authorization = hook_request.fhirAuthorization
+    call = HookCall(
+        service_id=service.id,
+        templates=service.templates,
+        context=context,
+        raw_context=hook_request.context,
+        prefetch=hook_request.prefetch,
+        fhir_server=hook_request.fhirServer,
+        access_token=authorization.access_token.get_secret_value() if authorization is not None else None,
+        now=now(request),
+        base_url=base_url(request),
+        settings=st.settings,
+        trials=st.trials,
+        evaluate=st.evaluate,
+        store=st.store,
+        http=st.http,
     )
     try:
-        gathered = await gather(
-            service.templates,
-            context=hook_request.context,
-            user_id=target.user_id,
-            prefetch=hook_request.prefetch,
-            fhir=FhirAccess(base_url=fhir_base, access_token=token),
-            settings=st.settings,
-            http=st.http,
-        )
+        answer = await hook.answer(call)
+    except FhirServerNotAllowed as exc:
+        bound.info("cds_service.fhir_server_refused")
+        raise ApiError.single(400, "forbidden", f"fhirServer: {exc}", "fhirServer") from None
     except DataUnavailable as exc:
         bound.info("cds_service.data_unavailable", issues=len(exc.issues))
         issues = [Issue("incomplete", f"Needed data is unavailable: {i}") for i in exc.issues]
         raise ApiError(412, issues) from None
     except PrefetchError as exc:
         raise ApiError.single(400, "invalid", f"prefetch: {exc}", "prefetch") from None
-    except FhirServerNotAllowed as exc:
-        raise ApiError.single(400, "forbidden", f"fhirServer: {exc}", "fhirServer") from None
-
-    moment = now(request)
-    resources = [*gathered.resources, *target.extra_resources]
-    public_url = base_url(request)
-
-    def answer() -> tuple[list[tuple[Any, Assessment]], list[tuple[Any, Assessment, dict[str, Any]]]]:
-        """Evaluation, cards and the record of the issued cards (stored before the answer leaves): CPU
-        and database work, on the event loop or in one trip to the thread pool."""
-        results: list[tuple[Any, Assessment]]
-        chosen: list[tuple[Any, Assessment, dict[str, Any]]]
-        if target.orders is None:  # screen the patient
-            # The gathered resources are deduplicated (merge_resources); anything the hook adds is not.
-            record = PatientRecord.from_resources(
-                resources, patient_id=target.patient_id, deduplicated=not target.extra_resources
-            )
-            results = [(trial, st.evaluate(trial, record, moment)) for trial in st.trials.values()]
-            chosen = cards_for(
-                results,
-                base_url=public_url,
-                patient_id=target.patient_id,
-                user_id=target.user_id,
-                show_not_eligible=st.settings.show_not_eligible,
-            )
-        else:  # warn about what the draft orders would change
-            results, impacts = order_impacts(
-                list(st.trials.values()),
-                resources,
-                target.orders,
-                patient_id=target.patient_id,
-                now=moment,
-                evaluate=st.evaluate,
-            )
-            chosen = order_warning_cards(
-                impacts, base_url=public_url, patient_id=target.patient_id, user_id=target.user_id
-            )
-        _note_incomplete([c for _, _, c in chosen], gathered.key_sources, gathered.problems)
-        if chosen:
-            st.store.record_cards(
-                [
-                    IssuedCard(
-                        card_uuid=c["uuid"],
-                        service_id=service.id,
-                        trial_id=t.id,
-                        verdict=a.verdict.value,
-                        issued_at=moment,
-                    )
-                    for t, a, c in chosen
-                ]
-            )
-        return results, chosen
-
-    if len(resources) <= INLINE_MAX_RESOURCES and st.store.local:
-        # For a usual record the trip to the thread pool costs more than it spares: it wakes another
-        # thread, which may run on the other core, away from the caches holding the resources just
-        # decoded (~12 % of a 1,000-resource answer, docs/performance.md), and under the GIL the pool runs
-        # no Python in parallel. So it is judged here, where its body was decoded. A large record, or a
-        # store across the network, goes to the pool, so that the event loop is never held long.
-        results, chosen = answer()
-    else:
-        results, chosen = await run_in_threadpool(answer)
-    bound.info(
-        "cds_service.answered",
-        trials=len(results),
-        cards=len(chosen),
-        verdicts={t.id: a.verdict.value for t, a in results},
-        resources=len(resources),
-        fetched_keys=sum(1 for source in gathered.key_sources.values() if source.startswith("fetched")),
-        http_requests=gathered.http_requests,
-        problems=len(gathered.problems),
-        duration_ms=round((time.perf_counter() - started) * 1000, 1),
-    )
-    return CardsResponse({"cards": [c for _, _, c in chosen]})
+    bound.info("cds_service.answered", **answer.log, duration_ms=round((time.perf_counter() - started) * 1000, 1))
+    return CardsResponse({"cards": answer.cards})
 
 
 def _feedback_entry(item: FeedbackItem, service_id: str) -> FeedbackEntry:

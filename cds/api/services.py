@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from cds.assessment import Assessment
 from cds.demo import DemoData
 from cds.settings import Settings
 from cds.store import FeedbackStore
-from hooks import HookDefinition, smart_scopes, smart_v1_scopes
+from hooks.base import SERVICE_ID, Evaluator, HookDefinition, resource_types, smart_scopes, smart_v1_scopes
 
-SERVICE_ID = "trial-eligibility"
-
-Evaluator = Callable[[Any, Any, datetime], Assessment]
+__all__ = ["SERVICE_ID", "AppState", "Evaluator", "ServiceDefinition", "trial_eligibility_services"]
 
 
 @dataclass(frozen=True)
@@ -27,10 +23,11 @@ class ServiceDefinition:
     title: str
     description: str
     resource_types: frozenset[str]
+    #: The hook's prefetch templates for these resource types (made once, read by every call).
+    templates: dict[str, str] = field(init=False, compare=False)
 
-    @property
-    def templates(self) -> dict[str, str]:
-        return self.hook.prefetch_templates(self.resource_types)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "templates", self.hook.prefetch_templates(self.resource_types))
 
     def usage_requirements(self) -> str:
         types = self.resource_types | {"Patient"}
@@ -54,39 +51,15 @@ class ServiceDefinition:
         }
 
 
-# The order hooks: the service id's suffix and what the clinician is doing when it is called.
-_ORDER_HOOKS: dict[str, str] = {"order-select": "selects", "order-sign": "is about to sign"}
-
-
 def trial_eligibility_service(hook: HookDefinition, trials: Mapping[str, Any]) -> ServiceDefinition:
-    types: set[str] = {"Patient"}
-    for trial in trials.values():
-        types.update(trial.resource_types())
     names = "; ".join(f"{t.short_name} ({t.title})" for t in trials.values())
-    plural = "s" if len(trials) != 1 else ""
-    if hook.name in _ORDER_HOOKS:
-        return ServiceDefinition(
-            id=f"{SERVICE_ID}-{hook.name}",
-            hook=hook,
-            title="Clinical trial eligibility: order check",
-            description=(
-                f"When the clinician {_ORDER_HOOKS[hook.name]} an order (a MedicationRequest coded with RxNorm "
-                "or CVX, or a ServiceRequest), warns if carrying it out would make a patient who may be "
-                f"eligible for a clinical trial ineligible, naming the criterion and for how long ({len(trials)} "
-                f"trial{plural}: {names})."
-            ),
-            resource_types=frozenset(types),
-        )
+    text = hook.service_text(len(trials), names)
     return ServiceDefinition(
-        id=SERVICE_ID,
+        id=text.id,
         hook=hook,
-        title="Clinical trial eligibility screening",
-        description=(
-            "Screens the patient in context against the eligibility criteria of "
-            f"{len(trials)} clinical trial{plural} from coded FHIR R4 data, and "
-            f"returns a card for each trial the patient may be eligible for: {names}."
-        ),
-        resource_types=frozenset(types),
+        title=text.title,
+        description=text.description,
+        resource_types=resource_types(trials),
     )
 
 

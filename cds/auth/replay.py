@@ -5,7 +5,8 @@ Table ``cds_auth_seen_jti``: one row per accepted token, unique on ``(iss, jti)`
 ``IntegrityError`` means another request, in any process, already used that ``jti`` -> replay.
 Expired rows are deleted at most once a minute per process. The table is created if missing.
 
-SQLAlchemy 2 with a synchronous engine (``settings.database_url``), run in a worker thread so the
+SQLAlchemy 2 with a synchronous engine (``settings.database_url``, made by ``cds.store.make_engine``: the
+same WAL, busy timeout and in-memory pool as the feedback store), run in a worker thread so the
 event loop never blocks on the database.
 """
 
@@ -15,7 +16,6 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from sqlalchemy import (
     BigInteger,
@@ -26,15 +26,14 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
-    create_engine,
     delete,
     insert,
     inspect,
 )
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from cds.auth.clients import MAX_ISS_LENGTH
+from cds.store import make_engine
 
 MAX_JTI_LENGTH = 255
 PURGE_INTERVAL_S = 60.0
@@ -60,7 +59,7 @@ class ReplayStore:
         engine: Engine | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        self.engine = engine if engine is not None else _make_engine(database_url)
+        self.engine = engine if engine is not None else make_engine(database_url)
         self._clock = clock or time.time
         self._ready = False
         self._ready_lock = threading.Lock()
@@ -124,11 +123,3 @@ class ReplayStore:
     def dispose(self) -> None:
         self.engine.dispose()
 
-
-def _make_engine(database_url: str) -> Engine:
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        # Several workers write to one file: wait for a lock rather than fail at once.
-        return create_engine(url, connect_args={"timeout": 15})
-    return create_engine(url, pool_pre_ping=True)

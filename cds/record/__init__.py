@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cds.fhir_json import LeanEntry, LeanResource
+from cds.fhir.decoding import LeanEntry, LeanResource
 from cds.record import parse, reading
 from cds.record.model import (
     Allergy,
@@ -119,7 +119,7 @@ class PatientRecord:
         full_urls: Mapping[str, str] | None = None,
     ) -> PatientRecord:
         """``deduplicated``: the resources are JSON objects, one per (type, id) already
-        (:func:`cds.prefetch.merge_resources` made them so), and need not be deduplicated again.
+        (:func:`cds.fhir.prefetch.merge_resources` made them so), and need not be deduplicated again.
         ``full_urls``: a Bundle's Patient entries, fullUrl → Patient id, to resolve references by fullUrl
         (``urn:uuid:…``, as Synthea writes them). Several Patients and no ``patient_id``: the record is
         nobody's, never a merge (no Patient, no resource about a patient; each counted as left out) —

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from functools import lru_cache
 
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
@@ -51,21 +51,6 @@ def _parse_fhir_date(value: str) -> FhirDate | None:
         return None
 
 
-def parse_instant(value: object) -> datetime | None:
-    """A full timestamp (for ordering results written on the same day)."""
-    if not isinstance(value, str):
-        return None
-    text = value.strip().replace("Z", "+00:00")
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        fd = parse_fhir_date(value)
-        return datetime(fd.day.year, fd.day.month, fd.day.day, tzinfo=UTC) if fd else None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed
-
-
 def add_months(day: date, months: int) -> date:
     month_index = day.month - 1 + months
     year = day.year + month_index // 12
@@ -84,6 +69,3 @@ def age_in_years(birth: date, on: date) -> int:
         years -= 1
     return years
 
-
-def days_between(earlier: date, later: date) -> int:
-    return (later - earlier).days

@@ -7,79 +7,38 @@ lenient and typed; a field that cannot be read is simply absent."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from cds.record.dates import FhirDate
+from cds.record.values import (
+    Coding,
+    Concept,
+    ObservationValue,
+    Quantity,
+    RefRange,
+    observation_value,
+    reference_ranges,
+)
 
-
-@dataclass(frozen=True, slots=True)
-class Coding:
-    system: str
-    code: str
-    display: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Concept:
-    codings: tuple[Coding, ...] = ()
-    text: str | None = None
-    # Concepts key the engine's match memo; hashing the codings once, not on every lookup.
-    _hash: int = field(default=0, init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_hash", hash((self.codings, self.text)))
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def texts(self) -> list[str]:
-        out = [c.display for c in self.codings if c.display]
-        if self.text:
-            out.append(self.text)
-        return out
-
-    def label(self) -> str:
-        if self.text:
-            return self.text
-        for coding in self.codings:
-            if coding.display:
-                return coding.display
-        return self.codings[0].code if self.codings else "?"
-
-    def __bool__(self) -> bool:
-        return bool(self.codings or self.text)
-
-
-class Quantity(msgspec.Struct, frozen=True, gc=False):
-    value: float
-    unit: str | None = None
-    comparator: str | None = None
-
-
-class RefRange(msgspec.Struct, frozen=True, gc=False):
-    low: Quantity | None
-    high: Quantity | None
-    applies_to: tuple[str, ...] = ()  # lower-cased texts and codes of appliesTo / type
-
-
-class ObservationValue(msgspec.Struct, frozen=True, gc=False):
-    quantity: Quantity | None = None
-    concept: Concept | None = None
-    integer: int | None = None
-    string: str | None = None
-    boolean: bool | None = None
-
-    def is_empty(self) -> bool:
-        return (
-            self.quantity is None
-            and self.concept is None
-            and self.integer is None
-            and self.string is None
-            and self.boolean is None
-        )
+__all__ = [
+    "Allergy",
+    "Coding",
+    "Concept",
+    "Condition",
+    "Dosage",
+    "Immunization",
+    "MedicationUse",
+    "Observation",
+    "ObservationValue",
+    "PatientInfo",
+    "Procedure",
+    "Quantity",
+    "Reaction",
+    "RefRange",
+    "new_observation",
+]
 
 
 class Observation(msgspec.Struct, gc=False, repr_omit_defaults=True):
@@ -103,16 +62,12 @@ class Observation(msgspec.Struct, gc=False, repr_omit_defaults=True):
     @property
     def value(self) -> ObservationValue:
         if self.parsed_value is None:
-            from cds.record.parse import observation_value
-
             self.parsed_value = observation_value(self.raw)
         return self.parsed_value
 
     @property
     def ranges(self) -> tuple[RefRange, ...]:
         if self.parsed_ranges is None:
-            from cds.record.parse import reference_ranges
-
             self.parsed_ranges = reference_ranges(self.raw)
         return self.parsed_ranges
 
@@ -199,10 +154,3 @@ class PatientInfo(msgspec.Struct, frozen=True, gc=False):
     birth_date: FhirDate | None
     deceased: bool = False
     deceased_on: FhirDate | None = None  # Patient.deceasedDateTime, where it is a date
-
-
-@dataclass(slots=True)
-class ReadProblems:
-    """What could not be read, by resource reference (no content, so no PHI)."""
-
-    unreadable: list[str] = field(default_factory=list)

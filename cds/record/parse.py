@@ -5,33 +5,41 @@ malformed resource costs at most the criteria that needed it, each then `unknown
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
 
 import orjson
 from msgspec import Raw
 
-from cds.fhir_json import LeanResource
+from cds.fhir.decoding import LeanResource
 from cds.record.dates import FhirDate, parse_fhir_date
 from cds.record.model import (
     Allergy,
-    Coding,
     Concept,
     Condition,
     Dosage,
     Immunization,
     MedicationUse,
     Observation,
-    ObservationValue,
     PatientInfo,
     Procedure,
     Quantity,
     Reaction,
-    RefRange,
     new_observation,
 )
+
+# The datatype readers, re-exported: the record's other modules read them as parse.<name>.
+from cds.record.values import Coding
+from cds.record.values import arr as arr
+from cds.record.values import coding as coding
+from cds.record.values import concept as concept
+from cds.record.values import num as num
+from cds.record.values import obj as obj
+from cds.record.values import observation_value as observation_value
+from cds.record.values import quantity as quantity
+from cds.record.values import reference_ranges as reference_ranges
+from cds.record.values import s as s
+from cds.record.values import status_code as status_code
 
 MCODE_HISTOLOGY_SUFFIX = "histology-morphology-behavior"
 
@@ -52,137 +60,6 @@ TIMING_CODES_PER_DAY: dict[str, float] = {
     "Q24H": 1,
 }
 _PERIOD_PER_DAY: dict[str, float] = {"s": 86400, "min": 1440, "h": 24, "d": 1, "wk": 1 / 7, "mo": 1 / 30, "a": 1 / 365}
-
-
-def s(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def obj(value: object) -> Mapping[str, Any] | None:
-    if value is None:
-        return None
-    if type(value) is dict:  # parsed JSON: the common case, without the ABC check below
-        return value
-    return value if isinstance(value, Mapping) else None
-
-
-def arr(value: object) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def num(value: object) -> float | None:
-    kind = type(value)
-    if kind is float:
-        return value if math.isfinite(value) else None  # type: ignore[arg-type, return-value]
-    if kind is int:
-        return float(value)  # type: ignore[arg-type]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    f = float(value)
-    return f if math.isfinite(f) else None
-
-
-def coding(value: object) -> Coding | None:
-    m = obj(value)
-    if m is None:
-        return None
-    code = m.get("code")
-    if type(code) is not str:
-        if isinstance(code, int | float) and not isinstance(code, bool):
-            code = str(code)
-        code = s(code)
-    if not code:
-        return None
-    return _coding(s(m.get("system")) or "", code.strip(), s(m.get("display")))
-
-
-@lru_cache(maxsize=8192)
-def _coding(system: str, code: str, display: str | None) -> Coding:
-    """Codings repeat across a record (one LOINC code per result of a test): one immutable object each."""
-    return Coding(system=system, code=code, display=display)
-
-
-_CONCEPT_MEMO_MAX = 8192
-_concept_memo: dict[tuple[str | None, ...], Concept | None] = {}
-
-
-def _concept_key(m: dict[str, Any]) -> tuple[str | None, ...] | None:
-    """What :func:`_concept` reads of a plain CodeableConcept, as a key: its text and each coding's
-    system, code and display - or None when any of them is not plain JSON text (then no memo)."""
-    text = m.get("text")
-    if text is not None and type(text) is not str:
-        return None
-    raw = m.get("coding")
-    if raw is None:
-        return (text,)
-    if type(raw) is not list:
-        return None
-    key: list[str | None] = [text]
-    for c in raw:
-        if type(c) is not dict:
-            return None
-        system, code, display = c.get("system"), c.get("code"), c.get("display")
-        if (
-            type(code) is not str
-            or (system is not None and type(system) is not str)
-            or (display is not None and type(display) is not str)
-        ):
-            return None
-        key += (system, code, display)
-    return tuple(key)
-
-
-def concept(value: object) -> Concept | None:
-    """A CodeableConcept. The same coded concept recurs across a record and across patients (one LOINC
-    code per result of a test): plain ones are read once and shared (immutable, bounded memo)."""
-    if type(value) is dict:
-        key = _concept_key(value)
-        if key is not None:
-            try:
-                return _concept_memo[key]
-            except KeyError:
-                pass
-            found = _concept(value)
-            if len(_concept_memo) >= _CONCEPT_MEMO_MAX:  # keys come from request data
-                _concept_memo.clear()
-            _concept_memo[key] = found
-            return found
-    return _concept(value)
-
-
-def _concept(value: object) -> Concept | None:
-    m = obj(value)
-    if m is None:
-        return None
-    raw = m.get("coding")
-    codings = tuple([c for c in map(coding, raw) if c is not None]) if type(raw) is list else ()
-    if not codings and isinstance(raw, list):  # a list subclass: read as before
-        codings = tuple(c for c in (coding(x) for x in raw) if c is not None)
-    text = s(m.get("text"))
-    if not codings and not text:
-        return None
-    return Concept(codings=codings, text=text)
-
-
-def status_code(value: object) -> str | None:
-    """A CodeableConcept status (Condition.clinicalStatus) as its first code, lower-cased."""
-    c = concept(value)
-    if c is None:
-        return None
-    for cd in c.codings:
-        return cd.code.lower()
-    return c.text.lower() if c.text else None
-
-
-def quantity(value: object) -> Quantity | None:
-    m = obj(value)
-    if m is None:
-        return None
-    v = num(m.get("value"))
-    if v is None:
-        return None
-    unit = s(m.get("code")) or s(m.get("unit"))
-    return Quantity(value=v, unit=unit, comparator=s(m.get("comparator")))
 
 
 def ref_of(resource: Mapping[str, Any]) -> str:
@@ -208,32 +85,6 @@ def patient(resource: Mapping[str, Any]) -> PatientInfo:
         deceased=deceased,
         deceased_on=parse_fhir_date(died),
     )
-
-
-def observation_value(m: Mapping[str, Any]) -> ObservationValue:
-    integer = m.get("valueInteger")
-    return ObservationValue(
-        quantity=quantity(m.get("valueQuantity")),
-        concept=concept(m.get("valueCodeableConcept")),
-        integer=integer if isinstance(integer, int) and not isinstance(integer, bool) else None,
-        string=s(m.get("valueString")),
-        boolean=m.get("valueBoolean") if isinstance(m.get("valueBoolean"), bool) else None,
-    )
-
-
-def _ref_range(value: object) -> RefRange | None:
-    m = obj(value)
-    if m is None:
-        return None
-    low, high = quantity(m.get("low")), quantity(m.get("high"))
-    if low is None and high is None:
-        return None
-    tags: list[str] = []
-    for c in [concept(x) for x in arr(m.get("appliesTo"))] + [concept(m.get("type"))]:
-        if c is not None:
-            tags.extend(t.lower() for t in c.texts())
-            tags.extend(cd.code.lower() for cd in c.codings)
-    return RefRange(low=low, high=high, applies_to=tuple(tags))
 
 
 def observation(resource: Mapping[str, Any], ref: str | None = None) -> Observation | None:
@@ -285,7 +136,7 @@ def raw_concept(raw: Raw) -> Concept | None:
 
 
 def lean_observation(resource: LeanResource, ref: str) -> Observation | None:
-    """:func:`observation` of a lean resource (:mod:`cds.fhir_json`), its code read through
+    """:func:`observation` of a lean resource (:mod:`cds.fhir.decoding`), its code read through
     :func:`raw_concept`; the same fields in the same order, so the same answer."""
     raw = resource.code
     code = (raw_concept(raw) if raw else None) if type(raw) is Raw else concept(resource.get("code"))
@@ -304,10 +155,6 @@ def lean_observation(resource: LeanResource, ref: str) -> Observation | None:
         status = s(status)
     status = status.lower() if status else None
     return new_observation(ref, status, code, parse_fhir_date(when_text), when_text or "", resource)
-
-
-def reference_ranges(resource: Mapping[str, Any]) -> tuple[RefRange, ...]:
-    return tuple(r for r in (_ref_range(x) for x in arr(resource.get("referenceRange"))) if r)
 
 
 def condition(resource: Mapping[str, Any]) -> Condition | None:

@@ -4,23 +4,21 @@ Every resource goes through the same steps: one copy per (type, id); about this 
 resource about another patient never counts: a mixed-up prefetch must not leak into a verdict); a status
 that says it never counts (entered in error, cancelled, refuted, …); then the reader of its type. A
 resource that cannot be read is listed as unreadable, never fatal. Observations, most of a long record,
-take the shortest path through these steps, on a lean resource's decoded fields (cds.fhir_json) or a
+take the shortest path through these steps, on a lean resource's decoded fields (cds.fhir.decoding) or a
 dict's."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from msgspec import Raw
 
-from cds.fhir_json import LeanResource, UnreadableField, plain_dict
+from cds.fhir.decoding import LeanResource, plain_dict
+from cds.fhir.resources import unique_resources
 from cds.record import parse
-from cds.record.model import MedicationUse, Observation
-
-if TYPE_CHECKING:
-    from cds.record import PatientRecord
+from cds.record.model import Allergy, Condition, Immunization, MedicationUse, Observation, Procedure
 
 # Resources that must never count, whatever they say (criteria file, "data rules").
 _IGNORED_STATUS: dict[str, frozenset[str]] = {
@@ -66,6 +64,22 @@ _EARLIER_PROFILE = re.compile(r"hl7\.org/fhir/(stu3|dstu2|3\.0|1\.0)(/|$)|\|(3\.
 _EARLIER_VERSION = re.compile(r"(3\.0|1\.0)(\.\d+)?$")
 
 
+class RecordLists(Protocol):
+    """What a reader fills: the lists of a :class:`cds.record.PatientRecord` (which meets this protocol;
+    named here, not imported, so that the record package's modules do not import each other in a circle)."""
+
+    observations: list[Observation]
+    conditions: list[Condition]
+    medications: list[MedicationUse]
+    procedures: list[Procedure]
+    immunizations: list[Immunization]
+    allergies: list[Allergy]
+    unreadable: list[str]
+    ignored: list[str]
+    about_other_patients: int
+    earlier_fhir: list[str]
+
+
 class RecordReader:
     """Reads resources into ``record`` (its lists, ``ignored`` and ``unreadable``) for the patient
     ``patient_id`` (None: every resource counts as the patient's). ``full_urls``: a Bundle's Patient
@@ -73,7 +87,7 @@ class RecordReader:
 
     def __init__(
         self,
-        record: PatientRecord,
+        record: RecordLists,
         patient_id: str | None,
         medications: Mapping[str, Mapping[str, Any]],
         full_urls: Mapping[str, str] | None = None,
@@ -241,35 +255,10 @@ def by_type(
 def deduplicate(
     resources: Iterable[Mapping[str, Any]],
 ) -> tuple[list[Mapping[str, Any]], dict[str, list[Mapping[str, Any]]]]:
-    """The same resource under several prefetch keys or pages counts once (same type and id); the most
-    recently updated copy wins. Anything that is not a JSON object is left out. Also: the Patient and
-    Medication resources kept, by type (the record needs them before the rest)."""
-    by_key: dict[tuple[str, str], Mapping[str, Any]] = {}
-    out: list[Mapping[str, Any]] = []
-    for r in resources:
-        if type(r) is LeanResource:
-            rtype, rid = r.resourceType, r.id
-        elif type(r) is dict or isinstance(r, Mapping):
-            rtype, rid = r.get("resourceType"), r.get("id")
-        else:
-            continue
-        if not isinstance(rtype, str) or not isinstance(rid, str):
-            out.append(r)
-            continue
-        key = (rtype, rid)
-        previous = by_key.get(key)
-        if previous is None or _last_updated(r) > _last_updated(previous):
-            by_key[key] = r
-    return by_type([*by_key.values(), *out])
-
-
-def _last_updated(resource: Mapping[str, Any]) -> str:
-    try:
-        meta = resource.get("meta")
-    except UnreadableField:
-        return ""
-    value = meta.get("lastUpdated") if isinstance(meta, Mapping) else None
-    return value if isinstance(value, str) else ""
+    """One copy of each resource (:func:`cds.fhir.resources.unique_resources`: the same rules as the
+    prefetch step's), and the Patient and Medication ones by type (the record needs them before the
+    rest)."""
+    return by_type(unique_resources([resources]))
 
 
 def choose_patient(patients: list[Mapping[str, Any]], patient_id: str | None) -> Mapping[str, Any] | None:

@@ -407,7 +407,7 @@ def test_a_record_over_the_inline_limit_is_judged_in_the_thread_pool(
 ) -> None:
     client = make_client(tmp_path)
     inline = client.post(SERVICE, json=full_request(client)).json()
-    monkeypatch.setattr("cds.api.routes.INLINE_MAX_RESOURCES", 3)
+    monkeypatch.setattr("hooks.base.INLINE_MAX_RESOURCES", 3)
     seen = judged_on_event_loop(client)
     pooled = client.post(SERVICE, json=full_request(client)).json()
     assert seen == [False]

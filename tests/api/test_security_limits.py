@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from api_support import SERVICE, bare_request, full_request, is_operation_outcome, make_client
 
-from cds.json_limits import limit_violation
+from cds.fhir.json_limits import limit_violation
 from cds.settings import Settings
 
 FEEDBACK = f"{SERVICE}/feedback"

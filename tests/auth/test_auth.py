@@ -570,3 +570,23 @@ def test_replay_store_allows_reuse_only_after_expiry(tmp_path: Path) -> None:
         assert store.purge() == 0
     finally:
         store.dispose()
+
+
+def test_replay_store_uses_the_stores_database_engine_wal_and_busy_timeout(tmp_path: Path) -> None:
+    store = ReplayStore(f"sqlite:///{tmp_path / 'replay.sqlite3'}")
+    try:
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 15000
+    finally:
+        store.dispose()
+
+
+async def test_replay_store_in_memory_is_one_database_for_every_worker_thread() -> None:
+    store = ReplayStore("sqlite://")
+    try:
+        assert await store.first_use("iss", "jti-1", int(time.time()) + 60) is True
+        replays = await asyncio.gather(*(store.first_use("iss", "jti-1", int(time.time()) + 60) for _ in range(4)))
+        assert replays == [False] * 4
+    finally:
+        store.dispose()

@@ -16,11 +16,10 @@ from fhir_builders import condition
 from typer.testing import CliRunner
 
 from cds.assessment import Status
-from cds.cards import card, counts_line
+from cds.cards import card, clinical_dates, clinical_day, counts_line
 from cds.cli import app, render_text
 from cds.engine import evaluate
-from cds.engine.formatting import clinical_dates, clinical_day
-from cds.fhir_load import LoadResult
+from cds.fhir.load import LoadResult
 from cds.order_cards import order_warning_card
 from cds.orders import order_impacts
 from cds.record import PatientRecord
@@ -89,7 +88,7 @@ def test_load_of_a_bundle_without_a_patient_says_so(monkeypatch: pytest.MonkeyPa
     def uploaded(*_: Any, **__: Any) -> list[LoadResult]:
         return [LoadResult(source="orgs.json", resources=2, statuses={"201": 2}, patient_ids=[])]
 
-    monkeypatch.setattr("cds.fhir_load.load_files", uploaded)
+    monkeypatch.setattr("cds.fhir.load.load_files", uploaded)
     result = runner.invoke(app, ["load", str(tmp_path / "orgs.json"), "--fhir", "https://fhir.example.org/r4"])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "orgs.json: 2 resources (2 created, 0 unchanged or updated), no Patient resource"

@@ -1,5 +1,5 @@
 """Independent review: realistic FHIR R4 records, with the status a careful grader who read only
-shared/trials/npc-liver-mets-criteria.md (and the eligibility text) would expect.
+docs/trials/npc-liver-mets-criteria.md (and the eligibility text) would expect.
 
 Evaluation date 2026-11-01 (engine_support.NOW). Windows back from it: 28 days -> 2026-10-04,
 14 days -> 2026-10-18, 3 months -> 2026-08-01, 6 months -> 2026-05-01.

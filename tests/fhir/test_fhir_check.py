@@ -1,4 +1,4 @@
-"""cds.fhir_check: which searches a FHIR server declares, from a canned CapabilityStatement."""
+"""cds.fhir.check: which searches a FHIR server declares, from a canned CapabilityStatement."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from cds.fhir_check import CapabilityError, all_supported, check_capabilities, needs_of, render_table
+from cds.fhir.check import CapabilityError, all_supported, check_capabilities, needs_of, render_table
 
 TEMPLATES = {
     "patient": "Patient/{{context.patientId}}",

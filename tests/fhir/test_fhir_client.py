@@ -1,4 +1,4 @@
-"""cds/fhir_client.py: allow-list, reads, searches, paging, retries, the time budget, headers."""
+"""cds/fhir/client.py: allow-list, reads, searches, paging, retries, the time budget, headers."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import respx
 from structlog.testing import capture_logs
 
-from cds.fhir_client import (
+from cds.fhir.client import (
     FhirClient,
     FhirServerNotAllowed,
     QueryResult,

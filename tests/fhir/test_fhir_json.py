@@ -1,4 +1,4 @@
-"""Lean decoding of FHIR JSON (cds/fhir_json.py) never changes an answer.
+"""Lean decoding of FHIR JSON (cds/fhir/decoding.py) never changes an answer.
 
 The same assessment, the same cards and the same 4xx errors whether a patient's record is read lean
 (msgspec, only READ_FIELDS, kept fields parsed on first read) or parsed whole with orjson: on every fixture
@@ -32,15 +32,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-import cds.api.models as api_models
-from cds import fhir_json
 from cds.api.services import trial_eligibility_service
 from cds.assessment import Assessment
 from cds.cards import ASSESSMENT_EXTENSION
 from cds.cli import app as cli_app
 from cds.demo import ANCHOR_DATE, DemoPatient, demo_request, load_demo_patients
 from cds.engine import evaluate
-from cds.fhir_json import (
+from cds.fhir import decoding as fhir_json
+from cds.fhir.decoding import (
     READ_FIELDS,
     LeanEntry,
     LeanResource,
@@ -176,7 +175,7 @@ def post(client: TestClient, raw: bytes, path: str = SERVICE) -> httpx.Response:
 
 def post_without_lean_decoding(client: TestClient, raw: bytes, path: str = SERVICE) -> httpx.Response:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(api_models, "decode_hook_request", lambda raw: None)
+        patch.setattr(fhir_json, "decode_hook_request", lambda raw: None)
         response = post(client, raw, path)
     return response
 
@@ -201,7 +200,7 @@ def lean_requests(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any] | None
         seen.append(decoded)
         return decoded
 
-    monkeypatch.setattr(api_models, "decode_hook_request", spy)
+    monkeypatch.setattr(fhir_json, "decode_hook_request", spy)  # as cds.api.models reaches it
     return seen
 
 
@@ -379,7 +378,9 @@ READER_MODULES = [
     "cds/record/parse.py",
     "cds/record/__init__.py",
     "cds/record/reading.py",
-    "cds/prefetch.py",
+    "cds/record/values.py",
+    "cds/fhir/prefetch.py",
+    "cds/fhir/resources.py",
     "cds/orders.py",
 ]
 
@@ -472,7 +473,7 @@ def test_every_top_level_field_the_readers_ask_for_is_decoded_lean() -> None:
     missing = {key: where for key, where in sorted(reader_keys().items()) if key not in allowed}
     assert not missing, (
         "These keys are read from FHIR JSON but a LeanResource skips them, so lean decoding would read them "
-        "as absent: add each top-level field to LeanResource in cds/fhir_json.py (`name: Raw = _ABSENT`), "
+        "as absent: add each top-level field to LeanResource in cds/fhir/decoding.py (`name: Raw = _ABSENT`), "
         "or, if it is only ever read inside nested JSON, to NESTED_ONLY in tests/fhir/test_fhir_json.py:\n"
         + "\n".join(f"  {key}: {', '.join(where)}" for key, where in missing.items())
     )

@@ -1,4 +1,4 @@
-"""cds.fhir_load: any Bundle → one transaction of PUT Type/id (idempotent), references resolved."""
+"""cds.fhir.load: any Bundle → one transaction of PUT Type/id (idempotent), references resolved."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cds.fhir_load import FhirLoadError, patient_ids, prefix_ids, to_transaction
+from cds.fhir.load import FhirLoadError, patient_ids, prefix_ids, to_transaction
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "patients"
 

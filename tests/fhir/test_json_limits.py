@@ -1,4 +1,4 @@
-"""The body limits read from the raw text (cds.json_limits) give the answers of a walk over the parsed
+"""The body limits read from the raw text (cds.fhir.json_limits) give the answers of a walk over the parsed
 value: both ways of reading the text's shape, on JSON whose strings hold brackets, quotes and escapes."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cds.json_limits import (
+from cds.fhir.json_limits import (
     _ESCAPE,
     _NOT_STRUCTURE,
     _STRUCTURE,
@@ -87,7 +87,7 @@ def test_the_raw_check_answers_as_the_walk_over_the_value(value: Any, limit: int
 
 def test_the_build_reads_the_shape_its_own_way() -> None:
     import cds
-    import cds.json_limits as limits
+    import cds.fhir.json_limits as limits
 
     expected = shape_depth_within_scan if cds.build() == "compiled" else shape_depth_within_fold
     assert limits._shape_depth_within is expected

@@ -1,4 +1,4 @@
-"""cds/prefetch.py: prefetch tokens, present / null / absent / OperationOutcome keys, merge, failures."""
+"""cds/fhir/prefetch.py: prefetch tokens, present / null / absent / OperationOutcome keys, merge, failures."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import httpx
 import pytest
 import respx
 
-from cds.fhir_client import FhirServerNotAllowed
-from cds.prefetch import (
+from cds.fhir.client import FhirServerNotAllowed
+from cds.fhir.prefetch import (
     DataUnavailable,
     FhirAccess,
     PrefetchError,

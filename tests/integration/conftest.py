@@ -15,7 +15,7 @@ import httpx
 import pytest
 from itest_support import FhirServer, fixture_files, read_json, server_from_env
 
-from cds.fhir_load import prefix_ids, upload_bundle
+from cds.fhir.load import prefix_ids, upload_bundle
 from cds.trials import Trial, load_trials
 
 NO_SERVER = (

@@ -25,12 +25,23 @@ from itest_support import (
     screen_offline,
 )
 
-from cds.fhir_client import FhirClient
-from cds.fhir_load import delete_resource, prefix_ids, upload_bundle
+from cds.fhir import http as fhir_http
+from cds.fhir.client import FhirClient
+from cds.fhir.load import prefix_ids, upload_bundle
 from cds.record import PatientRecord
 from cds.settings import Settings
 
 pytestmark = pytest.mark.integration
+
+
+def delete_resource(base_url: str, resource_type: str, resource_id: str, *, token: str | None = None) -> int:
+    """DELETE one resource; the HTTP status (200/202/204 deleted, 404/410 already gone: all fine)."""
+    with fhir_http.client(30.0) as http:
+        response = http.delete(
+            f"{base_url.rstrip('/')}/{resource_type}/{resource_id}", headers=fhir_http.headers(token)
+        )
+    assert response.status_code in (200, 202, 204, 404, 410), response.text[:300]
+    return response.status_code
 
 
 def _observation(pid: str, oid: str, day: int, value: float) -> dict[str, Any]:

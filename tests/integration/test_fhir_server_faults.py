@@ -21,7 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 from itest_support import FIXTURES, SERVICE, card_assessments, hook_request, make_app_client, read_json, screen_offline
 
-from cds.fhir_load import bundle_resources
+from cds.fhir.load import bundle_resources
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from itest_support import (
     screen_offline,
 )
 
-from cds.fhir_load import patient_ids
+from cds.fhir.load import patient_ids
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from cds.assessment import Status
 from cds.cli import app
 from cds.demo import demo_request
 from cds.engine import evaluate
-from cds.fhir_json import decode_resource
+from cds.fhir.decoding import decode_resource
 from cds.record import NoPatient, PatientRecord, SeveralPatients
 from cds.trials import default_trials
 from hooks import HOOKS

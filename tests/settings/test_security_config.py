@@ -196,3 +196,8 @@ def test_demo_mode_cannot_be_turned_on_from_the_environment(monkeypatch: pytest.
     settings = Settings()
     assert settings.demo is False
     assert settings.auth == "jwt"
+
+
+def test_the_fhir_allow_list_is_normalised_once_when_the_settings_load() -> None:
+    settings = Settings(auth="none", fhir_allowlist=["HTTPS://EHR.Example.org:443/fhir/", "http://127.0.0.1:8080/r4"])
+    assert settings.fhir_allowlist == ["https://ehr.example.org/fhir", "http://127.0.0.1:8080/r4"]

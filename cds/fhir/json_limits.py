@@ -11,7 +11,7 @@ of two ways, each exact, chosen by the build (docs/architecture.md, "Two builds 
 compiled build scans it byte by byte with machine integers (:func:`shape_depth_within_scan`, about a
 fifth of the instructions of the other way at 1,000 resources); pure Python, where such a loop would be
 slow, removes the strings and then one innermost level per ``bytes.replace`` pass
-(:func:`shape_depth_within_fold`). ``tests/test_json_limits.py`` holds both to the same answers."""
+(:func:`shape_depth_within_fold`). ``tests/fhir/test_json_limits.py`` holds both to the same answers."""
 
 from __future__ import annotations
 

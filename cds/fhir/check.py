@@ -20,9 +20,12 @@ from urllib.parse import parse_qsl
 
 import httpx
 
-Support = Literal["yes", "no", "unknown"]
+from cds.fhir import http as fhir_http
+from cds.trials import load_trials
+from hooks import HOOKS
+from hooks.base import resource_types
 
-FHIR_JSON = "application/fhir+json"
+Support = Literal["yes", "no", "unknown"]
 
 #: Search parameters every server understands as result controls; they are not declared per resource.
 RESULT_PARAMETERS = frozenset(
@@ -88,14 +91,10 @@ def needs_of(templates: Mapping[str, str]) -> list[Need]:
 
 def service_templates() -> dict[str, str]:
     """The prefetch templates of the services (as in discovery), each distinct template once."""
-    from cds.api.services import trial_eligibility_service
-    from cds.trials import load_trials
-    from hooks import HOOKS
-
-    trials = load_trials()
+    types = resource_types(load_trials())
     templates: dict[str, str] = {}
     for hook in HOOKS.values():  # every hook's service; the same template is checked once
-        for key, template in trial_eligibility_service(hook, trials).templates.items():
+        for key, template in hook.prefetch_templates(types).items():
             if template in templates.values():
                 continue
             name, n = key, 2
@@ -215,12 +214,9 @@ def fetch_capability_statement(
     base_url: str, *, token: str | None = None, timeout_s: float = 30.0, http: httpx.Client | None = None
 ) -> dict[str, Any]:
     """GET ``[base]/metadata`` as FHIR JSON."""
-    headers = {"Accept": FHIR_JSON}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    client = http or httpx.Client(timeout=timeout_s, follow_redirects=False)
+    client = http or fhir_http.client(timeout_s)
     try:
-        response = client.get(f"{base_url.rstrip('/')}/metadata", headers=headers)
+        response = client.get(f"{base_url.rstrip('/')}/metadata", headers=fhir_http.headers(token))
     except httpx.HTTPError as exc:
         raise CapabilityError(f"the FHIR server could not be reached ({type(exc).__name__})") from exc
     finally:

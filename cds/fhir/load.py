@@ -28,7 +28,8 @@ from typing import Any
 
 import httpx
 
-FHIR_JSON = "application/fhir+json"
+from cds.fhir import http as fhir_http
+from cds.fhir.http import FHIR_JSON
 
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
@@ -216,10 +217,7 @@ def patient_ids(bundle: Mapping[str, Any]) -> list[str]:
 
 
 def _headers(token: str | None) -> dict[str, str]:
-    headers = {"Accept": FHIR_JSON, "Content-Type": FHIR_JSON, "Prefer": "return=minimal"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    return headers
+    return fhir_http.headers(token, **{"Content-Type": FHIR_JSON, "Prefer": "return=minimal"})
 
 
 def _outcome_text(response: httpx.Response) -> str:
@@ -273,7 +271,7 @@ def upload_bundle(
     transaction = to_transaction(bundle)
     if not transaction["entry"]:
         return LoadResult(source=source, resources=0)
-    client = http or httpx.Client(timeout=timeout_s, follow_redirects=False)
+    client = http or fhir_http.client(timeout_s)
     try:
         response = client.post(
             _base(base_url), content=json.dumps(transaction).encode("utf-8"), headers=_headers(token)
@@ -311,24 +309,8 @@ def load_files(
 ) -> list[LoadResult]:
     """Upload each file as one transaction (what ``trial-cds load`` does). Stops at the first failure."""
     results: list[LoadResult] = []
-    with httpx.Client(timeout=timeout_s, follow_redirects=False) as http:
+    with fhir_http.client(timeout_s) as http:
         for path in paths:
             bundle = prefix_ids(read_bundle(path), id_prefix)
             results.append(upload_bundle(base_url, bundle, token=token, http=http, source=path.name))
     return results
-
-
-def delete_resource(
-    base_url: str, resource_type: str, resource_id: str, *, token: str | None = None, timeout_s: float = 30.0
-) -> int:
-    """DELETE one resource; the HTTP status (200/204 deleted, 404/410 already gone are all fine)."""
-    if not _RESOURCE_TYPE.fullmatch(resource_type) or not _FHIR_ID.fullmatch(resource_id):
-        raise FhirLoadError("not a valid resource type and id")
-    headers = {"Accept": FHIR_JSON}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    with httpx.Client(timeout=timeout_s, follow_redirects=False) as http:
-        response = http.delete(f"{_base(base_url)}/{resource_type}/{resource_id}", headers=headers)
-    if response.status_code not in (200, 202, 204, 404, 410):
-        raise FhirLoadError(f"DELETE {resource_type}: HTTP {response.status_code}: {_outcome_text(response)}")
-    return response.status_code

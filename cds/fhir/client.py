@@ -23,11 +23,11 @@ import httpx
 import orjson
 import structlog
 
-from cds.settings import Settings, is_loopback_host
+from cds.fhir.http import FHIR_JSON, async_client
+from cds.settings import DEFAULT_PORTS, BaseUrlError, Settings, is_loopback_host
+from cds.settings import normalise_base_url as normalise_settings_url
 
 log = structlog.get_logger(__name__)
-
-FHIR_JSON = "application/fhir+json"
 
 #: Statuses worth one more try (when the wait fits in the remaining budget).
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -39,7 +39,6 @@ BACKOFF_S = 0.1
 MAX_TRANSPORT_RETRIES = 1
 
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class FhirServerNotAllowed(ValueError):
@@ -52,28 +51,12 @@ class FhirServerNotAllowed(ValueError):
 
 
 def normalise_base_url(url: str) -> str:
-    """``scheme://host[:port]/path`` with scheme and host lower-cased, the default port and the trailing
-    slash removed. Raises :class:`FhirServerNotAllowed` for anything that is not such a URL."""
-    if not isinstance(url, str) or not url.strip():
-        raise FhirServerNotAllowed("fhirServer is empty")
+    """:func:`cds.settings.normalise_base_url` for a request's fhirServer: raises
+    :class:`FhirServerNotAllowed` for anything that is not a base URL."""
     try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as exc:
-        raise FhirServerNotAllowed("fhirServer is not a valid URL") from exc
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if scheme not in _DEFAULT_PORTS or not host:
-        raise FhirServerNotAllowed("fhirServer must be an absolute http(s) URL")
-    if parts.username is not None or parts.password is not None:
-        raise FhirServerNotAllowed("fhirServer must not contain credentials")
-    if parts.query or parts.fragment:
-        raise FhirServerNotAllowed("fhirServer must not contain a query or a fragment")
-    netloc = f"[{host}]" if ":" in host else host
-    if port is not None and port != _DEFAULT_PORTS[scheme]:
-        netloc = f"{netloc}:{port}"
-    path = parts.path.rstrip("/")
-    return f"{scheme}://{netloc}{path}"
+        return normalise_settings_url(url)
+    except BaseUrlError as exc:
+        raise FhirServerNotAllowed(f"fhirServer {exc.reason}") from None
 
 
 def check_fhir_server(url: str, settings: Settings) -> str:
@@ -85,13 +68,7 @@ def check_fhir_server(url: str, settings: Settings) -> str:
     parts = urlsplit(normalised)
     if parts.scheme != "https" and not is_loopback_host(parts.hostname or ""):
         raise FhirServerNotAllowed("fhirServer must use https (http is allowed only for loopback hosts)")
-    allowed: set[str] = set()
-    for entry in settings.fhir_allowlist:
-        try:
-            allowed.add(normalise_base_url(entry))
-        except FhirServerNotAllowed:
-            log.warning("fhir.allowlist.invalid_entry")
-    if normalised not in allowed:
+    if normalised not in settings.fhir_allowlist:  # normalised when the settings were loaded
         raise FhirServerNotAllowed(f"fhirServer {normalised} is not in the allow-list of this service")
     return normalised
 
@@ -101,10 +78,10 @@ def _origin(url: str) -> tuple[str, str, int] | None:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         host = (parts.hostname or "").lower()
-        port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
+        port = parts.port or DEFAULT_PORTS.get(scheme, 0)
     except ValueError:
         return None
-    if scheme not in _DEFAULT_PORTS or not host:
+    if scheme not in DEFAULT_PORTS or not host:
         return None
     return scheme, host, port
 
@@ -243,10 +220,7 @@ class FhirClient:
             deadline = loop.time() + self._settings.time_budget_s
         if self._http is not None:
             return await self._run_all(self._http, queries, deadline)
-        async with httpx.AsyncClient(
-            follow_redirects=False,
-            timeout=httpx.Timeout(self._settings.time_budget_s),
-        ) as http:
+        async with async_client(self._settings.time_budget_s) as http:
             return await self._run_all(http, queries, deadline)
 
     async def _run_all(

@@ -9,7 +9,7 @@ is asked for (type, id, status, dates) are decoded at once.
 
 A LeanResource reads like the dict it stands for (``get``, ``[]``, ``in``, iteration over its present
 fields), so every reader works on both. **A reader that needs a top-level field not in READ_FIELDS must add
-it there** (``tests/test_fhir_json.py`` checks every ``.get("…")`` of the readers against it).
+it there** (``tests/fhir/test_fhir_json.py`` checks every ``.get("…")`` of the readers against it).
 
 Lean decoding is an optimisation: where it cannot promise the same result as parsing the whole text with
 orjson (text that is not UTF-8, a lone surrogate escape, a request field that is not a CDS Hooks one, JSON
@@ -22,12 +22,14 @@ never seen, where orjson would have refused the whole request."""
 
 from __future__ import annotations
 
-from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
+from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import orjson
 from msgspec import UNSET, Raw
+
+from cds.fhir.json_limits import raw_limit_violation
 
 __all__ = [
     "READ_FIELDS",
@@ -243,6 +245,18 @@ def _plain_text(raw: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def decode_hook_request_within(
+    raw: bytes, parsed: Callable[[], Any], *, max_depth: int, max_string_length: int
+) -> tuple[dict[str, Any] | None, str | None]:
+    """:func:`decode_hook_request`, and, when it decodes the body, the first of the body's limits the body
+    breaks (:func:`cds.fhir.json_limits.raw_limit_violation`; None: within them). ``parsed`` gives the
+    body fully parsed, asked for only when the text alone does not settle the limits."""
+    data = decode_hook_request(raw)
+    if data is None:
+        return None, None
+    return data, raw_limit_violation(raw, parsed, max_depth=max_depth, max_string_length=max_string_length)
 
 
 def decode_hook_request(raw: bytes) -> dict[str, Any] | None:

@@ -18,7 +18,6 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -26,8 +25,9 @@ import httpx
 import structlog
 from msgspec import UNSET
 
-from cds.fhir_client import FhirClient, classify_query
-from cds.fhir_json import LeanEntry, LeanResource, UnreadableField
+from cds.fhir.client import FhirClient, check_fhir_server, classify_query
+from cds.fhir.decoding import LeanEntry, LeanResource, UnreadableField
+from cds.fhir.resources import unique_resources
 from cds.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -84,7 +84,7 @@ class FhirAccess:
 @dataclass
 class GatheredData:
     #: Deduplicated by (resourceType, id), from every key and page; OperationOutcomes not included. Dicts,
-    #: or LeanResources (cds.fhir_json) where the request was decoded lean: read them as Mappings.
+    #: or LeanResources (cds.fhir.decoding) where the request was decoded lean: read them as Mappings.
     resources: list[Mapping[str, Any]]
     #: key → "prefetch" | "prefetch-null" | "prefetch-partial" | "fetched" | "fetched-partial"
     #: | "not-applicable" (the template has a token without a value in this request).
@@ -266,48 +266,9 @@ def classify_prefetch_value(key: str, template: str, value: Any, settings: Setti
 # --------------------------------------------------------------------------------------------------
 
 
-def _last_updated(resource: Mapping[str, Any]) -> datetime | None:
-    try:
-        meta = resource.get("meta")
-    except UnreadableField:
-        return None
-    value = meta.get("lastUpdated") if isinstance(meta, Mapping) else None
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
 def merge_resources(groups: Iterable[Iterable[Mapping[str, Any]]]) -> list[Mapping[str, Any]]:
-    """Deduplicate by (resourceType, id), keeping the first position and, of the copies, the one with
-    the latest ``meta.lastUpdated`` (else the first). Resources without an id are all kept;
-    OperationOutcomes are left out."""
-    merged: list[Mapping[str, Any]] = []
-    index: dict[tuple[str, str], int] = {}
-    for group in groups:
-        for resource in group:
-            if type(resource) is LeanResource:  # the decoded fields, not the Mapping reads (most resources)
-                rtype, rid = resource.resourceType, resource.id
-            else:
-                rtype, rid = resource.get("resourceType"), resource.get("id")
-            if rtype == "OperationOutcome":
-                continue
-            if not isinstance(rtype, str) or not isinstance(rid, str) or not rid:
-                merged.append(resource)
-                continue
-            ident = (rtype, rid)
-            position = index.setdefault(ident, len(merged))
-            if position == len(merged):
-                merged.append(resource)
-                continue
-            kept = merged[position]
-            new_time, kept_time = _last_updated(resource), _last_updated(kept)
-            if new_time is not None and kept_time is not None and new_time > kept_time:
-                merged[position] = resource
-    return merged
+    """The keys' resources, one copy of each (:func:`cds.fhir.resources.unique_resources`)."""
+    return unique_resources(groups)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -377,7 +338,7 @@ async def gather(
 
     Raises :class:`PrefetchError` (→ 400) for malformed prefetch data or tokens,
     :class:`DataUnavailable` (→ 412) when data that must be fetched cannot be, and
-    :class:`cds.fhir_client.FhirServerNotAllowed` when fetching is needed and ``fhir.base_url`` is not
+    :class:`cds.fhir.client.FhirServerNotAllowed` when fetching is needed and ``fhir.base_url`` is not
     allow-listed (the API is expected to have checked it already with ``check_fhir_server``).
 
     ``deadline`` (``asyncio`` loop time) lets the caller share one budget with the rest of the request;
@@ -457,4 +418,30 @@ async def gather(
         http_requests=http_requests,
         problems=problems,
         by_key=by_key,
+    )
+
+
+async def gather_for_call(
+    templates: Mapping[str, str],
+    *,
+    context: Mapping[str, Any],
+    user_id: str | None,
+    prefetch: Mapping[str, Any] | None,
+    fhir_server: str | None,
+    access_token: str | None,
+    settings: Settings,
+    http: httpx.AsyncClient | None = None,
+) -> GatheredData:
+    """:func:`gather` for a CDS Hooks call as it came: its ``fhirServer``, when given, must be allow-listed
+    even when every key is prefetched (:class:`cds.fhir.client.FhirServerNotAllowed` at once, before
+    anything is read)."""
+    base_url = check_fhir_server(fhir_server, settings) if fhir_server is not None else None
+    return await gather(
+        templates,
+        context=context,
+        user_id=user_id,
+        prefetch=prefetch,
+        fhir=FhirAccess(base_url=base_url, access_token=access_token),
+        settings=settings,
+        http=http,
     )

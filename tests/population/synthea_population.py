@@ -123,6 +123,17 @@ def patient_facts(path: Path) -> PatientFacts:
     return PatientFacts(resources=len(resources), patients=len(patients), deceased=deceased)
 
 
+def bundle_resources(path: Path) -> dict[str, dict[str, Any]]:
+    """The Bundle's resources by "Type/id", the form of an assessment's `evidence` references."""
+    bundle = orjson.loads(path.read_bytes())
+    out: dict[str, dict[str, Any]] = {}
+    for e in bundle.get("entry", []):
+        r = e.get("resource")
+        if isinstance(r, dict) and r.get("resourceType") and r.get("id"):
+            out[f"{r['resourceType']}/{r['id']}"] = r
+    return out
+
+
 @dataclass(frozen=True)
 class Screened:
     path: Path

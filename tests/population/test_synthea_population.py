@@ -111,9 +111,9 @@ def test_a_deceased_patient_is_never_a_candidate(screened: list[Screened], trial
 
 
 # The check "no exclusion decided by an entry older than its rule's horizon" belongs here: for each
-# assessment in `assessments(screened, trials)`, every criterion that rules the patient out (synthea_population.
-# rules_out) must rest on evidence (its `evidence` references, resolved in the Bundle at `s.path`) dated
-# within the rule's horizon from `population.now`.
+# assessment in `assessments(screened, trials)`, every exclusion that rules the patient out
+# (synthea_population.rules_out) must rest on evidence (its `evidence` references, resolved with
+# synthea_population.bundle_resources(s.path)) dated within the rule's horizon before `population.now`.
 
 
 def test_trial_cds_screen_gives_the_same_verdicts(

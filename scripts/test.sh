@@ -33,7 +33,7 @@ if [[ ! -x /usr/bin/chromium ]]; then
 fi
 [[ -x /usr/bin/chromium ]] && /usr/bin/chromium --version
 
-# Synthea's patients (tests/population): generated on first use (about 10 minutes), then reused from
+# Synthea's patients (tests/population): generated on first use (about 5 minutes), then reused from
 # the cache outside the clone; the tests find them through TRIAL_CDS_SYNTHEA_POPULATION. Without it they
 # skip, except in CI, where they fail.
 step "Synthea population (scripts/synthea-population)"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every check and test, as `make test` and CI (.ci/run) run them:
 #   1. ruff, mypy --strict, trial-file validation;
-#   2. pytest: engine, API, security, browser tests (headless Chromium from Debian's package), on the
+#   2. pytest: engine, API, security, browser tests (headless Chromium from Debian's package) and the
+#      Synthea population (scripts/synthea-population, generated once and cached outside the clone), on the
 #      editable pure-Python install, then again on the production wheel (scripts/build-wheel, mypyc);
 #   3. the integration suite against real FHIR servers, started here and stopped on exit:
 #      - FHIR_BASE_URL set: that server only (any FHIR R4 server; FHIR_BEARER_TOKEN if it needs one);
@@ -32,7 +33,18 @@ if [[ ! -x /usr/bin/chromium ]]; then
 fi
 [[ -x /usr/bin/chromium ]] && /usr/bin/chromium --version
 
-step "pytest (unit, API, security, browser)"
+# Synthea's patients (tests/population): generated on first use (about 5 minutes), then reused from
+# the cache outside the clone; the tests find them through TRIAL_CDS_SYNTHEA_POPULATION. Without it they
+# skip, except in CI, where they fail.
+step "Synthea population (scripts/synthea-population)"
+if population="$(scripts/synthea-population)"; then
+  export TRIAL_CDS_SYNTHEA_POPULATION="$population"
+  echo "$population"
+else
+  fail "the Synthea population could not be generated; see var/logs/synthea.log"
+fi
+
+step "pytest (unit, API, security, browser, Synthea population)"
 TRIAL_CDS_EXPECT_BUILD=pure-python $BIN/pytest -q -p no:cacheprovider -m "not integration" || fail pytest
 
 # The production build runs the same source compiled with mypyc (setup.py): the same tests again, with the

@@ -10,8 +10,10 @@ from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
+from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from cds.api import create_app
+from cds.cards import find_empty
 from cds.demo import ANCHOR_DATE, DemoPatient, demo_request, load_demo_patients, searchset
 from cds.settings import Settings
 from hooks import HOOKS
@@ -109,3 +111,23 @@ def is_operation_outcome(body: Any, *codes: str) -> bool:
         if issue.get("severity") not in {"error", "fatal"} or not issue.get("diagnostics"):
             return False
     return not codes or any(issue.get("code") in codes for issue in issues)
+
+
+def assert_spec_card(card: dict[str, Any]) -> None:
+    """A CDS Hooks 2.0 card as the specification asks: nothing empty, links and suggestions complete."""
+    assert find_empty(card) == []
+    uuid.UUID(card["uuid"])
+    assert isinstance(card["summary"], str) and 0 < len(card["summary"]) < 140
+    assert card["indicator"] in {"info", "warning", "critical"}
+    assert card["source"]["label"]
+    for link in card.get("links", []):
+        assert link["label"] and link["url"].startswith(("http://", "https://")) and link["type"] == "absolute"
+    for reason in card.get("overrideReasons", []):
+        assert reason["code"] and reason["system"] and reason["display"]
+    if "suggestions" in card:
+        assert card["selectionBehavior"] == "at-most-one" and len(card["suggestions"]) == 1
+        for suggestion in card["suggestions"]:
+            assert suggestion["label"]
+            for action in suggestion["actions"]:
+                assert action["type"] == "create" and action["description"]
+                ServiceRequest.model_validate(action["resource"])

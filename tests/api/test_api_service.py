@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from api_support import (
     NOW,
     SERVICE,
     TOKEN,
+    assert_spec_card,
     bare_request,
     fhir_handler,
     full_request,
@@ -26,10 +26,9 @@ from api_support import (
     with_server,
 )
 from fastapi.testclient import TestClient
-from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from cds.api import create_app
-from cds.cards import ASSESSMENT_EXTENSION, find_empty, prune
+from cds.cards import ASSESSMENT_EXTENSION, prune
 from cds.engine import evaluate
 from cds.logging_setup import drop_sensitive
 from cds.record import PatientRecord
@@ -39,25 +38,6 @@ from cds.trials import load_trials
 def extension(card: dict[str, Any]) -> dict[str, Any]:
     value: dict[str, Any] = card["extension"][ASSESSMENT_EXTENSION]
     return value
-
-
-def assert_spec_card(card: dict[str, Any]) -> None:
-    assert find_empty(card) == []
-    uuid.UUID(card["uuid"])
-    assert isinstance(card["summary"], str) and 0 < len(card["summary"]) < 140
-    assert card["indicator"] in {"info", "warning", "critical"}
-    assert card["source"]["label"]
-    for link in card.get("links", []):
-        assert link["label"] and link["url"].startswith(("http://", "https://")) and link["type"] == "absolute"
-    for reason in card.get("overrideReasons", []):
-        assert reason["code"] and reason["system"] and reason["display"]
-    if "suggestions" in card:
-        assert card["selectionBehavior"] == "at-most-one" and len(card["suggestions"]) == 1
-        for suggestion in card["suggestions"]:
-            assert suggestion["label"]
-            for action in suggestion["actions"]:
-                assert action["type"] == "create" and action["description"]
-                ServiceRequest.model_validate(action["resource"])
 
 
 # ---------------------------------------------------------------------------------------------------

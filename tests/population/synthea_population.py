@@ -19,7 +19,7 @@ import orjson
 
 from cds.assessment import Assessment, CriterionAssessment, Status, Verdict
 from cds.engine import evaluate
-from cds.fhir_json import decode_resource
+from cds.fhir.decoding import decode_resource
 from cds.record import PatientRecord
 from cds.trials import Trial, default_trials, load_trial_file
 
@@ -29,7 +29,7 @@ REPORT = ROOT / "var" / "reports" / "synthea-population.md"
 # Besides the bundled trials, the small test trial (adults 40–80, platelets, no HIV): the bundled trial
 # asks for a nasopharyngeal carcinoma no Synthea patient has, so under it nobody is ever a candidate and
 # "never a candidate" would hold of the dead whatever the engine did. Under this one it is a real check.
-SECOND_TRIAL = ROOT / "tests" / "data" / "trials" / "second-trial.yaml"
+SECOND_TRIAL = ROOT / "tests" / "engine" / "data" / "trials" / "second-trial.yaml"
 WRITTEN_REPORTS: list[Path] = []  # the reports this test run wrote, printed at its end (conftest.py here)
 
 

@@ -27,8 +27,7 @@ from cds.assessment import Assessment, CriterionAssessment, Status, Verdict
 from cds.fhir.decoding import UnreadableField
 from cds.record import PatientRecord, parse
 from cds.rules.base import LeafRule, Window
-from cds.rules.kinds import LeafRules, Rule
-from cds.rules.logic import AllRule, AnyRule, NotRule
+from cds.rules.kinds import AllRule, AnyRule, LeafRules, NotRule, Rule
 from cds.trials import Criterion, Trial
 
 CVX_SYSTEM = "http://hl7.org/fhir/sid/cvx"

@@ -11,9 +11,8 @@ import yaml
 from pydantic import Field, ValidationError
 
 from cds.assessment import CriterionKind
-from cds.rules.base import StrictModel, Window
+from cds.rules.base import LabTest, StrictModel, Window
 from cds.rules.kinds import Rule, iter_leaves
-from cds.rules.labs import LabTest
 from cds.units import conversion_factor
 from cds.valuesets import MAPPINGS_DIR, ValueSetLibrary, default_library
 

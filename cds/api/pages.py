@@ -11,10 +11,8 @@ from typing import Any, assert_never
 from pydantic import BaseModel
 
 from cds.engine.formatting import number, unit
-from cds.rules.base import LeafRule, Window
-from cds.rules.kinds import Rule
-from cds.rules.labs import LabTest
-from cds.rules.logic import AllRule, AnyRule, NotRule
+from cds.rules.base import LabTest, LeafRule, Window
+from cds.rules.kinds import AllRule, AnyRule, NotRule, Rule
 from cds.trials import Trial
 from cds.valuesets import CodeEntry, ValueSet, ValueSetLibrary, default_library
 

@@ -2,54 +2,72 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, assert_never
+from typing import Protocol
 
-from cds.assessment import Assessment, CriterionAssessment, Status, Verdict, overall_verdict
-from cds.engine.context import EvalContext
+from cds.assessment import Assessment, CriterionAssessment, CriterionKind, Status, Verdict, overall_verdict
+from cds.engine.context import EvalContext, TrialSettings
 from cds.engine.formatting import day
-from cds.engine.result import UNKNOWN, RuleResult, all_of, any_of, negate
+from cds.engine.result import UNKNOWN, RuleResult
 from cds.record import PatientRecord
-from cds.rules.base import LeafRule
-from cds.rules.logic import AllRule, AnyRule, NotRule
 from cds.valuesets import ValueSetLibrary, default_library
 
-if TYPE_CHECKING:  # the rule kinds' models name their evaluators, which import the engine
-    from cds.rules.kinds import Rule
-    from cds.trials import Trial
+__all__ = ["CriterionSpec", "RuleSpec", "TrialSpec", "deceased_reason", "evaluate"]
 
-__all__ = ["deceased_reason", "evaluate"]
-
-# Each leaf kind's evaluator, by the kind's model, as first met: one lookup per rule, not a method call.
-_EVALUATORS: dict[type[object], Callable[[Any, EvalContext], RuleResult]] = {}
+# What the engine reads of a trial, declared here: the trial's models (cds.trials, cds.rules) import the
+# engine, never the other way round; mypy checks that ``cds.trials.Trial`` fits ``TrialSpec``.
 
 
-def evaluate_rule(rule: Rule, ctx: EvalContext) -> RuleResult:
-    evaluator = _EVALUATORS.get(type(rule))
-    if evaluator is not None:  # most rules are leaves: one lookup, not three isinstance checks first
-        return evaluator(rule, ctx)
-    if isinstance(rule, AllRule):
-        return all_of([evaluate_rule(r, ctx) for r in rule.all])
-    if isinstance(rule, AnyRule):
-        return any_of([evaluate_rule(r, ctx) for r in rule.any])
-    if isinstance(rule, NotRule):
-        return negate(evaluate_rule(rule.not_, ctx))
-    if isinstance(rule, LeafRule):
-        found: Callable[[Any, EvalContext], RuleResult] = rule.evaluator()
-        _EVALUATORS[type(rule)] = found
-        return found(rule, ctx)
-    assert_never(rule)
+class RuleSpec(Protocol):
+    """A criterion's rule: a leaf kind (``cds.rules.<kind>``), which calls its evaluator in
+    ``cds.engine.rules``, or a composition (``cds.rules.kinds``), which combines its parts' results."""
+
+    def evaluate(self, ctx: EvalContext) -> RuleResult: ...
 
 
-def evaluate(trial: Trial, record: PatientRecord, now: datetime, library: ValueSetLibrary | None = None) -> Assessment:
+class CriterionSpec(Protocol):
+    """One of the trial's criteria (``cds.trials.Criterion``)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def kind(self) -> CriterionKind: ...
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def judgement(self) -> bool: ...
+
+    @property
+    def rule(self) -> RuleSpec: ...
+
+
+class TrialSpec(TrialSettings, Protocol):
+    """A trial as the engine reads it (``cds.trials.Trial``)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def criteria(self) -> Sequence[CriterionSpec]: ...
+
+
+def evaluate(
+    trial: TrialSpec, record: PatientRecord, now: datetime, library: ValueSetLibrary | None = None
+) -> Assessment:
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     ctx = EvalContext(record=record, now=now, trial=trial, library=library or default_library())
     results: list[CriterionAssessment] = []
     for criterion in trial.criteria:
         try:
-            r = evaluate_rule(criterion.rule, ctx)
+            r = criterion.rule.evaluate(ctx)
         except Exception as exc:  # a data shape no rule foresaw: this criterion becomes unknown, never a crash
             r = RuleResult(
                 Status.UNKNOWN,

@@ -5,16 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
 from cds.record import PatientRecord
 from cds.record.dates import FhirDate, add_months, age_in_years
 from cds.record.model import Concept, Condition, Observation
-from cds.rules.base import Window
 from cds.valuesets import Match, ValueSetLibrary, Verdicts
-
-if TYPE_CHECKING:  # the rule kinds' models import the engine (their evaluators): their types only
-    from cds.rules.labs import LabTest
 
 NameUse = Literal["always", "uncoded", "never"]
 STANDARD_SYSTEMS = frozenset(
@@ -43,15 +39,76 @@ def newest_first_key(o: Observation) -> tuple[int, str]:
     return (o.when.day.toordinal() if o.when else 0, o.sort_key)
 
 
+# What the engine reads of the trial file is declared here as protocols: the trial's models (cds.rules,
+# cds.trials) import the engine, never the other way round, and mypy checks that each model fits.
+
+
+class WindowSpec(Protocol):
+    """A look-back window from the evaluation date (a trial file's ``cds.rules.base.Window``): exactly one
+    of ``days`` and ``months``; both ends included."""
+
+    @property
+    def days(self) -> int | None: ...
+
+    @property
+    def months(self) -> int | None: ...
+
+    def describe(self) -> str: ...
+
+
+class RangeSpec(Protocol):
+    """A lab test's default reference range (``cds.rules.base.RangeBound``), with per-sex overrides keyed
+    "low" / "high"."""
+
+    @property
+    def low(self) -> float | None: ...
+
+    @property
+    def high(self) -> float | None: ...
+
+    @property
+    def male(self) -> dict[str, float] | None: ...
+
+    @property
+    def female(self) -> dict[str, float] | None: ...
+
+
+class LabTestSpec(Protocol):
+    """One of the trial's lab tests (``tests:``, ``cds.rules.base.LabTest``) that lab rules name."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def valuesets(self) -> list[str]: ...
+
+    @property
+    def unit(self) -> str: ...
+
+    @property
+    def display_unit(self) -> str | None: ...
+
+    @property
+    def molar_mass_g_per_mol(self) -> float | None: ...
+
+    @property
+    def default_range(self) -> RangeSpec | None: ...
+
+    @property
+    def order(self) -> str | None: ...
+
+    @property
+    def dimensionless(self) -> bool: ...
+
+
 class TrialSettings(Protocol):
-    """What rules read of the trial (a ``cds.trials.Trial``) besides their own parameters. A protocol: the
-    trial's model imports the rule kinds, whose models import their evaluators, which import this module."""
+    """What rules read of the trial (a ``cds.trials.Trial``) besides their own parameters."""
 
     @property
-    def tests(self) -> Mapping[str, LabTest]: ...
+    def tests(self) -> Mapping[str, LabTestSpec]: ...
 
     @property
-    def measurement_window(self) -> Window: ...
+    def measurement_window(self) -> WindowSpec: ...
 
 
 @dataclass
@@ -148,13 +205,13 @@ class EvalContext:
             self._observations_by_code = index
         return self._observations_by_code
 
-    def window_start(self, window: Window) -> date:
+    def window_start(self, window: WindowSpec) -> date:
         if window.days is not None:
             return date.fromordinal(self._today_ordinal - window.days)
         assert window.months is not None
         return add_months(self.today, -window.months)
 
-    def in_window(self, when: FhirDate | None, window: Window | None) -> bool | None:
+    def in_window(self, when: FhirDate | None, window: WindowSpec | None) -> bool | None:
         """True/False, or None where the date is missing. A date after `now` is never inside."""
         if window is None:
             return when is None or when.day <= self.today

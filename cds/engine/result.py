@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import Final, TypeVar
+from typing import Final, Literal, TypeVar
 
 import msgspec
 
@@ -101,6 +101,9 @@ def negate(part: RuleResult) -> RuleResult:
 
 
 _BY_VALUE = {s.value: s for s in Status}
+
+#: What a trial file says a case counts as (``when_missing: unknown``, ``when_found: not_met``, ...).
+Outcome = Literal["met", "not_met", "unknown"]
 
 
 def outcome(name: str) -> Status:

@@ -1,18 +1,18 @@
-"""What every rule kind has: the strict model base, look-back windows, and the interface of a leaf kind
-(what it reads, which value sets it names, how it is evaluated, described and affected by orders)."""
+"""What every rule kind has: the strict model base, look-back windows, the trial's lab tests (``tests:``,
+named by lab rules and read by rule descriptions), and the interface of a leaf kind (what it reads, which
+value sets it names, how it is evaluated, described and affected by orders)."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-if TYPE_CHECKING:  # the evaluators import the models: the models name the engine's types for mypy only
-    from cds.engine.context import EvalContext
-    from cds.engine.result import RuleResult
-    from cds.rules.labs import LabTest
+from cds.engine.context import EvalContext
+from cds.engine.result import Outcome as Outcome  # the trial file's outcomes: the kinds' models name it here
+from cds.engine.result import RuleResult
 
 
 class StrictModel(BaseModel):
@@ -39,10 +39,27 @@ class Window(StrictModel):
         return f"{self.months} months"
 
 
-Outcome = Literal["met", "not_met", "unknown"]
-
 #: An outcome as the trial page words it.
 OUTCOME_TEXT: dict[str, str] = {"met": "counts as met", "not_met": "counts as not met", "unknown": "left to confirm"}
+
+
+class RangeBound(StrictModel):
+    low: float | None = None
+    high: float | None = None
+    male: dict[str, float] | None = None
+    female: dict[str, float] | None = None
+
+
+class LabTest(StrictModel):
+    label: str
+    valuesets: list[str] = Field(min_length=1)
+    unit: str
+    display_unit: str | None = None
+    molar_mass_g_per_mol: float | None = Field(default=None, gt=0)
+    default_range: RangeBound | None = None
+    default_range_source: str | None = None
+    order: str | None = None  # what to order when the result is missing
+    dimensionless: bool = False  # a ratio such as INR: reported with "1", "{INR}", "{ratio}" or no unit
 
 
 def window_text(window: Window | None) -> str:
@@ -74,8 +91,9 @@ class LeafRule(StrictModel, ABC):
     orders_read: ClassVar[frozenset[str]] = frozenset()
 
     @abstractmethod
-    def evaluator(self) -> Callable[[Self, EvalContext], RuleResult]:
-        """The function of ``cds.engine`` that evaluates this kind on a record."""
+    def evaluate(self, ctx: EvalContext) -> RuleResult:
+        """The rule on a record: the kind's evaluator in ``cds.engine.rules`` called with this model, which
+        mypy checks against the evaluator's protocol of what it reads."""
 
     @abstractmethod
     def resource_types(self) -> tuple[str, ...]:

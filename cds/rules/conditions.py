@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import Field
@@ -42,8 +41,8 @@ class ConditionRule(LeafRule):
     names: Literal["always", "uncoded"] = "uncoded"
     severity: SeverityMap | None = None
 
-    def evaluator(self) -> Callable[[ConditionRule, EvalContext], RuleResult]:
-        return evaluate_condition
+    def evaluate(self, ctx: EvalContext) -> RuleResult:
+        return evaluate_condition(self, ctx)
 
     def resource_types(self) -> tuple[str, ...]:
         return ("Condition",)

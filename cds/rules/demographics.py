@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 from pydantic import Field
@@ -18,8 +17,8 @@ class AgeRule(LeafRule):
     min: int | None = None
     max: int | None = None
 
-    def evaluator(self) -> Callable[[AgeRule, EvalContext], RuleResult]:
-        return evaluate_age
+    def evaluate(self, ctx: EvalContext) -> RuleResult:
+        return evaluate_age(self, ctx)
 
     def resource_types(self) -> tuple[str, ...]:
         return ("Patient",)
@@ -39,8 +38,8 @@ class SexRule(LeafRule):
     type: Literal["sex"]
     is_: list[Literal["male", "female", "other", "unknown"]] = Field(alias="is", min_length=1)
 
-    def evaluator(self) -> Callable[[SexRule, EvalContext], RuleResult]:
-        return evaluate_sex
+    def evaluate(self, ctx: EvalContext) -> RuleResult:
+        return evaluate_sex(self, ctx)
 
     def resource_types(self) -> tuple[str, ...]:
         return ("Patient",)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -25,8 +24,8 @@ class ProcedureRule(LeafRule):
 
     orders_read: ClassVar[frozenset[str]] = frozenset({"Procedure"})
 
-    def evaluator(self) -> Callable[[ProcedureRule, EvalContext], RuleResult]:
-        return evaluate_procedure
+    def evaluate(self, ctx: EvalContext) -> RuleResult:
+        return evaluate_procedure(self, ctx)
 
     def resource_types(self) -> tuple[str, ...]:
         return ("Procedure", "Condition")
@@ -59,8 +58,8 @@ class ImmunizationRule(LeafRule):
 
     orders_read: ClassVar[frozenset[str]] = frozenset({"Immunization"})
 
-    def evaluator(self) -> Callable[[ImmunizationRule, EvalContext], RuleResult]:
-        return evaluate_immunization
+    def evaluate(self, ctx: EvalContext) -> RuleResult:
+        return evaluate_immunization(self, ctx)
 
     def resource_types(self) -> tuple[str, ...]:
         return ("Immunization",)
@@ -83,8 +82,8 @@ class AllergyRule(LeafRule):
     severe_only: bool = False
     when_severity_unknown: Outcome = "unknown"
 
-    def evaluator(self) -> Callable[[AllergyRule, EvalContext], RuleResult]:
-        return evaluate_allergy
+    def evaluate(self, ctx: EvalContext) -> RuleResult:
+        return evaluate_allergy(self, ctx)
 
     def resource_types(self) -> tuple[str, ...]:
         return ("AllergyIntolerance",)
@@ -105,8 +104,8 @@ class JudgementRule(LeafRule):
     conditions: list[str] = Field(default_factory=list)
     observations: list[str] = Field(default_factory=list)
 
-    def evaluator(self) -> Callable[[JudgementRule, EvalContext], RuleResult]:
-        return evaluate_judgement
+    def evaluate(self, ctx: EvalContext) -> RuleResult:
+        return evaluate_judgement(self, ctx)
 
     def resource_types(self) -> tuple[str, ...]:
         # What the card lists for the investigator: the diagnoses and findings the rule names.

@@ -1,20 +1,21 @@
-"""The table of rule kinds. A rule in a trial file is a composition (``all:``, ``any:``, ``not:``) or one
-of the leaf kinds listed in ``LeafRules``; each kind's module holds the rest (see docs/architecture.md,
-"Adding a rule kind")."""
+"""The table of rule kinds and their compositions. A rule in a trial file is a composition (``all:``,
+``any:``, ``not:``, here) or one of the leaf kinds listed in ``LeafRules``; each kind's module holds the
+rest (see docs/architecture.md, "Adding a rule kind")."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any, Union, assert_never, get_args
 
-from pydantic import Discriminator, Tag
+from pydantic import Discriminator, Field, Tag
 
-from cds.rules.base import LeafRule
+from cds.engine.context import EvalContext
+from cds.engine.result import RuleResult, all_of, any_of, negate
+from cds.rules.base import LeafRule, StrictModel
 from cds.rules.conditions import ConditionRule
 from cds.rules.demographics import AgeRule, SexRule
 from cds.rules.events import AllergyRule, ImmunizationRule, JudgementRule, ProcedureRule
 from cds.rules.labs import LabRule
-from cds.rules.logic import AllRule, AnyRule, NotRule
 from cds.rules.medications import MedicationRule
 from cds.rules.observations import ObservationRule
 
@@ -33,6 +34,27 @@ LeafRules = (
 )
 
 LEAF_KINDS: tuple[type[LeafRule], ...] = get_args(LeafRules)
+
+
+class AllRule(StrictModel):
+    all: list[Rule] = Field(min_length=1)
+
+    def evaluate(self, ctx: EvalContext) -> RuleResult:
+        return all_of([rule.evaluate(ctx) for rule in self.all])
+
+
+class AnyRule(StrictModel):
+    any: list[Rule] = Field(min_length=1)
+
+    def evaluate(self, ctx: EvalContext) -> RuleResult:
+        return any_of([rule.evaluate(ctx) for rule in self.any])
+
+
+class NotRule(StrictModel):
+    not_: Rule = Field(alias="not")
+
+    def evaluate(self, ctx: EvalContext) -> RuleResult:
+        return negate(self.not_.evaluate(ctx))
 
 
 def kind_tag(model: type[LeafRule]) -> str:
@@ -76,8 +98,8 @@ else:  # the same union, each member tagged for pydantic's discriminator, built 
         ),
     ]
 
-for _model in (AllRule, AnyRule, NotRule):
-    _model.model_rebuild(_types_namespace={"Rule": Rule})
+for _model in (AllRule, AnyRule, NotRule):  # their fields name `Rule`, built after them from the table
+    _model.model_rebuild()
 
 
 def iter_leaves(rule: Rule) -> Iterator[LeafRules]:

@@ -1,9 +1,9 @@
-"""Lab results from Observation, against a fixed threshold or the result's reference range; the trial's
-lab tests (``tests:``) that lab rules name."""
+"""Lab results from Observation, against a fixed threshold or the result's reference range, of one of the
+trial's lab tests (``tests:``, ``cds.rules.base.LabTest``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -12,29 +12,10 @@ from cds.engine.context import EvalContext
 from cds.engine.formatting import number, quantity
 from cds.engine.result import RuleResult
 from cds.engine.rules.derived import evaluate_lab
-from cds.rules.base import OUTCOME_TEXT, Describer, LeafRule, Outcome, StrictModel, Window, window_text
+from cds.rules.base import OUTCOME_TEXT, Describer, LabTest, LeafRule, Outcome, Window, window_text
 from cds.units import conversion_factor
 
 _OP_TEXT = {">=": "≥", ">": ">", "<=": "≤", "<": "<"}
-
-
-class RangeBound(StrictModel):
-    low: float | None = None
-    high: float | None = None
-    male: dict[str, float] | None = None
-    female: dict[str, float] | None = None
-
-
-class LabTest(StrictModel):
-    label: str
-    valuesets: list[str] = Field(min_length=1)
-    unit: str
-    display_unit: str | None = None
-    molar_mass_g_per_mol: float | None = Field(default=None, gt=0)
-    default_range: RangeBound | None = None
-    default_range_source: str | None = None
-    order: str | None = None  # what to order when the result is missing
-    dimensionless: bool = False  # a ratio such as INR: reported with "1", "{INR}", "{ratio}" or no unit
 
 
 class LabRule(LeafRule):
@@ -60,8 +41,8 @@ class LabRule(LeafRule):
             raise ValueError("a lab rule gives exactly one of `value`, `times_uln`, `times_lln`")
         return self
 
-    def evaluator(self) -> Callable[[LabRule, EvalContext], RuleResult]:
-        return evaluate_lab
+    def evaluate(self, ctx: EvalContext) -> RuleResult:
+        return evaluate_lab(self, ctx)
 
     def resource_types(self) -> tuple[str, ...]:
         return ("Observation",)

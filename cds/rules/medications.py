@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -32,8 +31,8 @@ class MedicationRule(LeafRule):
 
     orders_read: ClassVar[frozenset[str]] = frozenset({"MedicationRequest"})
 
-    def evaluator(self) -> Callable[[MedicationRule, EvalContext], RuleResult]:
-        return evaluate_medication
+    def evaluate(self, ctx: EvalContext) -> RuleResult:
+        return evaluate_medication(self, ctx)
 
     def resource_types(self) -> tuple[str, ...]:
         return ("MedicationStatement", "MedicationRequest", "MedicationAdministration")

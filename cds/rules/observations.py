@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 from pydantic import Field
@@ -46,8 +45,8 @@ class ObservationRule(LeafRule):
     below_detection: Outcome = "unknown"  # a quantity written "<N": below the assay's limit
     order: str | None = None
 
-    def evaluator(self) -> Callable[[ObservationRule, EvalContext], RuleResult]:
-        return evaluate_observation
+    def evaluate(self, ctx: EvalContext) -> RuleResult:
+        return evaluate_observation(self, ctx)
 
     def resource_types(self) -> tuple[str, ...]:
         return ("Observation",)

@@ -3,17 +3,65 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import Literal, Protocol
 
 from cds.assessment import Fact, Status
-from cds.engine.context import EvalContext, NameUse
+from cds.engine.context import EvalContext, NameUse, WindowSpec
 from cds.engine.formatting import day
-from cds.engine.result import RuleResult, outcome
+from cds.engine.result import Outcome, RuleResult, outcome
 from cds.record.dates import FhirDate
 from cds.record.model import Condition
 
-if TYPE_CHECKING:  # the kind's model names this evaluator (cds.rules): its type only, or a circle
-    from cds.rules.conditions import ConditionRule
+
+class SeveritySpec(Protocol):
+    """How a condition rule reads a diagnosis's severity (``cds.rules.conditions.SeverityMap``)."""
+
+    @property
+    def met(self) -> list[str]: ...
+
+    @property
+    def not_met(self) -> list[str]: ...
+
+    @property
+    def missing(self) -> Outcome: ...
+
+    @property
+    def min_grade(self) -> int | None: ...
+
+
+class ConditionCriterion(Protocol):
+    """What ``evaluate_condition`` reads of a condition rule (``cds.rules.conditions.ConditionRule``)."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def valuesets(self) -> list[str]: ...
+
+    @property
+    def exclude_valuesets(self) -> list[str]: ...
+
+    @property
+    def status(self) -> Literal["active", "history", "any"]: ...
+
+    @property
+    def clinical_status(self) -> list[str]: ...
+
+    @property
+    def onset_within(self) -> WindowSpec | None: ...
+
+    @property
+    def active_within(self) -> WindowSpec | None: ...
+
+    @property
+    def when_found(self) -> Outcome: ...
+
+    @property
+    def names(self) -> Literal["always", "uncoded"]: ...
+
+    @property
+    def severity(self) -> SeveritySpec | None: ...
+
 
 ACTIVE = frozenset({"active", "recurrence", "relapse"})
 HISTORY = frozenset({"inactive", "remission", "resolved"})
@@ -76,7 +124,7 @@ def condition_fact(c: Condition, ctx: EvalContext) -> Fact:
     return Fact(label="Diagnosis", value=f"{describe(c)}, {state}", date=day(when) if when else None, resource=c.ref)
 
 
-def evaluate_condition(rule: ConditionRule, ctx: EvalContext) -> RuleResult:
+def evaluate_condition(rule: ConditionCriterion, ctx: EvalContext) -> RuleResult:
     candidates = matching_conditions(ctx, rule.valuesets, rule.exclude_valuesets, rule.names)
     if not candidates:  # most diagnoses a trial asks about are absent: the answer below, without its lists
         return _absent(rule)
@@ -164,7 +212,7 @@ def evaluate_condition(rule: ConditionRule, ctx: EvalContext) -> RuleResult:
     return _absent(rule)
 
 
-def _absent(rule: ConditionRule) -> RuleResult:
+def _absent(rule: ConditionCriterion) -> RuleResult:
     scope = f" within {rule.onset_within.describe()}" if rule.onset_within else ""
     return RuleResult(Status.NOT_MET, f"no {rule.label}{scope} in the record")
 
@@ -179,7 +227,7 @@ def _when(c: Condition, ctx: EvalContext) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def _severity(rule: ConditionRule, c: Condition, ctx: EvalContext) -> tuple[Status, str]:
+def _severity(rule: ConditionCriterion, c: Condition, ctx: EvalContext) -> tuple[Status, str]:
     if rule.severity is None:
         return Status.MET, ""
     if c.severity is not None:

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Literal, Protocol
 
 from cds.assessment import Fact, Status
 from cds.engine.context import EvalContext
 from cds.engine.formatting import day
 from cds.engine.result import RuleResult
 
-if TYPE_CHECKING:  # the kind's model names this evaluator (cds.rules): its type only, or a circle
-    from cds.rules.demographics import AgeRule, SexRule
+
+class AgeCriterion(Protocol):
+    """What ``evaluate_age`` reads of an age rule (``cds.rules.demographics.AgeRule``)."""
+
+    @property
+    def min(self) -> int | None: ...
+
+    @property
+    def max(self) -> int | None: ...
 
 
-def evaluate_age(rule: AgeRule, ctx: EvalContext) -> RuleResult:
+class SexCriterion(Protocol):
+    """What ``evaluate_sex`` reads of a sex rule (``cds.rules.demographics.SexRule``)."""
+
+    @property
+    def is_(self) -> list[Literal["male", "female", "other", "unknown"]]: ...
+
+
+def evaluate_age(rule: AgeCriterion, ctx: EvalContext) -> RuleResult:
     patient = ctx.record.patient
     if patient is None:
         return RuleResult(Status.UNKNOWN, "no Patient resource in the record", missing=("date of birth",))
@@ -51,13 +65,13 @@ def evaluate_age(rule: AgeRule, ctx: EvalContext) -> RuleResult:
     )
 
 
-def _same_side(rule: AgeRule, a: int, b: int) -> bool:
+def _same_side(rule: AgeCriterion, a: int, b: int) -> bool:
     below = rule.min is not None and a < rule.min and b < rule.min
     above = rule.max is not None and a > rule.max and b > rule.max
     return below or above
 
 
-def _bounds(rule: AgeRule) -> str:
+def _bounds(rule: AgeCriterion) -> str:
     if rule.min is not None and rule.max is not None:
         return f"{rule.min}–{rule.max} years"
     if rule.min is not None:
@@ -65,7 +79,7 @@ def _bounds(rule: AgeRule) -> str:
     return f"≤ {rule.max} years"
 
 
-def evaluate_sex(rule: SexRule, ctx: EvalContext) -> RuleResult:
+def evaluate_sex(rule: SexCriterion, ctx: EvalContext) -> RuleResult:
     patient = ctx.record.patient
     if patient is None:
         return RuleResult(Status.UNKNOWN, "no Patient resource in the record", missing=("sex",))

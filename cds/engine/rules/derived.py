@@ -3,18 +3,12 @@ allows: CKD-EPI 2021 eGFR, corrected calcium."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cds.assessment import Fact, Status
-from cds.engine.context import EvalContext
+from cds.engine.context import EvalContext, LabTestSpec, WindowSpec
 from cds.engine.formatting import day, quantity
 from cds.engine.result import RuleResult
-from cds.engine.rules.labs import LabPick, LabValue, compare, missing_result, pick_latest
-from cds.rules.base import Window
+from cds.engine.rules.labs import LabCriterion, LabPick, LabValue, compare, missing_result, pick_latest
 from cds.units import convert
-
-if TYPE_CHECKING:  # the kind's model names this evaluator (cds.rules): its type only, or a circle
-    from cds.rules.labs import LabRule, LabTest
 
 
 def ckd_epi_2021(creatinine_mg_dl: float, age: int, sex: str) -> float:
@@ -32,7 +26,7 @@ def corrected_calcium_mg_dl(calcium_mg_dl: float, albumin_g_dl: float) -> float:
     return calcium_mg_dl + 0.8 * (4.0 - albumin_g_dl)
 
 
-def evaluate_lab(rule: LabRule, ctx: EvalContext) -> RuleResult:
+def evaluate_lab(rule: LabCriterion, ctx: EvalContext) -> RuleResult:
     """A lab rule: the measured value, else one derived from other results where the rule allows. Here,
     not in ``labs``, so that neither module imports the other inside a function (an import per call)."""
     test = ctx.trial.tests[rule.test]
@@ -48,7 +42,7 @@ def evaluate_lab(rule: LabRule, ctx: EvalContext) -> RuleResult:
 
 
 def evaluate_derived(
-    rule: LabRule, ctx: EvalContext, test: LabTest, window: Window, pick: LabPick
+    rule: LabCriterion, ctx: EvalContext, test: LabTestSpec, window: WindowSpec, pick: LabPick
 ) -> RuleResult | None:
     if rule.derive == "ckd_epi_2021":
         return _egfr(rule, ctx, test, window, pick)
@@ -57,7 +51,9 @@ def evaluate_derived(
     return None
 
 
-def _egfr(rule: LabRule, ctx: EvalContext, test: LabTest, window: Window, pick: LabPick) -> RuleResult | None:
+def _egfr(
+    rule: LabCriterion, ctx: EvalContext, test: LabTestSpec, window: WindowSpec, pick: LabPick
+) -> RuleResult | None:
     creat_test = ctx.trial.tests[rule.derive_from["creatinine"]]
     creat = pick_latest(ctx, creat_test, window)
     if creat.value is None or creat.value.low != creat.value.high:
@@ -88,7 +84,9 @@ def _egfr(rule: LabRule, ctx: EvalContext, test: LabTest, window: Window, pick: 
     )
 
 
-def _calcium(rule: LabRule, ctx: EvalContext, test: LabTest, window: Window, pick: LabPick) -> RuleResult | None:
+def _calcium(
+    rule: LabCriterion, ctx: EvalContext, test: LabTestSpec, window: WindowSpec, pick: LabPick
+) -> RuleResult | None:
     albumin_test = ctx.trial.tests[rule.derive_from["albumin"]]
     if pick.value is None:
         ionized_name = rule.derive_from.get("ionized")

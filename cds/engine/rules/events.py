@@ -3,20 +3,85 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from cds.assessment import Fact, Status
-from cds.engine.context import EvalContext
+from cds.engine.context import EvalContext, WindowSpec
 from cds.engine.formatting import day
-from cds.engine.result import RuleResult, outcome
+from cds.engine.result import Outcome, RuleResult, outcome
 from cds.engine.rules.conditions import describe as describe_condition
 from cds.engine.rules.conditions import event_date, matching_conditions
 from cds.engine.rules.labs import matching_observations
 from cds.record.dates import FhirDate, add_months
 from cds.record.model import Allergy, Procedure
 
-if TYPE_CHECKING:  # the kind's model names this evaluator (cds.rules): its type only, or a circle
-    from cds.rules.events import AllergyRule, ImmunizationRule, JudgementRule, ProcedureRule
+
+class ProcedureCriterion(Protocol):
+    """What ``evaluate_procedure`` reads of a procedure rule (``cds.rules.events.ProcedureRule``)."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def valuesets(self) -> list[str]: ...
+
+    @property
+    def exclude_valuesets(self) -> list[str]: ...
+
+    @property
+    def window(self) -> WindowSpec | None: ...
+
+    @property
+    def before_onset_of(self) -> list[str]: ...
+
+    @property
+    def ended_more_than_months_before_onset(self) -> int | None: ...
+
+    @property
+    def when_found(self) -> Outcome: ...
+
+
+class ImmunizationCriterion(Protocol):
+    """What ``evaluate_immunization`` reads of an immunization rule (``cds.rules.events.ImmunizationRule``)."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def valuesets(self) -> list[str]: ...
+
+    @property
+    def window(self) -> WindowSpec | None: ...
+
+
+class AllergyCriterion(Protocol):
+    """What ``evaluate_allergy`` reads of an allergy rule (``cds.rules.events.AllergyRule``)."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def valuesets(self) -> list[str]: ...
+
+    @property
+    def severe_only(self) -> bool: ...
+
+    @property
+    def when_severity_unknown(self) -> Outcome: ...
+
+
+class JudgementCriterion(Protocol):
+    """What ``evaluate_judgement`` reads of a judgement rule (``cds.rules.events.JudgementRule``)."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def conditions(self) -> list[str]: ...
+
+    @property
+    def observations(self) -> list[str]: ...
+
 
 PLANNED = frozenset({"preparation"})
 
@@ -42,7 +107,7 @@ def _proc_fact(label: str, p: Procedure) -> Fact:
     return Fact(label=label, value=p.code.label(), date=day(when) if when else None, resource=p.ref)
 
 
-def evaluate_procedure(rule: ProcedureRule, ctx: EvalContext) -> RuleResult:
+def evaluate_procedure(rule: ProcedureCriterion, ctx: EvalContext) -> RuleResult:
     procs = [
         p
         for p in ctx.record.procedures
@@ -120,7 +185,7 @@ def evaluate_procedure(rule: ProcedureRule, ctx: EvalContext) -> RuleResult:
     )
 
 
-def evaluate_immunization(rule: ImmunizationRule, ctx: EvalContext) -> RuleResult:
+def evaluate_immunization(rule: ImmunizationCriterion, ctx: EvalContext) -> RuleResult:
     found = [i for i in ctx.record.immunizations if ctx.match(i.vaccine, rule.valuesets, names="uncoded")]
     scope = f" within {rule.window.describe()}" if rule.window else ""
     inside = [i for i in found if ctx.in_window(i.when, rule.window) is True]
@@ -145,7 +210,7 @@ def evaluate_immunization(rule: ImmunizationRule, ctx: EvalContext) -> RuleResul
     return RuleResult(Status.NOT_MET, f"no {rule.label}{scope} in the record")
 
 
-def _allergy_matches(a: Allergy, rule: AllergyRule, ctx: EvalContext) -> bool:
+def _allergy_matches(a: Allergy, rule: AllergyCriterion, ctx: EvalContext) -> bool:
     if ctx.match(a.code, rule.valuesets):
         return True
     return any(ctx.match(r.substance, rule.valuesets) for r in a.reactions)
@@ -160,7 +225,7 @@ def _severity(a: Allergy) -> str | None:
     return None
 
 
-def evaluate_allergy(rule: AllergyRule, ctx: EvalContext) -> RuleResult:
+def evaluate_allergy(rule: AllergyCriterion, ctx: EvalContext) -> RuleResult:
     found = [a for a in ctx.record.allergies if _allergy_matches(a, rule, ctx)]
     if not found:
         return RuleResult(Status.NOT_MET, f"no {rule.label} recorded")
@@ -205,7 +270,7 @@ def evaluate_allergy(rule: AllergyRule, ctx: EvalContext) -> RuleResult:
     )
 
 
-def evaluate_judgement(rule: JudgementRule, ctx: EvalContext) -> RuleResult:
+def evaluate_judgement(rule: JudgementCriterion, ctx: EvalContext) -> RuleResult:
     evidence: list[str] = []
     facts: list[Fact] = []
     notes: list[str] = []

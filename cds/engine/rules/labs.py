@@ -5,20 +5,51 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Literal, Protocol
 
 import msgspec
 
 from cds.assessment import Fact, Status
-from cds.engine.context import EvalContext, newest_first_key
+from cds.engine.context import EvalContext, LabTestSpec, WindowSpec, newest_first_key
 from cds.engine.formatting import age_days, day, number, quantity
-from cds.engine.result import RuleResult, outcome
+from cds.engine.result import Outcome, RuleResult, outcome
 from cds.record.model import Observation, Quantity, RefRange
-from cds.rules.base import Window
 from cds.units import convert, normalise_unit
 
-if TYPE_CHECKING:  # the kind's model names this evaluator (cds.rules): its type only, or a circle
-    from cds.rules.labs import LabRule, LabTest
+
+class LabCriterion(Protocol):
+    """What the lab evaluators read of a lab rule (``cds.rules.labs.LabRule``)."""
+
+    @property
+    def test(self) -> str: ...
+
+    @property
+    def op(self) -> Literal[">=", ">", "<=", "<", "outside_range"]: ...
+
+    @property
+    def value(self) -> float | None: ...
+
+    @property
+    def unit(self) -> str | None: ...
+
+    @property
+    def times_uln(self) -> float | None: ...
+
+    @property
+    def times_lln(self) -> float | None: ...
+
+    @property
+    def window(self) -> WindowSpec | None: ...
+
+    @property
+    def derive(self) -> Literal["ckd_epi_2021", "corrected_calcium"] | None: ...
+
+    @property
+    def derive_from(self) -> dict[str, str]: ...
+
+    @property
+    def when_missing(self) -> Outcome: ...
+
 
 USABLE_STATUS = frozenset({"final", "amended", "corrected"})
 _EPS = 1e-9
@@ -96,7 +127,7 @@ def matching_observations(ctx: EvalContext, valuesets: list[str]) -> list[Observ
     return cached
 
 
-def pick_latest(ctx: EvalContext, test: LabTest, window: Window) -> LabPick:
+def pick_latest(ctx: EvalContext, test: LabTestSpec, window: WindowSpec) -> LabPick:
     """The most recent usable result within the window, or why there is none."""
     notes: list[str] = []
     older: Observation | None = None
@@ -164,7 +195,7 @@ class Limit(msgspec.Struct, frozen=True, gc=False):
     source: str  # "reference range of the result" or "trial default"
 
 
-def limit(ctx: EvalContext, test: LabTest, obs: Observation, which: str) -> Limit | None:
+def limit(ctx: EvalContext, test: LabTestSpec, obs: Observation, which: str) -> Limit | None:
     """The result's own ULN ("high") or LLN ("low"), in the test's unit; else the trial file's default."""
     rr = _range_for(obs, ctx)
     bound = getattr(rr, which) if rr is not None else None
@@ -194,9 +225,9 @@ def _symbol(op: str) -> str:
 
 
 def compare(
-    rule: LabRule,
+    rule: LabCriterion,
     ctx: EvalContext,
-    test: LabTest,
+    test: LabTestSpec,
     lab: LabValue,
     label: str | None = None,
     derived_note: str = "",
@@ -280,7 +311,7 @@ def _open_verdict(lab: LabValue, predicate: Callable[[float], bool]) -> Status:
     return Status.UNKNOWN
 
 
-def missing_result(rule: LabRule, test: LabTest, pick: LabPick) -> RuleResult:
+def missing_result(rule: LabCriterion, test: LabTestSpec, pick: LabPick) -> RuleResult:
     status = outcome(rule.when_missing)
     evidence = (pick.older.ref,) if pick.older is not None else ()
     wanted = (f"{test.label}" + (f" ({test.order})" if test.order else ""),) if status is Status.UNKNOWN else ()

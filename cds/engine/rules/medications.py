@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import TYPE_CHECKING
+from typing import Literal, Protocol
 
 import msgspec
 
 from cds.assessment import Fact, Status
-from cds.engine.context import EvalContext
+from cds.engine.context import EvalContext, WindowSpec
 from cds.engine.formatting import day, number
 from cds.engine.result import RuleResult
 from cds.record.dates import FhirDate
@@ -19,8 +19,44 @@ from cds.record.model import Concept, Dosage, MedicationUse
 from cds.units import convert
 from cds.valuesets import Match
 
-if TYPE_CHECKING:  # the kind's model names this evaluator (cds.rules): its type only, or a circle
-    from cds.rules.medications import MedicationRule
+
+class DoseSpec(Protocol):
+    """A daily-dose threshold in a reference drug's equivalents (``cds.rules.medications.DoseLimit``)."""
+
+    @property
+    def reference(self) -> str: ...
+
+    @property
+    def reference_mg(self) -> float: ...
+
+    @property
+    def max_mg_per_day(self) -> float: ...
+
+
+class MedicationCriterion(Protocol):
+    """What ``evaluate_medication`` reads of a medication rule (``cds.rules.medications.MedicationRule``)."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def valuesets(self) -> list[str]: ...
+
+    @property
+    def exclude_valuesets(self) -> list[str]: ...
+
+    @property
+    def window(self) -> WindowSpec | None: ...
+
+    @property
+    def systemic_only(self) -> bool: ...
+
+    @property
+    def route_unknown(self) -> Literal["systemic", "unknown"]: ...
+
+    @property
+    def dose(self) -> DoseSpec | None: ...
+
 
 ROUTE_SYSTEMIC = "route-systemic"
 ROUTE_NON_SYSTEMIC = "route-non-systemic"
@@ -47,7 +83,7 @@ def _interval(use: MedicationUse, today: date) -> tuple[FhirDate | None, date | 
     return use.start, None, False
 
 
-def exposure_in_window(use: MedicationUse, ctx: EvalContext, rule: MedicationRule) -> bool | None:
+def exposure_in_window(use: MedicationUse, ctx: EvalContext, rule: MedicationCriterion) -> bool | None:
     if rule.window is None:
         return True
     start, end, end_known = _interval(use, ctx.today)
@@ -129,7 +165,7 @@ def _describe(use: MedicationUse, ctx: EvalContext) -> str:
     return f"{name} ({span}, {use.status or 'status not recorded'})"
 
 
-def evaluate_medication(rule: MedicationRule, ctx: EvalContext) -> RuleResult:
+def evaluate_medication(rule: MedicationCriterion, ctx: EvalContext) -> RuleResult:
     exposures: list[Exposure] = []
     matches: dict[Concept, Match | None] = {}  # a record repeats its drugs (one statement per refill)
     for use in ctx.record.medications:
@@ -209,7 +245,7 @@ def evaluate_medication(rule: MedicationRule, ctx: EvalContext) -> RuleResult:
     )
 
 
-def _outside_note(rule: MedicationRule) -> str:
+def _outside_note(rule: MedicationCriterion) -> str:
     notes = []
     if rule.systemic_only:
         notes.append("systemic route")
@@ -218,7 +254,7 @@ def _outside_note(rule: MedicationRule) -> str:
     return f" ({', '.join(notes)})" if notes else ""
 
 
-def _dose_status(rule: MedicationRule, exp: Exposure) -> tuple[Status, str]:
+def _dose_status(rule: MedicationCriterion, exp: Exposure) -> tuple[Status, str]:
     limit = rule.dose
     assert limit is not None
     equivalent = exp.match.value

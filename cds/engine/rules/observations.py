@@ -2,20 +2,70 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from cds.assessment import Fact, Status
-from cds.engine.context import EvalContext
+from cds.engine.context import EvalContext, WindowSpec
 from cds.engine.formatting import age_days, day, number
-from cds.engine.result import RuleResult, outcome
+from cds.engine.result import Outcome, RuleResult, outcome
 from cds.engine.rules.labs import USABLE_STATUS, matching_observations
 from cds.record.model import Observation, ObservationValue
 
-if TYPE_CHECKING:  # the kind's model names this evaluator (cds.rules): its type only, or a circle
-    from cds.rules.observations import NumericRange, ObservationRule
+
+class RangeCriterion(Protocol):
+    """A numeric range an observation's value falls in (``cds.rules.observations.NumericRange``)."""
+
+    @property
+    def min(self) -> float | None: ...
+
+    @property
+    def max(self) -> float | None: ...
+
+    @property
+    def gt(self) -> float | None: ...
 
 
-def _in_range(value: float, rng: NumericRange | None) -> bool:
+class ObservationCriterion(Protocol):
+    """What ``evaluate_observation`` reads of an observation rule (``cds.rules.observations.ObservationRule``)."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def valuesets(self) -> list[str]: ...
+
+    @property
+    def window(self) -> WindowSpec | None: ...
+
+    @property
+    def met_values(self) -> list[str]: ...
+
+    @property
+    def not_met_values(self) -> list[str]: ...
+
+    @property
+    def numeric_values(self) -> str | None: ...
+
+    @property
+    def met_range(self) -> RangeCriterion | None: ...
+
+    @property
+    def not_met_range(self) -> RangeCriterion | None: ...
+
+    @property
+    def other(self) -> Outcome: ...
+
+    @property
+    def when_missing(self) -> Outcome: ...
+
+    @property
+    def below_detection(self) -> Outcome: ...
+
+    @property
+    def order(self) -> str | None: ...
+
+
+def _in_range(value: float, rng: RangeCriterion | None) -> bool:
     if rng is None:
         return False
     if rng.min is not None and value < rng.min:
@@ -40,7 +90,7 @@ def _shown(value: ObservationValue) -> str:
     return "no value"
 
 
-def _shown_for(rule: ObservationRule, value: ObservationValue, ctx: EvalContext) -> str:
+def _shown_for(rule: ObservationCriterion, value: ObservationValue, ctx: EvalContext) -> str:
     """A graded answer (ECOG "LA9623-5") is shown as its grade, the way clinicians say it."""
     if rule.numeric_values and value.concept is not None:
         found = ctx.match(value.concept, [rule.numeric_values])
@@ -49,7 +99,7 @@ def _shown_for(rule: ObservationRule, value: ObservationValue, ctx: EvalContext)
     return _shown(value)
 
 
-def classify(rule: ObservationRule, value: ObservationValue, ctx: EvalContext) -> Status:
+def classify(rule: ObservationCriterion, value: ObservationValue, ctx: EvalContext) -> Status:
     if value.concept is not None:
         if rule.met_values and ctx.match(value.concept, rule.met_values, names="never"):
             return Status.MET
@@ -74,7 +124,7 @@ def classify(rule: ObservationRule, value: ObservationValue, ctx: EvalContext) -
     return outcome(rule.other)
 
 
-def _worded_answer(rule: ObservationRule, texts: list[str], ctx: EvalContext) -> Status | None:
+def _worded_answer(rule: ObservationCriterion, texts: list[str], ctx: EvalContext) -> Status | None:
     """A result written in words ("Not detected", "Non-reactive", "IVB"): the longest phrase found
     decides, so "not detected" beats the "detected" inside it."""
     best: tuple[int, Status] | None = None
@@ -87,7 +137,7 @@ def _worded_answer(rule: ObservationRule, texts: list[str], ctx: EvalContext) ->
     return best[1] if best else None
 
 
-def _numeric(rule: ObservationRule, value: ObservationValue, ctx: EvalContext) -> float | str | None:
+def _numeric(rule: ObservationCriterion, value: ObservationValue, ctx: EvalContext) -> float | str | None:
     if value.integer is not None:
         return float(value.integer)
     if value.quantity is not None:
@@ -105,7 +155,7 @@ def _numeric(rule: ObservationRule, value: ObservationValue, ctx: EvalContext) -
     return None
 
 
-def _wanted(rule: ObservationRule) -> str:
+def _wanted(rule: ObservationCriterion) -> str:
     return rule.label if not rule.order or rule.order == rule.label else f"{rule.label} ({rule.order})"
 
 
@@ -113,7 +163,7 @@ def _usable(obs: Observation, ctx: EvalContext) -> bool:
     return obs.status in USABLE_STATUS and obs.when is not None and obs.when.day <= ctx.today
 
 
-def evaluate_observation(rule: ObservationRule, ctx: EvalContext) -> RuleResult:
+def evaluate_observation(rule: ObservationCriterion, ctx: EvalContext) -> RuleResult:
     older: Observation | None = None
     for obs in matching_observations(ctx, rule.valuesets):
         if not _usable(obs, ctx) or obs.value.is_empty():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -41,7 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql.expression import Executable
 
 metadata = MetaData()
@@ -155,7 +156,11 @@ def make_engine(url: str) -> Engine:
     database = parsed.database or ""
     in_memory = database in {"", ":memory:"} or database.startswith("file::memory:")
     if in_memory:
-        engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+        # One in-memory database for every thread: one connection, lent to one thread at a time (a pool of
+        # one; the others wait). A sqlite3 connection shared by threads at once (StaticPool) interleaves
+        # their transactions: a rollback in one thread undoes another's insert.
+        shared = sqlite3.connect(":memory:", check_same_thread=False)
+        engine = create_engine(url, poolclass=QueuePool, pool_size=1, max_overflow=0, creator=lambda: shared)
     else:
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 15})

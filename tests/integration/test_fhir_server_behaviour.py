@@ -20,7 +20,6 @@ from itest_support import (
     card_assessments,
     hook_request,
     make_app_client,
-    offline_assessments,
     read_json,
     screen_offline,
 )
@@ -28,7 +27,6 @@ from itest_support import (
 from cds.fhir import http as fhir_http
 from cds.fhir.client import FhirClient
 from cds.fhir.load import prefix_ids, upload_bundle
-from cds.record import PatientRecord
 from cds.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -144,12 +142,15 @@ def test_patient_with_no_data(fhir_server: FhirServer, service: TestClient, tria
     assert _over_http(service, fhir_server, pid) == screen_offline(trials, bundle)
 
 
-def test_unknown_patient(fhir_server: FhirServer, service: TestClient, trials: dict[str, Any]) -> None:
-    """A patient id the server does not know: the read answers 404, every search is empty; the service
-    answers (no data is not an error) with what the engine says of an empty record."""
+def test_unknown_patient_is_a_412(fhir_server: FhirServer, service: TestClient) -> None:
+    """A patient id the server does not know (the read answers 404, every search is empty): there is no
+    record to screen, so the service answers 412 with an OperationOutcome, never a verdict on nobody."""
     pid = f"{fhir_server.prefix}it-unknown-0000"
-    expected = offline_assessments(trials, PatientRecord.from_resources([], patient_id=pid))
-    assert _over_http(service, fhir_server, pid) == expected
+    response = service.post(SERVICE, json=hook_request(pid, fhir_server.base, fhir_server.token))
+    assert response.status_code == 412, response.text
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert "Patient" in outcome["issue"][0]["diagnostics"]
 
 
 def test_deleted_resource_no_longer_counts(

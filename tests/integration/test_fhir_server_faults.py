@@ -234,7 +234,9 @@ def test_offset_paging_without_total(stub: _Stub, service: TestClient, trials: d
         assert stub.requests["offset"] > 9, "several pages were read"
 
 
-def test_gone_patient_is_no_data(stub: _Stub, service: TestClient) -> None:
-    """Patient read → 410 Gone, empty searches: no data, which is not an error."""
+def test_gone_patient_is_a_412(stub: _Stub, service: TestClient) -> None:
+    """Patient read → 410 Gone, empty searches: no Patient to screen, so 412 with an OperationOutcome
+    (the service never gives a verdict on a record without its patient)."""
     response, _ = _call(service, stub, "gone")
-    assert response.status_code == 200, response.text
+    assert response.status_code == 412, response.text
+    assert response.json()["resourceType"] == "OperationOutcome"

@@ -56,10 +56,18 @@ def _parse_now(now: str | None) -> datetime:
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    port: Annotated[int, typer.Option(help="Port to listen on (1-65535).", min=1, max=65535)] = 8080,
     demo: Annotated[
         bool, typer.Option("--demo", help="Demo mode: bundled demo patients, demo page, NO authentication.")
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Worker processes, all on the one database of TRIAL_CDS_DATABASE_URL (a file or a server).",
+        ),
+    ] = 1,
 ) -> None:
     """Run the CDS Hooks service. Without --demo, CDS clients must authenticate (TRIAL_CDS_* settings)."""
     from pydantic import ValidationError
@@ -68,10 +76,27 @@ def serve(
     from cds.settings import Settings, SettingsError
 
     try:
-        Settings()  # a bad setting stops here with a clear message, before anything is started
+        settings = Settings()  # a bad setting stops here with a clear message, before anything is started
     except (SettingsError, ValidationError) as exc:
         _fail(f"invalid configuration: {exc}")
-    run(host, port, demo=demo)
+        raise
+    if workers > 1 and _in_memory(settings.database_url):
+        # Each process would have a database of its own: a token refused by one worker as a replay would
+        # be accepted by the next, and feedback would be scattered.
+        _fail(
+            f"--workers {workers} needs one database for every worker: set TRIAL_CDS_DATABASE_URL to a file or server"
+        )
+    run(host, port, demo=demo, workers=workers)
+
+
+def _in_memory(database_url: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    database = url.database or ""
+    return url.get_backend_name() == "sqlite" and (
+        database in {"", ":memory:"} or "mode=memory" in database or database.startswith("file::memory:")
+    )
 
 
 @app.command()

@@ -86,7 +86,27 @@ def serve(
         _fail(
             f"--workers {workers} needs one database for every worker: set TRIAL_CDS_DATABASE_URL to a file or server"
         )
+    if _port_in_use(host, port):
+        _fail(f"port {port} is in use on {host}; choose another with --port (make demo PORT=… for the demo)")
     run(host, port, demo=demo, workers=workers)
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    """Whether ``host:port`` cannot be listened on now (checked before start-up, so that a busy port is
+    one clear line rather than a server that starts and then logs an error)."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror:
+        return False  # the server says what is wrong with the host
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError:
+            return True
+    return False
 
 
 def _in_memory(database_url: str) -> bool:

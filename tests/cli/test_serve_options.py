@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from typer.testing import CliRunner
 
@@ -35,3 +37,13 @@ def test_no_workers_is_refused() -> None:
     result = CliRunner().invoke(app, ["serve", "--demo", "--workers", "0"])
     assert result.exit_code == 2
     assert "--workers" in result.output
+
+
+def test_a_port_in_use_is_named_before_anything_starts() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["serve", "--demo", "--port", str(port)])
+    assert result.exit_code == 2
+    assert f"port {port} is in use on 127.0.0.1" in result.output

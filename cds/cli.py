@@ -282,13 +282,21 @@ def load(
     token: Annotated[
         str | None, typer.Option("--token", envvar="FHIR_BEARER_TOKEN", help="Bearer token, if the server needs one.")
     ] = None,
-    id_prefix: Annotated[str, typer.Option("--id-prefix", help="Put before every resource id (shared servers).")] = "",
+    id_prefix: Annotated[
+        str,
+        typer.Option("--id-prefix", help="Put before every resource id, references following (shared servers)."),
+    ] = "",
+    replace: Annotated[
+        bool,
+        typer.Option("--replace", help="Overwrite resources the server holds for another patient under the same id."),
+    ] = False,
 ) -> None:
-    """Upload synthetic patients: one transaction per file, PUT by id, so a re-run changes nothing."""
+    """Upload synthetic patients: one transaction per file, PUT by id, so a re-run changes nothing. A file
+    that would overwrite another patient's resource (the same id) is refused unless --replace."""
     from cds.fhir.load import FhirLoadError, load_files
 
     try:
-        results = load_files(fhir, bundles, token=token, id_prefix=id_prefix)
+        results = load_files(fhir, bundles, token=token, id_prefix=id_prefix, replace=replace)
     except FhirLoadError as exc:
         _fail(str(exc), 1)
         raise

@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make demo  — install and run the service in demo mode on the bundled demo patients
+#   make demo  — install and run the service in demo mode on the bundled demo patients (PORT=8090 for another port)
 #   make test  — install what the tests need, start the FHIR servers they use, run every check and test
 # .ci/run runs `make test`.
 
@@ -26,7 +26,8 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: install
-	$(BIN)/trial-cds serve --demo --port $(PORT)
+	@scripts/port-free "$(PORT)" "make demo PORT={port}"
+	$(BIN)/trial-cds serve --demo --port "$(PORT)"
 
 lint: install-test
 	$(BIN)/ruff check cds hooks fhir_mappings tests

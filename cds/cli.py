@@ -56,10 +56,18 @@ def _parse_now(now: str | None) -> datetime:
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    port: Annotated[int, typer.Option(help="Port to listen on (1-65535).", min=1, max=65535)] = 8080,
     demo: Annotated[
         bool, typer.Option("--demo", help="Demo mode: bundled demo patients, demo page, NO authentication.")
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Worker processes, all on the one database of TRIAL_CDS_DATABASE_URL (a file or a server).",
+        ),
+    ] = 1,
 ) -> None:
     """Run the CDS Hooks service. Without --demo, CDS clients must authenticate (TRIAL_CDS_* settings)."""
     from pydantic import ValidationError
@@ -68,10 +76,47 @@ def serve(
     from cds.settings import Settings, SettingsError
 
     try:
-        Settings()  # a bad setting stops here with a clear message, before anything is started
+        settings = Settings()  # a bad setting stops here with a clear message, before anything is started
     except (SettingsError, ValidationError) as exc:
         _fail(f"invalid configuration: {exc}")
-    run(host, port, demo=demo)
+        raise
+    if workers > 1 and _in_memory(settings.database_url):
+        # Each process would have a database of its own: a token refused by one worker as a replay would
+        # be accepted by the next, and feedback would be scattered.
+        _fail(
+            f"--workers {workers} needs one database for every worker: set TRIAL_CDS_DATABASE_URL to a file or server"
+        )
+    if _port_in_use(host, port):
+        _fail(f"port {port} is in use on {host}; choose another with --port (make demo PORT=… for the demo)")
+    run(host, port, demo=demo, workers=workers)
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    """Whether ``host:port`` cannot be listened on now (checked before start-up, so that a busy port is
+    one clear line rather than a server that starts and then logs an error)."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror:
+        return False  # the server says what is wrong with the host
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError:
+            return True
+    return False
+
+
+def _in_memory(database_url: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    database = url.database or ""
+    return url.get_backend_name() == "sqlite" and (
+        database in {"", ":memory:"} or "mode=memory" in database or database.startswith("file::memory:")
+    )
 
 
 @app.command()
@@ -237,13 +282,21 @@ def load(
     token: Annotated[
         str | None, typer.Option("--token", envvar="FHIR_BEARER_TOKEN", help="Bearer token, if the server needs one.")
     ] = None,
-    id_prefix: Annotated[str, typer.Option("--id-prefix", help="Put before every resource id (shared servers).")] = "",
+    id_prefix: Annotated[
+        str,
+        typer.Option("--id-prefix", help="Put before every resource id, references following (shared servers)."),
+    ] = "",
+    replace: Annotated[
+        bool,
+        typer.Option("--replace", help="Overwrite resources the server holds for another patient under the same id."),
+    ] = False,
 ) -> None:
-    """Upload synthetic patients: one transaction per file, PUT by id, so a re-run changes nothing."""
+    """Upload synthetic patients: one transaction per file, PUT by id, so a re-run changes nothing. A file
+    that would overwrite another patient's resource (the same id) is refused unless --replace."""
     from cds.fhir.load import FhirLoadError, load_files
 
     try:
-        results = load_files(fhir, bundles, token=token, id_prefix=id_prefix)
+        results = load_files(fhir, bundles, token=token, id_prefix=id_prefix, replace=replace)
     except FhirLoadError as exc:
         _fail(str(exc), 1)
         raise

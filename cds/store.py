@@ -37,11 +37,12 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
     text,
 )
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql.expression import Executable
 
@@ -74,6 +75,15 @@ feedback = Table(
     Column("received_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("card_uuid", "outcome", "outcome_timestamp", name="uq_feedback_card_outcome_time"),
 )
+
+
+def text_limit(table: Table, column_name: str) -> int:
+    """The most characters the column ``column_name`` of ``table`` holds: the request models take their
+    limits from here (cds.api.models), so a value too long for the column is refused before it is stored."""
+    column_type = table.c[column_name].type
+    if not isinstance(column_type, String) or column_type.length is None:
+        raise TypeError(f"{table.name}.{column_name} is not a text column with a length")
+    return column_type.length
 
 
 @dataclass(frozen=True)
@@ -179,12 +189,18 @@ def make_engine(url: str) -> Engine:
 
 @functools.cache
 def _insert_or_nothing(dialect: str, table: Table) -> Executable:
-    """INSERT … ON CONFLICT DO NOTHING for ``table``, built once (the rows are bound at execution)."""
+    """INSERT … ON CONFLICT DO NOTHING for ``table``, built once (the rows are bound at execution).
+
+    On PostgreSQL it says what it inserted with RETURNING: SQLAlchemy adds an implicit RETURNING of the
+    generated key there, and the driver then reports a rowcount of -1, so an inserted row would be counted
+    as a duplicate."""
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert  # type: ignore[assignment]
-    return dialect_insert(table).on_conflict_do_nothing()
+
+        return dialect_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+    return postgresql_insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
 
 
 def _insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> int:
@@ -197,7 +213,7 @@ def _insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]
         inserted = 0
         for row in rows:
             result = conn.execute(statement, row)
-            inserted += max(result.rowcount, 0)
+            inserted += len(result.all()) if dialect == "postgresql" else max(result.rowcount, 0)
         return inserted
     inserted = 0
     for row in rows:  # other databases: one savepoint per row
@@ -220,7 +236,14 @@ class FeedbackStore:
         self.local = self.engine.dialect.name == "sqlite"
 
     def create_tables(self) -> None:
-        metadata.create_all(self.engine)
+        """Create the tables that are missing. Several workers starting at once on one PostgreSQL database
+        race between the check and the CREATE; the loser's error is ignored once the tables exist."""
+        try:
+            metadata.create_all(self.engine)
+        except (IntegrityError, OperationalError, ProgrammingError):
+            existing = set(inspect(self.engine).get_table_names())
+            if not existing.issuperset(metadata.tables):
+                raise
 
     def ping(self) -> bool:
         try:

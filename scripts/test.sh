@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Every check and test, as `make test` and CI (.ci/run) run them:
 #   1. ruff, mypy --strict, trial-file validation;
-#   2. pytest: engine, API, security, browser tests (headless Chromium from Debian's package) and the
-#      Synthea population (scripts/synthea-population, generated once and cached outside the clone), on the
-#      editable pure-Python install, then again on the production wheel (scripts/build-wheel, mypyc);
+#   2. pytest: engine, API, security, browser tests (headless Chromium from Debian's package), the store,
+#      replay-cache and feedback tests also on PostgreSQL (scripts/postgres: Debian's package, a throwaway
+#      cluster on 127.0.0.1, started here once and stopped on exit), and the Synthea population
+#      (scripts/synthea-population, generated once and cached outside the clone), on the editable pure-Python install, then again on the production wheel (scripts/build-wheel, mypyc);
 #   3. the integration suite against real FHIR servers, started here and stopped on exit:
 #      - FHIR_BASE_URL set: that server only (any FHIR R4 server; FHIR_BEARER_TOKEN if it needs one);
 #      - CI (CI=true) or TEST_HAPI=1: HAPI FHIR JPA (sandbox/hapi, built with Maven), then SEKMET;
@@ -44,7 +45,22 @@ else
   fail "the Synthea population could not be generated; see var/logs/synthea.log"
 fi
 
-step "pytest (unit, API, security, browser, Synthea population)"
+# PostgreSQL for the store, replay-cache and feedback tests (tests/database_support.py): without it they
+# skip, except in CI, where they fail.
+step "PostgreSQL (scripts/postgres)"
+stop_services() {
+  scripts/fhir-servers stop all >/dev/null 2>&1
+  scripts/postgres stop >/dev/null 2>&1
+}
+trap stop_services EXIT
+if postgres_url="$(scripts/postgres start)"; then
+  export TRIAL_CDS_TEST_POSTGRES_URL="$postgres_url"
+  echo "$postgres_url"
+else
+  fail "PostgreSQL could not be started; see var/logs/postgres.log"
+fi
+
+step "pytest (unit, API, security, browser, PostgreSQL, Synthea population)"
 TRIAL_CDS_EXPECT_BUILD=pure-python $BIN/pytest -q -p no:cacheprovider -m "not integration" || fail pytest
 
 # The production build runs the same source compiled with mypyc (setup.py): the same tests again, with the
@@ -67,7 +83,6 @@ integration() {  # $1: label, $2: base URL
   FHIR_BASE_URL="$2" $BIN/pytest -q -p no:cacheprovider -m integration tests/integration || fail "integration ($1)"
 }
 
-trap 'scripts/fhir-servers stop all >/dev/null 2>&1' EXIT
 if [[ -n "${FHIR_BASE_URL:-}" ]]; then
   integration "FHIR_BASE_URL" "$FHIR_BASE_URL"
 else

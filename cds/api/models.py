@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
@@ -29,6 +29,8 @@ from cds.api.errors import ApiError, Issue, validation_issues
 from cds.fhir.decoding import LeanResource, decode_hook_request_within
 from cds.fhir.json_limits import raw_limit_violation
 from cds.settings import Settings
+from cds.store import feedback as feedback_table
+from cds.store import text_limit
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -113,12 +115,24 @@ class HookRequest(BaseModel):
         return []
 
 
+# The override reason is stored (cds.store.feedback) within its columns' lengths: the table's definition is the
+# one source of each limit, so a value over it is a 400 here on every database, not a DataError (a 500) on
+# PostgreSQL or a silently stored 100 KB on SQLite.
+StoredSystem = Annotated[StrictStr, Field(min_length=1, max_length=text_limit(feedback_table, "override_system"))]
+StoredCode = Annotated[StrictStr, Field(min_length=1, max_length=text_limit(feedback_table, "override_code"))]
+StoredDisplay = Annotated[StrictStr, Field(min_length=1, max_length=text_limit(feedback_table, "override_display"))]
+#: The card's id as sent: a UUID, possibly as "urn:uuid:…", no longer than the column it is stored in.
+CardUuid = Annotated[UuidText, Field(max_length=text_limit(feedback_table, "card_uuid"))]
+
+
 class Coding(BaseModel):
+    """A feedback's override reason; each field is stored (cds.store.feedback), within its column."""
+
     model_config = ConfigDict(extra="allow")
 
-    system: NonEmpty | None = None
-    code: NonEmpty | None = None
-    display: NonEmpty | None = None
+    system: StoredSystem | None = None
+    code: StoredCode | None = None
+    display: StoredDisplay | None = None
 
     @model_validator(mode="after")
     def _has_code(self) -> Coding:
@@ -143,7 +157,7 @@ class AcceptedSuggestion(BaseModel):
 class FeedbackItem(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    card: UuidText
+    card: CardUuid
     outcome: Literal["accepted", "overridden"]
     acceptedSuggestions: Annotated[list[AcceptedSuggestion], Field(min_length=1)] | None = None
     overrideReason: OverrideReason | None = None
@@ -154,6 +168,17 @@ class FeedbackItem(BaseModel):
     def _iso_text(cls, value: Any) -> Any:
         if not isinstance(value, str):
             raise ValueError("must be an ISO 8601 timestamp string")
+        return value
+
+    @field_validator("outcomeTimestamp")
+    @classmethod
+    def _in_utc_range(cls, value: datetime) -> datetime:
+        # Stored in UTC (cds.store.timestamp_key): 0001-01-01T00:00:00+14:00 is a valid ISO 8601 text
+        # whose instant lies before the first year a datetime holds.
+        try:
+            (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).astimezone(UTC)
+        except OverflowError:
+            raise ValueError("is out of range: in UTC it falls outside the years 1 to 9999") from None
         return value
 
     @model_validator(mode="after")

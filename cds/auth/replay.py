@@ -114,8 +114,9 @@ class ReplayStore:
                 return
             try:
                 metadata.create_all(self.engine, tables=[seen_jti], checkfirst=True)
-            except (OperationalError, ProgrammingError):
-                # Another worker created it between our check and our CREATE.
+            except (IntegrityError, OperationalError, ProgrammingError):
+                # Another worker created it between our check and our CREATE (on PostgreSQL the loser of
+                # that race gets a unique violation in the catalogue, an IntegrityError).
                 if not inspect(self.engine).has_table(seen_jti.name):
                     raise
             self._ready = True

@@ -11,6 +11,16 @@ absolute URL such as ``https://fhir.example.org/r4/Patient/npc-01``) are rewritt
 ``Type/id`` the server will hold, so no server-side ``urn:uuid`` resolution is needed. A resource without an
 id is given one derived from its content (a stable hash: a re-run writes the same resource again).
 
+``trial-cds load`` (:func:`load_files`) does not overwrite a resource that belongs to another patient: synthetic
+Bundles often reuse ids ("obs-1"), and a PUT by id would silently move another patient's resource to this one.
+Before each transaction it reads every Patient-owned resource of the Bundle (one with a ``subject`` or
+``patient`` reference to a Patient) from the server by id; when the server holds that ``Type/id`` for another
+patient, nothing of the file is sent and the error names the clash. ``replace=True`` (``--replace``) skips the
+check; ``--id-prefix`` loads the files beside what is there. A read by id is the one interaction every FHIR
+server offers: a search by several ``_id`` values, or a conditional update ("PUT Type?_id=…&subject=…"), whose
+"no match" creates or fails differently from server to server, would not give the same answer everywhere. It
+costs one GET per resource, once per file, which synthetic data sets afford.
+
 The synthetic data are written as they are otherwise; this module never reads or logs patient content
 beyond what the upload needs, and it sends the bearer token only to the given base URL.
 """
@@ -33,6 +43,7 @@ from cds.fhir.http import FHIR_JSON
 
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
+_PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
 _TRAILING_REF = re.compile(r"([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?$")
 
 
@@ -211,6 +222,21 @@ def patient_ids(bundle: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def owner(resource: Mapping[str, Any]) -> str | None:
+    """The id of the Patient ``resource`` belongs to: its own for a Patient, else the one its ``subject`` or
+    ``patient`` refers to; None for shared resources (Practitioner, Organization, Medication, …)."""
+    if resource.get("resourceType") == "Patient":
+        rid = resource.get("id")
+        return rid if isinstance(rid, str) else None
+    for element in ("subject", "patient"):
+        ref = resource.get(element)
+        if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str):
+            match = _PATIENT_REF.search(ref["reference"])
+            if match:
+                return match.group(1)
+    return None
+
+
 # --------------------------------------------------------------------------------------------------
 # Upload
 # --------------------------------------------------------------------------------------------------
@@ -289,6 +315,40 @@ def upload_bundle(
     return _result(source, transaction, response)
 
 
+def clashes(
+    base_url: str, transaction: Mapping[str, Any], *, http: httpx.Client, token: str | None = None, source: str
+) -> list[str]:
+    """The resources of ``transaction`` that the server holds, under the same ``Type/id``, for another
+    patient: "Observation/obs-1 (Patient/a on the server, Patient/b here)". Reads each Patient-owned
+    resource (not the Patients themselves: the same id is the same patient to this tool)."""
+    found: list[str] = []
+    for entry in transaction["entry"]:
+        resource = entry["resource"]
+        mine = owner(resource)
+        if mine is None or resource["resourceType"] == "Patient":
+            continue
+        key = f"{resource['resourceType']}/{resource['id']}"
+        try:
+            response = http.get(f"{_base(base_url)}/{key}", headers=fhir_http.headers(token))
+        except httpx.HTTPError as exc:
+            raise FhirLoadError(f"{source}: the FHIR server could not be reached ({type(exc).__name__})") from exc
+        if response.status_code in (404, 410):  # not there, or deleted: nobody's
+            continue
+        if response.status_code != 200:
+            raise FhirLoadError(
+                f"{source}: cannot read {key} to check whose it is (HTTP {response.status_code}); "
+                "--replace loads without the check"
+            )
+        try:
+            existing = response.json()
+        except ValueError as exc:
+            raise FhirLoadError(f"{source}: the server's answer to GET {key} is not JSON") from exc
+        theirs = owner(existing) if isinstance(existing, Mapping) else None
+        if theirs is not None and theirs != mine:
+            found.append(f"{key} (Patient/{theirs} on the server, Patient/{mine} here)")
+    return found
+
+
 def read_bundle(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_bytes())
@@ -305,12 +365,22 @@ def load_files(
     *,
     token: str | None = None,
     id_prefix: str = "",
+    replace: bool = False,
     timeout_s: float = 120.0,
 ) -> list[LoadResult]:
-    """Upload each file as one transaction (what ``trial-cds load`` does). Stops at the first failure."""
+    """Upload each file as one transaction (what ``trial-cds load`` does). Stops at the first failure, and
+    before a file that would overwrite another patient's resources unless ``replace`` (module docstring)."""
     results: list[LoadResult] = []
     with fhir_http.client(timeout_s) as http:
         for path in paths:
             bundle = prefix_ids(read_bundle(path), id_prefix)
+            if not replace:
+                found = clashes(base_url, to_transaction(bundle), http=http, token=token, source=path.name)
+                if found:
+                    shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+                    raise FhirLoadError(
+                        f"{path.name}: not loaded: {len(found)} resource(s) would overwrite another patient's: "
+                        f"{shown}. Load beside them with --id-prefix P, or overwrite them with --replace"
+                    )
             results.append(upload_bundle(base_url, bundle, token=token, http=http, source=path.name))
     return results

@@ -1,4 +1,5 @@
-"""POST /cds-services/trial-eligibility/feedback: stored, idempotent, validated, summarised."""
+"""POST /cds-services/trial-eligibility/feedback: stored, idempotent, validated, summarised; on SQLite and on
+PostgreSQL where the test takes ``database_url`` (tests/database_support.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 from api_support import SERVICE, full_request, is_operation_outcome, make_client
 
-from cds.store import feedback_summary
+from cds.store import feedback, feedback_summary, text_limit
 
 FEEDBACK = f"{SERVICE}/feedback"
 
@@ -33,8 +34,8 @@ def overridden(card: str, reason: dict[str, Any] | None = None, at: str = "2026-
     return item
 
 
-def test_feedback_on_an_issued_card_is_stored_and_summarised(tmp_path: Path) -> None:
-    client = make_client(tmp_path)
+def test_feedback_on_an_issued_card_is_stored_and_summarised(tmp_path: Path, database_url: str) -> None:
+    client = make_client(tmp_path, database_url=database_url)
     (card,) = client.post(SERVICE, json=full_request(client, "npc-01")).json()["cards"]
     suggestion = card["suggestions"][0]["uuid"]
     response = client.post(FEEDBACK, json={"feedback": [accepted(card["uuid"], suggestion)]})
@@ -46,14 +47,13 @@ def test_feedback_on_an_issued_card_is_stored_and_summarised(tmp_path: Path) -> 
     response = client.post(FEEDBACK, json={"feedback": [overridden(card2["uuid"], reason)]})
     assert response.status_code == 200
 
-    database = str(tmp_path / "cds.sqlite3")
-    (summary,) = feedback_summary(f"sqlite:///{database}", "npc-liver-mets-ldrt")
+    (summary,) = feedback_summary(database_url, "npc-liver-mets-ldrt")
     assert (summary.cards_shown, summary.accepted, summary.overridden) == (2, 1, 1)
     assert summary.override_reasons == {f"{reason['code']} ({reason['display']})": 1}
 
 
-def test_duplicate_feedback_is_idempotent(tmp_path: Path) -> None:
-    client = make_client(tmp_path)
+def test_duplicate_feedback_is_idempotent(tmp_path: Path, database_url: str) -> None:
+    client = make_client(tmp_path, database_url=database_url)
     card = str(uuid.uuid4())
     body = {"feedback": [overridden(card), overridden(card)]}
     assert client.post(FEEDBACK, json=body).status_code == 200
@@ -65,8 +65,8 @@ def test_duplicate_feedback_is_idempotent(tmp_path: Path) -> None:
     assert store.feedback_count() == 1
 
 
-def test_feedback_for_an_unknown_card_is_stored_with_no_trial(tmp_path: Path) -> None:
-    client = make_client(tmp_path)
+def test_feedback_for_an_unknown_card_is_stored_with_no_trial(tmp_path: Path, database_url: str) -> None:
+    client = make_client(tmp_path, database_url=database_url)
     reason = {
         "system": "urn:trial-cds:codesystem:override-reason",
         "code": "other",
@@ -86,6 +86,54 @@ def test_user_comment_is_not_stored(tmp_path: Path) -> None:
     wal = tmp_path / "cds.sqlite3-wal"
     content = database + (wal.read_bytes() if wal.exists() else b"")
     assert b"Dr Smith" not in content
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        "0001-01-01T00:00:00+14:00",  # before 0001-01-01 in UTC: was an OverflowError, a 500
+        "9999-12-31T23:59:59-14:00",  # after 9999-12-31 in UTC
+    ],
+)
+def test_outcome_timestamp_outside_the_years_a_timestamp_holds_is_400_naming_the_field(
+    tmp_path: Path, database_url: str, at: str
+) -> None:
+    client = make_client(tmp_path, database_url=database_url)
+    response = client.post(FEEDBACK, json={"feedback": [overridden(str(uuid.uuid4()), at=at)]})
+    assert response.status_code == 400, response.text
+    assert is_operation_outcome(response.json(), "invalid")
+    (issue,) = response.json()["issue"]
+    assert issue["expression"] == ["feedback[0].outcomeTimestamp"]
+    assert "out of range" in issue["diagnostics"]
+
+
+@pytest.mark.parametrize(
+    "field,column", [("code", "override_code"), ("system", "override_system"), ("display", "override_display")]
+)
+def test_override_reason_longer_than_its_column_is_400_on_every_database(
+    tmp_path: Path, database_url: str, field: str, column: str
+) -> None:
+    # On PostgreSQL a 257-character code was a DataError, a 500; SQLite stored 100 KB without a word.
+    client = make_client(tmp_path, database_url=database_url)
+    reason = {"code": "other", "display": "Other reason", field: "x" * (text_limit(feedback, column) + 1)}
+    response = client.post(FEEDBACK, json={"feedback": [overridden(str(uuid.uuid4()), reason)]})
+    assert response.status_code == 400, response.text
+    (issue,) = response.json()["issue"]
+    assert issue["expression"] == [f"feedback[0].overrideReason.reason.{field}"]
+    assert client.app.state.cds.store.feedback_count() == 0  # type: ignore[attr-defined]
+
+
+def test_override_reason_as_long_as_its_columns_is_stored(tmp_path: Path, database_url: str) -> None:
+    client = make_client(tmp_path, database_url=database_url)
+    reason = {
+        "system": "urn:" + "s" * (text_limit(feedback, "override_system") - 4),
+        "code": "c" * text_limit(feedback, "override_code"),
+        "display": "d" * text_limit(feedback, "override_display"),
+    }
+    response = client.post(FEEDBACK, json={"feedback": [overridden(str(uuid.uuid4()), reason)]})
+    assert response.status_code == 200, response.text
+    (unknown,) = feedback_summary(database_url)
+    assert unknown.override_reasons == {f"{reason['code']} ({reason['display']})": 1}
 
 
 CARD = str(uuid.uuid4())

@@ -1,6 +1,6 @@
 """Feedback writes survive restarts and concurrent requests, and nothing is lost or duplicated: 8 threads
-post the same and different feedback at once through two app instances (two workers) on one SQLite file;
-a new app instance on that file then sees exactly the expected rows."""
+post the same and different feedback at once through two app instances (two workers) on one database
+(SQLite and PostgreSQL); a new app instance on that database then sees exactly the expected rows."""
 
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ def key(entry: dict[str, Any]) -> tuple[str, str, str]:
     return entry["card"], entry["outcome"], entry["outcomeTimestamp"].replace("Z", ".000000Z")
 
 
-def test_concurrent_feedback_is_stored_exactly_once_and_survives_a_restart(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+def test_concurrent_feedback_is_stored_exactly_once_and_survives_a_restart(tmp_path: Path, database_url: str) -> None:
+    settings = make_settings(tmp_path, database_url=database_url)
     workers = [create_app(settings, clock=lambda: NOW), create_app(settings, clock=lambda: NOW)]
     with TestClient(workers[0]) as first, TestClient(workers[1]) as second:
         clients = [first, second]

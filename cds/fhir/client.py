@@ -11,6 +11,7 @@ allow-listed base URL, and never logs the token, URLs or resource content (URLs 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import time
 from collections.abc import Mapping
@@ -60,15 +61,33 @@ def normalise_base_url(url: str) -> str:
         raise FhirServerNotAllowed(f"fhirServer {exc.reason}") from None
 
 
+#: What demo mode allows beyond the allow-list (said at start-up).
+DEMO_FHIR_SERVERS = (
+    "Demo mode: FHIR servers on loopback addresses (127.0.0.0/8 and ::1, http or https) are allowed "
+    "without being in the allow-list (TRIAL_CDS_FHIR_ALLOWLIST); any other fhirServer must be listed."
+)
+
+
+def is_loopback_address(host: str) -> bool:
+    """127.0.0.0/8 or ::1 written as an address: a name (even ``localhost``) is never taken on trust."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def check_fhir_server(url: str, settings: Settings) -> str:
     """Normalise ``url`` and check it against ``settings.fhir_allowlist`` (exact base URL match after
     normalising case of scheme and host, default port and trailing slash). https is required; http only
-    for loopback hosts (127.0.0.0/8, ::1, localhost). Returns the normalised URL or raises
-    :class:`FhirServerNotAllowed`."""
+    for loopback hosts (127.0.0.0/8, ::1, localhost). In demo mode, a FHIR server on a loopback address
+    (the demo's own FHIR server, the reference sandbox's local one) needs no allow-list entry. Returns the
+    normalised URL or raises :class:`FhirServerNotAllowed`."""
     normalised = normalise_base_url(url)
     parts = urlsplit(normalised)
     if parts.scheme != "https" and not is_loopback_host(parts.hostname or ""):
         raise FhirServerNotAllowed("fhirServer must use https (http is allowed only for loopback hosts)")
+    if settings.demo and is_loopback_address(parts.hostname or ""):
+        return normalised
     if normalised not in settings.fhir_allowlist:  # normalised when the settings were loaded
         raise FhirServerNotAllowed(f"fhirServer {normalised} is not in the allow-list of this service")
     return normalised

@@ -19,6 +19,7 @@ from api_support import (
     make_client,
     make_settings,
     patients,
+    spec_client,
     with_server,
 )
 from fastapi.testclient import TestClient
@@ -64,7 +65,7 @@ def test_health_and_ready(tmp_path: Path) -> None:
 
 
 def test_lifespan_starts_and_stops_cleanly(tmp_path: Path) -> None:
-    with TestClient(create_app(make_settings(tmp_path), clock=lambda: NOW)) as client:
+    with spec_client(create_app(make_settings(tmp_path), clock=lambda: NOW), raise_server_exceptions=True) as client:
         assert client.get("/ready").status_code == 200
 
 
@@ -139,7 +140,7 @@ def test_jwt_auth_guards_the_cds_routes_only(tmp_path: Path) -> None:
 def demo_client(tmp_path: Path, today: date = ANCHOR_DATE) -> TestClient:
     app = create_app(make_settings(tmp_path, demo=True, auth="jwt", cors_origins=[]), clock=lambda: NOW)
     app.state.clock = lambda: NOW.replace(year=today.year, month=today.month, day=today.day)
-    return TestClient(app, raise_server_exceptions=False)
+    return spec_client(app)
 
 
 def test_demo_mode_round_trip(tmp_path: Path) -> None:

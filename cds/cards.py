@@ -350,6 +350,13 @@ def referral(a: Assessment, trial: TrialInfo, *, patient_id: str, user_id: str |
 # The card.
 
 
+def link(label: str, url: str) -> dict[str, Any]:
+    """A card link to a web page, as CDS Hooks 2.0 defines it: ``autolaunchable`` said outright (false:
+    nothing here is a SMART app to launch unasked). Only fields of the specification: clients that want
+    others (HealthChain's ``autoLaunchable``) are noted in docs/clients.md, not served."""
+    return {"label": label, "url": url, "type": "absolute", "autolaunchable": False}
+
+
 def card(
     a: Assessment,
     trial: TrialInfo,
@@ -362,9 +369,9 @@ def card(
     base = base_url.rstrip("/")
     page = f"{base}/trials/{trial.id}"
     name = trial.short_name or trial.title or trial.id
-    links: list[dict[str, Any]] = [{"label": "Trial criteria", "url": page, "type": "absolute"}]
+    links: list[dict[str, Any]] = [link("Trial criteria", page)]
     if trial.url:
-        links.append({"label": "Trial registry record", "url": trial.url, "type": "absolute"})
+        links.append(link("Trial registry record", trial.url))
     offer_referral = a.verdict is not Verdict.NOT_ELIGIBLE  # only when the patient may be eligible
     suggestions = None
     if offer_referral:

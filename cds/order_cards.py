@@ -23,6 +23,7 @@ from cds.cards import (
     clinical_dates,
     clinical_day,
     counts_line,
+    link,
     md_escape,
     note_lines,
     prune,
@@ -135,9 +136,9 @@ def order_warning_card(
     trial = impact.trial
     page = f"{base_url.rstrip('/')}/trials/{trial.id}"
     name = trial.short_name or trial.title or trial.id
-    links: list[dict[str, Any]] = [{"label": "Trial criteria", "url": page, "type": "absolute"}]
+    links: list[dict[str, Any]] = [link("Trial criteria", page)]
     if trial.url:
-        links.append({"label": "Trial registry record", "url": trial.url, "type": "absolute"})
+        links.append(link("Trial registry record", trial.url))
     out = {
         "uuid": new_uuid(),
         "summary": summary(impact),

@@ -193,7 +193,8 @@ async def run(
 
 def _note_incomplete(cards: list[dict[str, Any]], key_sources: dict[str, str], problems: list[str]) -> None:
     """An honest card: when a key's data were read only in part (page loop, page limit, next link to another
-    server, a prefetched Bundle with a next link), each card says so, as decisions may rest on missing data."""
+    server, a prefetched Bundle with a next link whose other pages could not be read), each card says so, as
+    decisions may rest on missing data."""
     partial = sorted(key for key, source in key_sources.items() if source.endswith("-partial"))
     if not partial:
         return

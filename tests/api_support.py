@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from fhir.resources.R4B.servicerequest import ServiceRequest
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
 
+import cds
 from cds.api import create_app
 from cds.cards import find_empty
 from cds.demo import ANCHOR_DATE, DemoPatient, demo_request, load_demo_patients, searchset
@@ -38,7 +44,66 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 def make_client(tmp_path: Path, **overrides: Any) -> TestClient:
     app = create_app(make_settings(tmp_path, **overrides), clock=lambda: NOW)
-    return TestClient(app, raise_server_exceptions=False)
+    return spec_client(app)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The CDS Hooks 2.0 JSON Schema (cds/api/schema/cds-hooks-2.0): every answer the API tests get is checked.
+
+SCHEMA_DIR = Path(cds.__file__).parent / "api" / "schema" / "cds-hooks-2.0"
+SCHEMA_BASE = "https://trial-cds.invalid/schema/cds-hooks-2.0/"
+#: What can be checked: the four documents of the specification, and a card on its own.
+SCHEMAS = {
+    "discovery-response": "discovery-response.json",
+    "hook-request": "hook-request.json",
+    "hook-response": "hook-response.json",
+    "feedback-request": "feedback-request.json",
+    "card": "common.json#/$defs/card",
+}
+
+
+@cache
+def spec_validator(name: str) -> Draft202012Validator:
+    resources = []
+    for path in sorted(SCHEMA_DIR.glob("*.json")):
+        contents = json.loads(path.read_text(encoding="utf-8"))
+        Draft202012Validator.check_schema(contents)
+        resources.append((contents["$id"], Resource.from_contents(contents)))
+    registry: Registry = Registry().with_resources(resources)
+    return Draft202012Validator({"$ref": SCHEMA_BASE + SCHEMAS[name]}, registry=registry)
+
+
+def spec_errors(name: str, instance: Any) -> list[str]:
+    """What the CDS Hooks 2.0 schema ``name`` finds wrong with ``instance`` ([] when it conforms)."""
+    found = spec_validator(name).iter_errors(instance)
+    return sorted(f"{'/'.join(map(str, e.absolute_path)) or '$'}: {e.message}" for e in found)
+
+
+def assert_spec(name: str, instance: Any) -> None:
+    errors = spec_errors(name, instance)
+    assert errors == [], f"not a CDS Hooks 2.0 {name}: {errors}"
+
+
+_SERVICE_PATH = re.compile(r"^/cds-services/[^/]+$")
+
+
+class SpecClient(TestClient):
+    """A TestClient that checks every successful CDS Hooks answer against the 2.0 schema: discovery and
+    service responses. (Requests are the tests' own business: many are malformed on purpose.)"""
+
+    def request(self, method: str, url: Any, *args: Any, **kwargs: Any) -> httpx.Response:  # type: ignore[override]
+        response = super().request(method, url, *args, **kwargs)
+        path = response.request.url.path
+        if response.status_code == 200 and response.headers.get("content-type", "").startswith("application/json"):
+            if method.upper() == "GET" and path == "/cds-services":
+                assert_spec("discovery-response", response.json())
+            elif method.upper() == "POST" and _SERVICE_PATH.match(path):
+                assert_spec("hook-response", response.json())
+        return response
+
+
+def spec_client(app: FastAPI, *, raise_server_exceptions: bool = False) -> TestClient:
+    return SpecClient(app, raise_server_exceptions=raise_server_exceptions)
 
 
 def patients() -> dict[str, DemoPatient]:
@@ -114,7 +179,9 @@ def is_operation_outcome(body: Any, *codes: str) -> bool:
 
 
 def assert_spec_card(card: dict[str, Any]) -> None:
-    """A CDS Hooks 2.0 card as the specification asks: nothing empty, links and suggestions complete."""
+    """A CDS Hooks 2.0 card as the specification asks (the schema), and as this service makes them:
+    nothing empty, links and suggestions complete."""
+    assert_spec("card", card)
     assert find_empty(card) == []
     uuid.UUID(card["uuid"])
     assert isinstance(card["summary"], str) and 0 < len(card["summary"]) < 140
@@ -122,6 +189,7 @@ def assert_spec_card(card: dict[str, Any]) -> None:
     assert card["source"]["label"]
     for link in card.get("links", []):
         assert link["label"] and link["url"].startswith(("http://", "https://")) and link["type"] == "absolute"
+        assert link["autolaunchable"] is False
     for reason in card.get("overrideReasons", []):
         assert reason["code"] and reason["system"] and reason["display"]
     if "suggestions" in card:

@@ -19,6 +19,7 @@ from cds.api.routes import cds_router, demo_router, open_router
 from cds.api.services import AppState, Evaluator, trial_eligibility_services
 from cds.demo import DemoData
 from cds.fhir import http as fhir_http
+from cds.fhir.client import DEMO_FHIR_SERVERS
 from cds.logging_setup import configure_logging, get_logger
 from cds.settings import Settings
 from cds.store import FeedbackStore
@@ -82,6 +83,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         log.info("service.start", trials=len(trials), auth=settings.auth, demo=settings.demo, build=cds.build())
+        if settings.demo:
+            log.info("service.demo_fhir_servers", policy=DEMO_FHIR_SERVERS)
         if settings.auth == "none":
             log.warning(
                 "service.auth_disabled",

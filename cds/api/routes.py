@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from cds.api import pages
@@ -200,8 +200,17 @@ def _demo_patients(request: Request) -> dict[str, Any]:
     return dict(st.demo.patients(now(request).date()))
 
 
+@demo_router.get("/", include_in_schema=False)
+async def demo_home(request: Request) -> RedirectResponse:
+    # Relative, so that it holds behind a proxy that mounts the service under a path; the query kept
+    # (/?patient=ID opens that patient).
+    query = request.url.query
+    return RedirectResponse(f"demo?{query}" if query else "demo", status_code=307)
+
+
 @demo_router.get("/demo")
 async def demo_page() -> HTMLResponse:
+    """The demo EHR; ``/demo?patient=ID`` opens it on that patient's chart (the page reads the parameter)."""
     return HTMLResponse(pages.demo_html())
 
 

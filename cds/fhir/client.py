@@ -3,13 +3,15 @@
 One :class:`FhirClient` serves one CDS Hooks request. It runs all queries of that request in parallel
 under one shared deadline (``settings.time_budget_s``), follows Bundle ``next`` links as opaque URLs
 (HAPI's ``_getpages``, ``_offset``, page tokens: all the same to us) up to ``settings.max_pages``
-pages, never follows redirects, never sends the access token to another origin than the
+pages (also the pages after a first page that a CDS client prefetched: :class:`Continuation`), never
+follows redirects, never sends the access token to another origin than the
 allow-listed base URL, and never logs the token, URLs or resource content (URLs carry patient ids).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import time
 from collections.abc import Mapping
@@ -59,15 +61,33 @@ def normalise_base_url(url: str) -> str:
         raise FhirServerNotAllowed(f"fhirServer {exc.reason}") from None
 
 
+#: What demo mode allows beyond the allow-list (said at start-up).
+DEMO_FHIR_SERVERS = (
+    "Demo mode: FHIR servers on loopback addresses (127.0.0.0/8 and ::1, http or https) are allowed "
+    "without being in the allow-list (TRIAL_CDS_FHIR_ALLOWLIST); any other fhirServer must be listed."
+)
+
+
+def is_loopback_address(host: str) -> bool:
+    """127.0.0.0/8 or ::1 written as an address: a name (even ``localhost``) is never taken on trust."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def check_fhir_server(url: str, settings: Settings) -> str:
     """Normalise ``url`` and check it against ``settings.fhir_allowlist`` (exact base URL match after
     normalising case of scheme and host, default port and trailing slash). https is required; http only
-    for loopback hosts (127.0.0.0/8, ::1, localhost). Returns the normalised URL or raises
-    :class:`FhirServerNotAllowed`."""
+    for loopback hosts (127.0.0.0/8, ::1, localhost). In demo mode, a FHIR server on a loopback address
+    (the demo's own FHIR server, the reference sandbox's local one) needs no allow-list entry. Returns the
+    normalised URL or raises :class:`FhirServerNotAllowed`."""
     normalised = normalise_base_url(url)
     parts = urlsplit(normalised)
     if parts.scheme != "https" and not is_loopback_host(parts.hostname or ""):
         raise FhirServerNotAllowed("fhirServer must use https (http is allowed only for loopback hosts)")
+    if settings.demo and is_loopback_address(parts.hostname or ""):
+        return normalised
     if normalised not in settings.fhir_allowlist:  # normalised when the settings were loaded
         raise FhirServerNotAllowed(f"fhirServer {normalised} is not in the allow-list of this service")
     return normalised
@@ -161,6 +181,16 @@ class QueryResult:
     outcomes_dropped: int = 0
 
 
+@dataclass(frozen=True)
+class Continuation:
+    """The rest of a search whose first page came another way (a CDS client's prefetched Bundle): its
+    ``next`` link and what the pages read so far hold, so that the paging bounds count them too."""
+
+    next_url: str
+    pages_read: int = 1
+    resources_read: int = 0
+
+
 class _QueryFailed(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -209,24 +239,32 @@ class FhirClient:
     def base_url(self) -> str:
         return self._base
 
-    async def search_all(self, queries: Mapping[str, str], *, deadline: float | None = None) -> dict[str, QueryResult]:
-        """Run every query (key → relative URL, e.g. ``Observation?patient=123`` or ``Patient/123``) in
-        parallel under one deadline (``loop.time()`` based; default now + ``settings.time_budget_s``).
-        Never raises for a failed query: each result carries its ``error``."""
-        if not queries:
+    async def search_all(
+        self,
+        queries: Mapping[str, str],
+        *,
+        deadline: float | None = None,
+        continuations: Mapping[str, Continuation] | None = None,
+    ) -> dict[str, QueryResult]:
+        """Run every query (key → relative URL, e.g. ``Observation?patient=123`` or ``Patient/123``) and
+        read the remaining pages of every continuation (key → :class:`Continuation`: only the pages after
+        the first are in its result) in parallel under one deadline (``loop.time()`` based; default now +
+        ``settings.time_budget_s``). Never raises for a failed query: each result carries its ``error``."""
+        jobs: dict[str, str | Continuation] = {**queries, **(continuations or {})}
+        if not jobs:
             return {}
         loop = asyncio.get_running_loop()
         if deadline is None:
             deadline = loop.time() + self._settings.time_budget_s
         if self._http is not None:
-            return await self._run_all(self._http, queries, deadline)
+            return await self._run_all(self._http, jobs, deadline)
         async with async_client(self._settings.time_budget_s) as http:
-            return await self._run_all(http, queries, deadline)
+            return await self._run_all(http, jobs, deadline)
 
     async def _run_all(
-        self, http: httpx.AsyncClient, queries: Mapping[str, str], deadline: float
+        self, http: httpx.AsyncClient, jobs: Mapping[str, str | Continuation], deadline: float
     ) -> dict[str, QueryResult]:
-        tasks = {key: asyncio.create_task(self._run_query(http, key, q, deadline)) for key, q in queries.items()}
+        tasks = {key: asyncio.create_task(self._run_query(http, key, job, deadline)) for key, job in jobs.items()}
         try:
             await asyncio.gather(*tasks.values())
         finally:
@@ -234,17 +272,27 @@ class FhirClient:
                 task.cancel()
         return {key: task.result() for key, task in tasks.items()}
 
-    async def _run_query(self, http: httpx.AsyncClient, key: str, query: str, deadline: float) -> QueryResult:
+    async def _run_query(
+        self, http: httpx.AsyncClient, key: str, job: str | Continuation, deadline: float
+    ) -> QueryResult:
         result = QueryResult(key=key)
-        kind = classify_query(query)
+        kind = classify_query(job) if isinstance(job, str) else QueryKind(read=False, resource_type=None)
         started = time.perf_counter()
-        log.info("fhir.query.start", key=key, read=kind.read, resource_type=kind.resource_type)
+        log.info(
+            "fhir.query.start",
+            key=key,
+            read=kind.read,
+            resource_type=kind.resource_type,
+            continued=isinstance(job, Continuation),
+        )
         try:
             async with asyncio.timeout_at(deadline):
-                if kind.read:
-                    await self._read(http, key, query, kind, result, deadline)
+                if isinstance(job, Continuation):
+                    await self._continue(http, key, job, result, deadline)
+                elif kind.read:
+                    await self._read(http, key, job, kind, result, deadline)
                 else:
-                    await self._search(http, key, query, kind, result, deadline)
+                    await self._search(http, key, job, result, deadline)
         except TimeoutError:
             result.error = f"the time budget of {self._settings.time_budget_s:g} s was exceeded"
         except _QueryFailed as exc:
@@ -295,14 +343,47 @@ class FhirClient:
         http: httpx.AsyncClient,
         key: str,
         query: str,
-        kind: QueryKind,
         result: QueryResult,
         deadline: float,
     ) -> None:
         # A template's own _count is a limit ("the most recent one"): read one page, do not page on.
-        follow_next = not has_count(query)
         url = self._absolute(with_count(query, self._settings.page_size))
-        seen = {url}
+        await self._pages(http, key, url, result, deadline, follow_next=not has_count(query), seen={url})
+
+    async def _continue(
+        self, http: httpx.AsyncClient, key: str, job: Continuation, result: QueryResult, deadline: float
+    ) -> None:
+        """The pages after a first page read elsewhere, under the same bounds as a search of our own: the
+        pages and resources already read count towards ``max_pages`` and ``max_resources_per_key``."""
+        url = urljoin(self._base + "/", job.next_url)
+        if self._stop_paging(url, set(), job.pages_read, result):
+            return
+        await self._pages(
+            http,
+            key,
+            url,
+            result,
+            deadline,
+            follow_next=True,
+            seen={url},
+            pages_before=job.pages_read,
+            resources_before=job.resources_read,
+        )
+
+    async def _pages(
+        self,
+        http: httpx.AsyncClient,
+        key: str,
+        url: str,
+        result: QueryResult,
+        deadline: float,
+        *,
+        follow_next: bool,
+        seen: set[str],
+        pages_before: int = 0,
+        resources_before: int = 0,
+    ) -> None:
+        """Read the searchset page at ``url`` and, when ``follow_next``, the pages its next links lead to."""
         limit = self._settings.max_resources_per_key
         while True:
             body = await self._get(http, key, url, result, deadline, missing_ok=False)
@@ -313,26 +394,30 @@ class FhirClient:
             result.pages += 1
             for resource in self._bundle_resources(body, result):
                 result.resources.append(resource)
-                if len(result.resources) > limit:
+                if resources_before + len(result.resources) > limit:
                     raise _QueryFailed(f"more than {limit} resources; the search was stopped")
             next_url = self._next_link(body)
             if next_url is None or not follow_next:
                 return
             next_url = urljoin(self._base + "/", next_url)
-            if _origin(next_url) != self._base_origin:
-                result.partial = True
-                result.problems.append("paging stopped: the next link points to another server")
-                return
-            if next_url in seen:
-                result.partial = True
-                result.problems.append(f"paging stopped: page loop detected after {result.pages} pages")
-                return
-            if result.pages >= self._settings.max_pages:
-                result.partial = True
-                result.problems.append(f"page limit reached after {result.pages} pages")
+            if self._stop_paging(next_url, seen, pages_before + result.pages, result):
                 return
             seen.add(next_url)
             url = next_url
+
+    def _stop_paging(self, next_url: str, seen: set[str], pages: int, result: QueryResult) -> bool:
+        """Whether paging must stop before ``next_url`` (marking the result partial, with the reason)."""
+        if _origin(next_url) != self._base_origin:
+            problem = "paging stopped: the next link points to another server"
+        elif next_url in seen:
+            problem = f"paging stopped: page loop detected after {pages} pages"
+        elif pages >= self._settings.max_pages:
+            problem = f"page limit reached after {pages} pages"
+        else:
+            return False
+        result.partial = True
+        result.problems.append(problem)
+        return True
 
     @staticmethod
     def _unexpected(rtype: str, expected: str) -> str:

@@ -5,7 +5,11 @@ For each prefetch key of a service:
 * key present with a resource or a Bundle → used as is (a Bundle's entries; a single resource);
 * key present with JSON ``null`` → the CDS client has no data for it: nothing is fetched;
 * key absent, or present with an OperationOutcome (or a Bundle of OperationOutcomes only: the client
-  tried and failed) → fetched from ``fhirServer`` with the request's access token.
+  tried and failed) → fetched from ``fhirServer`` with the request's access token;
+* key present with the first page of a search (a Bundle with a ``next`` link: CDS clients may page
+  prefetch) → the other pages are read from ``fhirServer`` when the request has one (allow-listed, with
+  its access token, within the time budget and the paging bounds); without one, or when that fails, the
+  first page is used and the key is marked partial (the cards say the record was incomplete).
 
 If data that must be fetched cannot be (no ``fhirServer``, refused, failed, too slow, garbage),
 :class:`DataUnavailable` is raised and the API answers 412 Precondition Failed, as the specification
@@ -25,14 +29,22 @@ import httpx
 import structlog
 from msgspec import UNSET
 
-from cds.fhir.client import FhirClient, check_fhir_server, classify_query
+from cds.fhir.client import Continuation, FhirClient, QueryResult, check_fhir_server, classify_query, has_count
 from cds.fhir.decoding import LeanEntry, LeanResource, UnreadableField
 from cds.fhir.resources import unique_resources
 from cds.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-KeySource = Literal["prefetch", "prefetch-null", "prefetch-partial", "fetched", "fetched-partial", "not-applicable"]
+KeySource = Literal[
+    "prefetch",
+    "prefetch-null",
+    "prefetch-completed",
+    "prefetch-partial",
+    "fetched",
+    "fetched-partial",
+    "not-applicable",
+]
 
 #: The user tokens of CDS Hooks 2.0 and the resource type of ``userId`` each one stands for.
 USER_TOKENS: dict[str, str] = {
@@ -86,8 +98,9 @@ class GatheredData:
     #: Deduplicated by (resourceType, id), from every key and page; OperationOutcomes not included. Dicts,
     #: or LeanResources (cds.fhir.decoding) where the request was decoded lean: read them as Mappings.
     resources: list[Mapping[str, Any]]
-    #: key → "prefetch" | "prefetch-null" | "prefetch-partial" | "fetched" | "fetched-partial"
-    #: | "not-applicable" (the template has a token without a value in this request).
+    #: key → "prefetch" | "prefetch-null" | "prefetch-completed" (a prefetched first page, the rest read
+    #: from fhirServer) | "prefetch-partial" | "fetched" | "fetched-partial" | "not-applicable" (the
+    #: template has a token without a value in this request).
     key_sources: dict[str, str]
     http_requests: int
     #: e.g. "observations: page limit reached after 20 pages" (no PHI).
@@ -176,7 +189,12 @@ def render_template(template: str, context: Mapping[str, Any], user_id: str | No
 class PrefetchedValue:
     resources: list[Mapping[str, Any]]
     only_outcomes: bool  # the client's attempt failed: treat the key as absent
-    has_next: bool = False
+    #: The Bundle's ``next`` link, as sent: the client paged the search and this is its first page.
+    next_url: str | None = None
+
+    @property
+    def has_next(self) -> bool:
+        return self.next_url is not None
 
 
 def _resource_type(key: str, value: Any, where: str) -> str:
@@ -222,12 +240,19 @@ def _flatten_bundle(key: str, bundle: Mapping[str, Any], depth: int, out: list[M
     return outcomes
 
 
-def _has_next_link(bundle: Mapping[str, Any]) -> bool:
+def _next_link(bundle: Mapping[str, Any]) -> str | None:
+    """The ``next`` link of a prefetched Bundle ("" when it has one without a usable URL), else None."""
     try:
         links = bundle.get("link")
     except UnreadableField:
         raise PrefetchError("a prefetched Bundle's link cannot be read") from None
-    return isinstance(links, list) and any(isinstance(link, dict) and link.get("relation") == "next" for link in links)
+    if not isinstance(links, list):
+        return None
+    for link in links:
+        if isinstance(link, dict) and link.get("relation") == "next":
+            url = link.get("url")
+            return url.strip() if isinstance(url, str) else ""
+    return None
 
 
 def _expected(template: str) -> tuple[bool, str | None]:
@@ -250,15 +275,15 @@ def classify_prefetch_value(key: str, template: str, value: Any, settings: Setti
         out: list[Mapping[str, Any]] = []
         outcomes = _flatten_bundle(key, resource, 1, out)
         resources, only_outcomes = out, outcomes > 0 and not out
-        has_next = _has_next_link(resource)
+        next_url = _next_link(resource)
     else:
         if expected_type is not None and rtype != expected_type:
             shape = "resource" if read else "resource or Bundle"
             raise PrefetchError(f"prefetch key {key!r}: expected a {expected_type} {shape}, got a {rtype}")
-        resources, only_outcomes, has_next = [resource], False, False
+        resources, only_outcomes, next_url = [resource], False, None
     if len(resources) > settings.max_resources_per_key:
         raise PrefetchError(f"prefetch key {key!r}: more than {settings.max_resources_per_key} resources")
-    return PrefetchedValue(resources=resources, only_outcomes=only_outcomes, has_next=has_next)
+    return PrefetchedValue(resources=resources, only_outcomes=only_outcomes, next_url=next_url)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -319,6 +344,44 @@ def _patient_in_context_found(
 
 
 # --------------------------------------------------------------------------------------------------
+# Paged prefetch
+# --------------------------------------------------------------------------------------------------
+
+
+def _complete_prefetched(
+    key: str,
+    result: QueryResult,
+    by_key: dict[str, list[Mapping[str, Any]]],
+    key_sources: dict[str, str],
+    problems: list[str],
+) -> None:
+    """Adds the other pages of a prefetched search to its first page. Their resources are checked as the
+    first page's were (nested Bundles flattened, OperationOutcomes left out); when the pages cannot be
+    read, or not all of them, the key is partial and says why — the first page still counts."""
+    if result.error is None:
+        entries = {"entry": [{"resource": resource} for resource in result.resources]}
+        out: list[Mapping[str, Any]] = []
+        try:
+            _flatten_bundle(key, entries, 1, out)
+        except PrefetchError as exc:
+            result.error = f"the FHIR server's pages are malformed ({exc})"
+        else:
+            by_key[key] = [*by_key[key], *out]
+    if result.error is not None:
+        key_sources[key] = "prefetch-partial"
+        problems.append(
+            f"{key}: the prefetched Bundle has a next link; reading the other pages from fhirServer failed "
+            f"({result.error}); only its first page was used"
+        )
+    elif result.partial:
+        key_sources[key] = "prefetch-partial"
+        problems.extend(f"{key}: {problem} (the first page prefetched)" for problem in result.problems)
+    else:
+        key_sources[key] = "prefetch-completed"
+        problems.extend(f"{key}: {problem}" for problem in result.problems)
+
+
+# --------------------------------------------------------------------------------------------------
 # Gather
 # --------------------------------------------------------------------------------------------------
 
@@ -353,6 +416,7 @@ async def gather(
     key_sources: dict[str, str] = {}
     problems: list[str] = []
     to_fetch: dict[str, str] = {}
+    to_complete: dict[str, Continuation] = {}
 
     for key, template in templates.items():
         if key in given:
@@ -365,9 +429,18 @@ async def gather(
             if not prefetched.only_outcomes:
                 by_key[key] = prefetched.resources
                 key_sources[key] = "prefetch"
-                if prefetched.has_next:
-                    key_sources[key] = "prefetch-partial"
-                    problems.append(f"{key}: the prefetched Bundle has a next link; only its first page was used")
+                # A template's own _count is a limit ("the most recent one"): its first page is the answer.
+                if prefetched.next_url is not None and not has_count(template):
+                    if prefetched.next_url and fhir.base_url:
+                        to_complete[key] = Continuation(
+                            next_url=prefetched.next_url, resources_read=len(prefetched.resources)
+                        )
+                    else:
+                        key_sources[key] = "prefetch-partial"
+                        why = "no fhirServer to read the other pages from" if prefetched.next_url else "no URL"
+                        problems.append(
+                            f"{key}: the prefetched Bundle has a next link with {why}; only its first page was used"
+                        )
                 continue
             problems.append(f"{key}: the CDS client sent an OperationOutcome instead of data; fetched instead")
         try:
@@ -379,13 +452,19 @@ async def gather(
 
     _one_prefetched_patient(by_key, key_sources, context)
     http_requests = 0
-    if to_fetch:
-        if not fhir.base_url:
-            raise DataUnavailable(
-                [f"{key}: not prefetched, and the request has no fhirServer to fetch it from" for key in to_fetch]
-            )
+    if to_fetch and not fhir.base_url:
+        raise DataUnavailable(
+            [f"{key}: not prefetched, and the request has no fhirServer to fetch it from" for key in to_fetch]
+        )
+    if (to_fetch or to_complete) and fhir.base_url:
         client = FhirClient(fhir.base_url, settings, access_token=fhir.access_token, http=http)
-        results = await client.search_all(to_fetch, deadline=deadline)
+        results = await client.search_all(to_fetch, deadline=deadline, continuations=to_complete)
+        for key in to_complete:
+            result = results[key]
+            http_requests += result.requests
+            _complete_prefetched(key, result, by_key, key_sources, problems)
+        if to_complete:  # the other pages are the client's data as much as the first
+            _one_prefetched_patient(by_key, key_sources, context)
         issues: list[str] = []
         for key in to_fetch:
             result = results[key]

@@ -5,9 +5,25 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from api_support import NOW, SERVICE, is_operation_outcome, make_client, make_settings
+import httpx
+import pytest
+import respx
+from api_support import (
+    NOW,
+    SERVICE,
+    bare_request,
+    fhir_handler,
+    is_operation_outcome,
+    make_client,
+    make_settings,
+    patients,
+    spec_client,
+    with_server,
+)
 from fastapi.testclient import TestClient
+from structlog.testing import capture_logs
 
 from cds.api import create_app
 from cds.cards import ASSESSMENT_EXTENSION, find_empty
@@ -49,7 +65,7 @@ def test_health_and_ready(tmp_path: Path) -> None:
 
 
 def test_lifespan_starts_and_stops_cleanly(tmp_path: Path) -> None:
-    with TestClient(create_app(make_settings(tmp_path), clock=lambda: NOW)) as client:
+    with spec_client(create_app(make_settings(tmp_path), clock=lambda: NOW), raise_server_exceptions=True) as client:
         assert client.get("/ready").status_code == 200
 
 
@@ -124,7 +140,7 @@ def test_jwt_auth_guards_the_cds_routes_only(tmp_path: Path) -> None:
 def demo_client(tmp_path: Path, today: date = ANCHOR_DATE) -> TestClient:
     app = create_app(make_settings(tmp_path, demo=True, auth="jwt", cors_origins=[]), clock=lambda: NOW)
     app.state.clock = lambda: NOW.replace(year=today.year, month=today.month, day=today.day)
-    return TestClient(app, raise_server_exceptions=False)
+    return spec_client(app)
 
 
 def test_demo_mode_round_trip(tmp_path: Path) -> None:
@@ -156,6 +172,91 @@ def test_demo_mode_round_trip(tmp_path: Path) -> None:
     assert client.post(f"{SERVICE}/feedback", json=feedback).status_code == 200
     missing = client.get("/demo/patients/nobody/request")
     assert missing.status_code == 404 and is_operation_outcome(missing.json(), "not-found")
+
+
+@pytest.mark.parametrize(
+    "base",
+    ["http://127.0.0.1:8080/r4", "http://127.0.0.53:9090/r4", "http://[::1]:8080/r4", "https://127.0.0.1:8443/r4"],
+)
+def test_demo_mode_reads_a_fhir_server_on_a_loopback_address_without_an_allow_list(
+    tmp_path: Path, base: str
+) -> None:
+    # The reference sandbox always sends a fhirServer: in demo mode, that is the demo's local one.
+    client = demo_client(tmp_path)
+    calls: list[httpx.Request] = []
+    body = {**with_server(bare_request()), "fhirServer": base}
+    with respx.mock(assert_all_mocked=True) as mock:
+        mock.route(url__startswith=base).mock(side_effect=loopback_handler(base, calls))
+        response = client.post(SERVICE, json=body)
+    assert response.status_code == 200, response.text
+    assert calls and all(str(c.url).startswith(base) for c in calls)
+    assert response.json()["cards"]
+
+
+@pytest.mark.parametrize(
+    "base", ["https://ehr.example.net/fhir", "http://localhost:8080/r4", "https://10.0.0.7/fhir"]
+)
+def test_demo_mode_refuses_a_fhir_server_off_loopback_that_is_not_allow_listed(tmp_path: Path, base: str) -> None:
+    client = demo_client(tmp_path)
+    with respx.mock(assert_all_mocked=True) as mock:
+        response = client.post(SERVICE, json={**with_server(bare_request()), "fhirServer": base})
+    assert response.status_code == 400
+    assert is_operation_outcome(response.json(), "forbidden")
+    assert not mock.calls
+
+
+def test_outside_demo_mode_a_loopback_fhir_server_must_be_allow_listed(tmp_path: Path) -> None:
+    client = make_client(tmp_path)
+    with respx.mock(assert_all_mocked=True) as mock:
+        body = {**with_server(bare_request()), "fhirServer": "http://127.0.0.1:8080/r4"}
+        response = client.post(SERVICE, json=body)
+    assert response.status_code == 400 and not mock.calls
+
+
+def test_demo_mode_start_up_says_loopback_fhir_servers_are_allowed(tmp_path: Path) -> None:
+    client = demo_client(tmp_path)  # before capture_logs: the app configures the logging
+    with capture_logs() as logs, client:
+        pass
+    (said,) = [e for e in logs if e["event"] == "service.demo_fhir_servers"]
+    assert "127.0.0.0/8" in said["policy"] and "::1" in said["policy"]
+
+
+def test_outside_demo_mode_the_start_up_says_nothing_of_loopback_fhir_servers(tmp_path: Path) -> None:
+    client = make_client(tmp_path)
+    with capture_logs() as logs, client:
+        pass
+    assert not [e for e in logs if e["event"] == "service.demo_fhir_servers"]
+
+
+def test_root_redirects_to_the_demo_page_in_demo_mode(tmp_path: Path) -> None:
+    response = demo_client(tmp_path).get("/", follow_redirects=False)
+    assert response.status_code == 307 and response.headers["location"] == "demo"
+    assert demo_client(tmp_path).get("/").url.path == "/demo"
+    kept = demo_client(tmp_path).get("/?patient=npc-01", follow_redirects=False)
+    assert kept.headers["location"] == "demo?patient=npc-01"
+
+
+def test_root_is_not_found_outside_demo_mode(tmp_path: Path) -> None:
+    response = make_client(tmp_path).get("/", follow_redirects=False)
+    assert response.status_code == 404 and is_operation_outcome(response.json(), "not-found")
+
+
+def test_demo_page_opens_the_patient_named_in_its_address(tmp_path: Path) -> None:
+    # The page itself reads ?patient= (tests/browser drives it); the server serves the same page.
+    page = demo_client(tmp_path).get("/demo", params={"patient": "npc-01"})
+    assert page.status_code == 200 and "URLSearchParams(location.search).get(\"patient\")" in page.text
+
+
+def loopback_handler(base: str, calls: list[httpx.Request]) -> Any:
+    """fhir_handler (api_support) for a FHIR server at ``base`` instead of the usual one."""
+    handle = fhir_handler(patients()["npc-01"], calls)
+    prefix = urlsplit(base).path
+
+    def moved(request: httpx.Request) -> httpx.Response:
+        path = "/r4" + request.url.path.removeprefix(prefix)
+        return handle(httpx.Request("GET", request.url.copy_with(path=path), headers=request.headers))
+
+    return moved
 
 
 def test_demo_dates_follow_today(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from api_support import (
     make_client,
     make_settings,
     patients,
+    spec_client,
     with_server,
 )
 from fastapi.testclient import TestClient
@@ -304,7 +305,7 @@ def test_unexpected_error_is_a_500_operation_outcome_without_details(
         raise RuntimeError("Patient Jane Doe born 1970-01-01")
 
     app = create_app(make_settings(tmp_path), evaluate=broken, clock=lambda: NOW)
-    client = TestClient(app)  # raises if the exception escaped the app
+    client = spec_client(app, raise_server_exceptions=True)  # raises if the exception escaped the app
     response = client.post(SERVICE, json=full_request(client))
     assert response.status_code == 500
     assert is_operation_outcome(response.json(), "exception")

@@ -148,6 +148,26 @@ def test_demo_page_loads_and_lists_the_demo_patients(page: Any, service: Service
     assert page.title() == "trial-cds demo EHR"
 
 
+def test_the_address_opens_the_demo_on_a_patient(page: Any, service: Service) -> None:
+    page.goto(f"{service.url}/?patient=npc-03")  # / leads to the demo page, the query kept
+    page.wait_for_selector("#card-count")
+    assert page.locator("#patients button[aria-pressed=true]").get_attribute("data-patient") == "npc-03"
+    assert page.locator("#banner").get_by_text("npc-03").count() == 1
+    assert "needs review" in page.locator("article.card .summary").first.inner_text()
+
+
+def test_choosing_a_patient_puts_it_in_the_address(page: Any, service: Service) -> None:
+    open_patient(page, service, "npc-01")
+    assert page.url.endswith("/demo?patient=npc-01")
+
+
+def test_the_address_naming_an_unknown_patient_says_so(page: Any, service: Service) -> None:
+    page.goto(f"{service.url}/demo?patient=nobody-here")
+    alert = page.get_by_role("alert")
+    assert 'No demo patient with the id "nobody-here"' in alert.inner_text()
+    assert page.locator("#patients button[aria-pressed=true]").count() == 0
+
+
 def test_eligible_patient_gets_a_likely_eligible_card(page: Any, service: Service) -> None:
     cards = open_patient(page, service, "npc-01")
     assert cards.count() == 1

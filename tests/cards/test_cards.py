@@ -134,6 +134,14 @@ def not_eligible() -> Assessment:
     )
 
 
+def test_every_link_says_it_is_not_autolaunchable_in_the_spelling_of_the_specification() -> None:
+    c = card(needs_review(), FakeTrial(), base_url=BASE, patient_id="p1")
+    assert len(c["links"]) == 2
+    for link in c["links"]:
+        assert link["autolaunchable"] is False  # CDS Hooks 2.0; nothing here is a SMART app to launch
+        assert "autoLaunchable" not in link  # HealthChain's spelling: documented, not served
+
+
 def test_card_has_every_required_field_and_no_empty_value() -> None:
     a = needs_review()
     c = card(a, FakeTrial(), base_url=BASE, patient_id="p1", user_id="Practitioner/dr1")
@@ -148,6 +156,7 @@ def test_card_has_every_required_field_and_no_empty_value() -> None:
         "label": "Trial criteria",
         "url": f"{BASE}/trials/npc-liver-mets-ldrt",
         "type": "absolute",
+        "autolaunchable": False,
     }
     assert all(link["type"] == "absolute" and "appContext" not in link for link in c["links"])
     assert c["selectionBehavior"] == "at-most-one"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_support import NOW, is_operation_outcome, make_client, make_settings
+from api_support import NOW, is_operation_outcome, make_client, make_settings, spec_client
 from fastapi.testclient import TestClient
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
@@ -176,6 +176,7 @@ def assert_warning_card(card: dict[str, Any]) -> None:
         "label": "Trial criteria",
         "url": f"http://testserver/trials/{TRIAL}",
         "type": "absolute",
+        "autolaunchable": False,
     }
     assert {r["code"] for r in card["overrideReasons"]} >= {"order-needed-now", "other"}
     for reason in card["overrideReasons"]:
@@ -560,7 +561,7 @@ NEW_TRIAL: dict[str, Any] = {
 def test_a_new_trial_gets_order_warnings_from_its_data(tmp_path: Path) -> None:
     trial = Trial.model_validate(NEW_TRIAL)
     app = create_app(make_settings(tmp_path), trials={trial.id: trial}, clock=lambda: NOW)
-    client = TestClient(app, raise_server_exceptions=False)
+    client = spec_client(app)
     amoxicillin = medication_request(
         "draft-amox", "723", "amoxicillin", "Amoxicillin 500 mg oral capsule", [dosage(500, per_day=3)]
     )

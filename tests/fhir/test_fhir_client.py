@@ -180,6 +180,26 @@ def test_check_fhir_server_allows_http_for_loopback_hosts(url: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8080/fhir", "http://127.1.2.3/fhir", "http://[::1]:8080/fhir", "https://127.0.0.1/r4"]
+)
+def test_check_fhir_server_in_demo_mode_allows_loopback_addresses_without_an_allowlist(url: str) -> None:
+    assert check_fhir_server(url, Settings(demo=True)) == url
+
+
+@pytest.mark.parametrize(
+    "url", ["http://localhost:8080/fhir", "https://fhir.example.org/other", "https://10.1.2.3/fhir"]
+)
+def test_check_fhir_server_in_demo_mode_still_refuses_other_servers(url: str) -> None:
+    with pytest.raises(FhirServerNotAllowed):
+        check_fhir_server(url, Settings(demo=True))
+
+
+def test_check_fhir_server_outside_demo_mode_refuses_an_unlisted_loopback_address() -> None:
+    with pytest.raises(FhirServerNotAllowed, match="allow-list"):
+        check_fhir_server("http://127.0.0.1:8080/fhir", Settings())
+
+
+@pytest.mark.parametrize(
     "url",
     [
         "https://user:pass@fhir.example.org/baseR4",

@@ -324,3 +324,61 @@ def test_a_page_loop_ends_within_the_budget_with_an_honest_card(
     assert cards and "incomplete" in cards[0]["detail"].lower()
     observation_pages = [p for p, _ in ehr.requests if "/Observation" in p]
     assert len(observation_pages) <= 20  # settings.max_pages
+
+
+# ---------------------------------------------------------------------------------------------------
+# Paged prefetch: a CDS client that pages its prefetch (the reference sandbox: 20 a page) sends the first
+# page with its next link; the other pages are read from its fhirServer.
+
+
+def paged_prefetch(body: dict[str, Any], key: str, per_page: int, base: str) -> tuple[dict[str, Any], Reply]:
+    """``body`` with the prefetched search ``key`` cut to its first page of ``per_page`` resources and a
+    next link to ``base``; and the FHIR server's answers for the other pages."""
+    entries = body["prefetch"][key]["entry"]
+
+    def page(offset: int) -> dict[str, Any]:
+        bundle: dict[str, Any] = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": entries[offset : offset + per_page],
+        }
+        if offset + per_page < len(entries):
+            bundle["link"] = [{"relation": "next", "url": f"{base}?_getpages=p1&_getpagesoffset={offset + per_page}"}]
+        return bundle
+
+    def reply(path: str, query: dict[str, list[str]]) -> Reply:
+        if path != "/fhir" or "_getpagesoffset" not in query:
+            return 404, {}, None
+        return 200, {}, page(int(query["_getpagesoffset"][0]))
+
+    first = {**body, "prefetch": {**body["prefetch"], key: page(0)}}
+    return first, reply
+
+
+def test_a_paged_prefetch_is_completed_from_the_fhir_server(tmp_path: Path, servers: list[FhirServer]) -> None:
+    client = client_for(tmp_path)
+    whole = client.post(SERVICE, json=full_request(client)).json()["cards"]
+    pages: list[Callable[[str, dict[str, list[str]]], Reply]] = []  # known once the server has its port
+    ehr = FhirServer(lambda path, query: pages[0](path, query))
+    servers.append(ehr)
+    body, reply = paged_prefetch(with_server(full_request(client)), "observation", 5, ehr.base)
+    pages.append(reply)
+    body["fhirServer"] = ehr.base
+    client = client_for(tmp_path, ehr.base)
+    response = client.post(SERVICE, json=body)
+    assert response.status_code == 200, response.text
+    cards = response.json()["cards"]
+    assert [c["summary"] for c in cards] == [c["summary"] for c in whole]
+    assert all("Incomplete record" not in c["detail"] for c in cards)
+    assert [auth for _, auth in ehr.requests] == [f"Bearer {TOKEN}"] * 3  # 17 Observations: 5 + 5 + 5 + 2
+
+
+def test_a_paged_prefetch_without_fhir_server_gives_a_card_that_says_the_record_is_incomplete(
+    tmp_path: Path,
+) -> None:
+    client = client_for(tmp_path)
+    body, _ = paged_prefetch(full_request(client), "observation", 5, "https://ehr.example.org/fhir")
+    response = client.post(SERVICE, json=body)
+    assert response.status_code == 200, response.text
+    cards = response.json()["cards"]
+    assert cards and all("Incomplete record" in c["detail"] for c in cards)

@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: demo test bench wheel install install-test lint typecheck unit clean
+.PHONY: demo test bench bench-compare wheel install install-test lint typecheck unit clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ test: install-test
 bench:
 	benchmarks/setup-service
 	PYTHONPATH=fixtures benchmarks/.venv-service/bin/python benchmarks/run.py $(ARGS)
+
+# The production build of BASE (a git revision) against this tree's, interleaved rounds in one run
+# (benchmarks/compare.py): `make bench-compare BASE=main~3`.
+bench-compare:
+	benchmarks/compare-builds $(BASE) $(ARGS)
 
 # The production wheel (hot path compiled with mypyc; README.md "installing for production", docs/performance.md "Builds"), printed path under build/wheels.
 wheel:

@@ -122,4 +122,3 @@ class ReplayStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
-

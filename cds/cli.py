@@ -69,9 +69,9 @@ def serve(
 
     try:
         Settings()  # a bad setting stops here with a clear message, before anything is started
+        run(host, port, demo=demo)  # and so does a configuration that cannot work (no clients, CORS *)
     except (SettingsError, ValidationError) as exc:
         _fail(f"invalid configuration: {exc}")
-    run(host, port, demo=demo)
 
 
 @app.command()

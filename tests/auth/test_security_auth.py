@@ -171,19 +171,59 @@ def _serve(*args: str) -> Any:
     return CliRunner().invoke(cli, ["serve", *args])
 
 
-def test_plain_serve_is_jwt_and_refuses_unsigned_calls(served: dict[str, Any]) -> None:
+def test_plain_serve_without_a_clients_file_refuses_to_start_and_says_what_to_set(served: dict[str, Any]) -> None:
+    result = _serve()
+    assert result.exit_code == 2
+    assert "TRIAL_CDS_CLIENTS_FILE is not set" in result.output and "TRIAL_CDS_AUTH=none" in result.output
+    assert "Traceback" not in result.output
+    assert "app" not in served  # nothing listened
+
+
+def test_serve_with_an_invalid_clients_file_refuses_to_start(
+    served: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    clients = tmp_path / "clients.yaml"
+    clients.write_text(yaml.safe_dump([{"name": "EHR", "iss": ISS}]), encoding="utf-8")  # no key set
+    monkeypatch.setenv("TRIAL_CDS_CLIENTS_FILE", str(clients))
+    result = _serve()
+    assert result.exit_code == 2
+    assert "TRIAL_CDS_CLIENTS_FILE" in result.output and "needs 'jwks', 'jwks_url' or 'allowed_jku'" in result.output
+    assert "app" not in served
+
+
+def test_serve_refuses_cors_for_every_origin_outside_demo_mode(
+    served: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRIAL_CDS_AUTH", "none")
+    monkeypatch.setenv("TRIAL_CDS_CORS_ORIGINS", "*")
+    result = _serve()
+    assert result.exit_code == 2
+    assert "invalid configuration" in result.output and "TRIAL_CDS_CORS_ORIGINS=*" in result.output
+    assert "app" not in served
+    assert _serve("--demo").exit_code == 0  # demo mode opens CORS anyway
+
+
+def test_plain_serve_with_clients_is_jwt_and_refuses_unsigned_calls(
+    served: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    clients = tmp_path / "clients.yaml"
+    clients.write_text(yaml.safe_dump([{"name": "EHR", "iss": ISS, "jwks_url": JWKS_URL}]), encoding="utf-8")
+    monkeypatch.setenv("TRIAL_CDS_CLIENTS_FILE", str(clients))
     result = _serve()
     assert result.exit_code == 0, result.output
     app = served["app"]
     assert app.state.settings.auth == "jwt" and app.state.settings.fhir_allowlist == []
+    assert served["kwargs"]["h11_max_incomplete_event_size"] > app.state.settings.max_header_bytes
     with capture_logs() as logs, TestClient(app, raise_server_exceptions=False) as client:
         assert_401_without_reason(client.get("/cds-services"))
         assert_401_without_reason(client.post(SERVICE, json={}))
         assert client.get("/openapi.json").status_code == 404  # no schema or docs outside demo mode
         assert client.get("/docs").status_code == 404
+    start = next(e for e in logs if e["event"] == "service.start")
+    assert start["clients"] == 1 and start["auth"] == "jwt"
     warnings = [e["event"] for e in logs if e["log_level"] == "warning"]
-    assert "service.no_clients" in warnings
-    assert "service.auth_disabled" not in warnings
+    assert "service.auth_disabled" not in warnings and "service.no_clients" not in warnings
+    assert {"service.audience_derived", "service.public_base_url_derived"} <= set(warnings)
 
 
 def test_serve_demo_warns_that_authentication_is_off(served: dict[str, Any]) -> None:

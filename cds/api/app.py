@@ -156,7 +156,7 @@ def create_app(
     if settings.auth == "jwt":
         from cds.auth import AuthError, auth_exception_handler
 
-        # A failed client check is a bare 401: nothing in the body to help a forger.
+        # A failed client check is a 401 with one OperationOutcome for every reason: nothing to help a forger.
         app.add_exception_handler(AuthError, auth_exception_handler)
     app.include_router(cds_router, dependencies=_auth_dependencies(settings))
     # Coordinator data: no PHI, but internal, so behind the same client check as the CDS endpoints.

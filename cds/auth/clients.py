@@ -86,6 +86,10 @@ class ClientConfig(BaseModel):
         if self.jwks is None and self.jwks_url is None and not self.allowed_jku:
             raise ValueError(f"client {self.iss!r} needs 'jwks', 'jwks_url' or 'allowed_jku'")
         if self.jwks is not None:
+            if _holds_private_key(self.jwks):
+                raise ValueError(
+                    f"client {self.iss!r}: 'jwks' holds private key material; only the EHR's public keys belong here"
+                )
             try:
                 self._inline_keys = parse_key_set(json.dumps(self.jwks).encode())
             except JWKSError as error:
@@ -103,6 +107,15 @@ class ClientConfig(BaseModel):
 
     def jku_allowed(self, jku: str) -> bool:
         return jku in self.allowed_jku or jku == self.jwks_url
+
+
+#: JWK members that only a private (or symmetric) key has (RFC 7518, sections 6.2.2, 6.3.2 and 6.4).
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+
+
+def _holds_private_key(jwks: dict[str, Any]) -> bool:
+    keys = jwks.get("keys")
+    return isinstance(keys, list) and any(isinstance(key, dict) and _PRIVATE_MEMBERS & set(key) for key in keys)
 
 
 def _check_key_url(url: str) -> None:
@@ -139,7 +152,11 @@ def parse_clients(data: Any, source: str = "clients file") -> ClientRegistry:
         try:
             client = ClientConfig.model_validate(entry)
         except ValidationError as error:
-            raise ClientsFileError(f"{source}: client #{index + 1} is invalid: {error}") from error
+            # The problems without the input: an entry may hold key material, which is not for the log.
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in error.errors(include_input=False)
+            )
+            raise ClientsFileError(f"{source}: client #{index + 1} is invalid: {problems}") from None
         if client.iss in by_iss:
             raise ClientsFileError(f"{source}: iss {client.iss!r} appears twice")
         by_iss[client.iss] = client

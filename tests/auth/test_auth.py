@@ -533,6 +533,13 @@ def test_a_client_gives_its_key_set_once(ec_key: ECKey) -> None:
         parse_clients([both])
 
 
+def test_a_private_key_in_the_clients_file_is_refused_without_printing_it(ec_key: ECKey) -> None:
+    private = ec_key.as_dict(private=True)
+    with pytest.raises(ClientsFileError, match="private key material") as info:
+        parse_clients([{"iss": SANDBOX_ISS, "jwks": {"keys": [private]}}])
+    assert private["d"] not in str(info.value)
+
+
 @pytest.mark.parametrize(
     "jwks",
     [{"keys": []}, {"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"}]}, {"no": "keys"}],

@@ -122,3 +122,4 @@ class ReplayStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
+

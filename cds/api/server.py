@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -12,7 +13,7 @@ from cds.api.errors import Issue, operation_outcome
 from cds.api.startup import check_can_serve
 from cds.settings import Settings
 
-__all__ = ["create_app", "http_protocol", "run"]
+__all__ = ["HeaderCappedHttpToolsProtocol", "create_app", "http_protocol", "run"]
 
 #: Room for the request line on top of the header cap in h11's own bound on an unparsed request head.
 _REQUEST_LINE_ALLOWANCE = 8 * 1024
@@ -43,50 +44,26 @@ def run(host: str, port: int, *, demo: bool) -> None:
         log_config=None,
         access_log=False,
         proxy_headers=True,
-        http=http_protocol(settings.max_header_bytes),
+        http=http_protocol(),
         h11_max_incomplete_event_size=settings.max_header_bytes + _REQUEST_LINE_ALLOWANCE,
     )
 
 
-def http_protocol(max_header_bytes: int) -> Any:
-    """uvicorn's httptools protocol, bounded: it stops reading a request whose headers exceed
-    ``max_header_bytes`` and answers 431, instead of holding every header in memory until the app's
-    check (httptools has no limit of its own). Without httptools, h11 (bounded by
-    ``h11_max_incomplete_event_size``)."""
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:
-        return "h11"
-
-    too_large = _too_large_response(max_header_bytes)
-
-    class HeaderCappedHttpToolsProtocol(HttpToolsProtocol):
-        _header_bytes = 0
-        _headers_too_large = False
-
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            self._header_bytes = 0
-            self._headers_too_large = False
-
-        def on_header(self, name: bytes, value: bytes) -> None:
-            # The same count as cds.api.errors.header_bytes, so both answer the same requests with 431.
-            self._header_bytes += len(name) + len(value) + 4
-            if self._header_bytes > max_header_bytes:
-                self._headers_too_large = True
-                raise ValueError("request headers too large")  # stops the parser: uvicorn answers below
-            super().on_header(name, value)
-
-        def send_400_response(self, msg: str) -> None:
-            if not self._headers_too_large:
-                super().send_400_response(msg)
-                return
-            self.transport.write(too_large)
-            self.transport.close()
-
-    return HeaderCappedHttpToolsProtocol
+def http_protocol() -> Any:
+    """uvicorn's httptools protocol, bounded (``HeaderCappedHttpToolsProtocol``); without httptools, h11
+    (bounded by ``h11_max_incomplete_event_size``). The cap reaches the protocol through uvicorn's config
+    (``h11_max_incomplete_event_size``, the cap plus the request-line allowance) rather than through this
+    function, so that worker processes, which are handed the config, apply the same cap."""
+    return HeaderCappedHttpToolsProtocol if HeaderCappedHttpToolsProtocol is not None else "h11"
 
 
+def _cap_from(config: Any) -> int:
+    size = getattr(config, "h11_max_incomplete_event_size", None)
+    default: int = Settings.model_fields["max_header_bytes"].default
+    return size - _REQUEST_LINE_ALLOWANCE if isinstance(size, int) else default
+
+
+@lru_cache(maxsize=8)
 def _too_large_response(max_header_bytes: int) -> bytes:
     body = orjson.dumps(
         operation_outcome(
@@ -100,3 +77,41 @@ def _too_large_response(max_header_bytes: int) -> bytes:
         "connection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
+
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools is optional in uvicorn; h11 is then used
+    HeaderCappedHttpToolsProtocol: Any = None
+else:
+
+    class HeaderCappedHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[no-redef]
+        """uvicorn's httptools protocol that stops reading a request whose headers exceed the cap and
+        answers 431, instead of holding every header in memory until the app's own check (httptools has
+        no limit of its own)."""
+
+        def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
+            super().__init__(config, *args, **kwargs)
+            self._max_header_bytes = _cap_from(config)
+            self._header_bytes = 0
+            self._headers_too_large = False
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._header_bytes = 0
+            self._headers_too_large = False
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            # The same count as cds.api.errors.header_bytes, so both answer the same requests with 431.
+            self._header_bytes += len(name) + len(value) + 4
+            if self._header_bytes > self._max_header_bytes:
+                self._headers_too_large = True
+                raise ValueError("request headers too large")  # stops the parser; uvicorn answers below
+            super().on_header(name, value)
+
+        def send_400_response(self, msg: str) -> None:
+            if not self._headers_too_large:
+                super().send_400_response(msg)
+                return
+            self.transport.write(_too_large_response(self._max_header_bytes))
+            self.transport.close()

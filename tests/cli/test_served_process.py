@@ -127,3 +127,15 @@ def test_headers_over_the_cap_are_refused_at_the_socket_with_a_431_outcome(serve
     records, _ = json_lines(served.stop())
     # Refused by the protocol before the headers were all read: the app never saw this request.
     assert not any(r["event"] == "request_headers_too_large" for r in records)
+
+
+def test_the_socket_and_the_app_draw_the_header_cap_at_the_same_byte(served: Served) -> None:
+    host = b"Host: localhost\r\n"  # counted as sent: name + value + ": " + CRLF = 17 bytes
+
+    def get_with_padding(size: int) -> bytes:
+        padding = b"X-Padding: " + b"p" * size + b"\r\n"
+        return raw_exchange(served.port, b"GET /health HTTP/1.1\r\n" + host + padding + b"Connection: close\r\n\r\n")
+
+    fixed = len(host) + len(b"X-Padding: \r\n") + len(b"Connection: close\r\n")
+    assert get_with_padding(MAX_HEADER_BYTES - fixed).startswith(b"HTTP/1.1 200")
+    assert get_with_padding(MAX_HEADER_BYTES - fixed + 1).startswith(b"HTTP/1.1 431")

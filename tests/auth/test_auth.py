@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import logging
+import textwrap
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -525,6 +526,20 @@ async def test_inline_keys_reject_a_kid_they_do_not_hold(tmp_path: Path, db_url:
         finally:
             close_auth_state(app)
     assert network.calls.call_count == 0
+
+
+@pytest.mark.parametrize("document", ["README.md", "docs/security.md"])
+def test_the_documented_sandbox_clients_file_is_valid_once_its_keys_are_copied_in(document: str, ec_key: ECKey) -> None:
+    text = (Path(__file__).resolve().parents[2] / document).read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0] for b in text.split("```yaml")[1:] if "iss: https://sandbox.cds-hooks.org" in b]
+    assert len(blocks) == 1, f"{document} shows the sandbox's clients file once"
+    data = yaml.safe_load(textwrap.dedent(blocks[0]))
+    (entry,) = data["clients"]
+    documented_key = entry["jwks"]["keys"][0]
+    assert documented_key["crv"] == "P-384" and documented_key["alg"] == "ES384"
+    entry["jwks"]["keys"] = [{**documented_key, **ec_key.as_dict(private=False)}]  # the copied public key
+    client = parse_clients(data).get(SANDBOX_ISS)
+    assert client is not None and client.pinned and client.jku_allowed(SANDBOX_JKU)
 
 
 def test_a_client_gives_its_key_set_once(ec_key: ECKey) -> None:

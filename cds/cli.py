@@ -88,7 +88,10 @@ def serve(
         )
     if _port_in_use(host, port):
         _fail(f"port {port} is in use on {host}; choose another with --port (make demo PORT=… for the demo)")
-    run(host, port, demo=demo, workers=workers)
+    try:
+        run(host, port, demo=demo, workers=workers)  # a configuration that cannot work stops here (no clients, CORS *)
+    except SettingsError as exc:
+        _fail(f"invalid configuration: {exc}")
 
 
 def _port_in_use(host: str, port: int) -> bool:

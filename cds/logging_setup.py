@@ -68,6 +68,28 @@ def _json_line(value: Any, **_: Any) -> str:
 
 _configured = False
 _URL_LOGGERS = ("httpx", "httpcore", "hpack")
+#: The server's standard-library loggers, whose lines go through the same JSON rendering as the service's.
+_SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+
+
+class JSONLinesHandler(logging.Handler):
+    """Standard-library log records (uvicorn's, and any library's that reaches the root logger) rendered
+    by the structlog chain: one JSON line each, with the same PHI and token filter. Only the record's
+    message and the type of an exception are kept: a traceback can quote request data."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, Any] = {"logger": record.name}
+            if record.exc_info and record.exc_info[0] is not None:
+                fields["error_type"] = record.exc_info[0].__name__
+            method = logging.getLevelName(record.levelno).lower()
+            logger = structlog.get_logger(record.name)
+            getattr(logger, method if method in _LEVEL_METHODS else "info")(record.getMessage(), **fields)
+        except Exception:
+            self.handleError(record)
+
+
+_LEVEL_METHODS = frozenset({"debug", "info", "warning", "error", "critical"})
 
 
 def configure_logging(level: str = "INFO", *, stream: Any = None) -> None:
@@ -94,6 +116,17 @@ def configure_logging(level: str = "INFO", *, stream: Any = None) -> None:
     # loggers stay at WARNING or above, whatever the service's level and the host's logging setup.
     for name in _URL_LOGGERS:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+    # uvicorn's loggers: every line JSON (uvicorn.run gets log_config=None, so it adds no handler of its own).
+    handler = JSONLinesHandler()
+    for name in _SERVER_LOGGERS:
+        server_logger = logging.getLogger(name)
+        server_logger.handlers = [handler] if name == "uvicorn" else []
+        server_logger.propagate = name != "uvicorn"
+        server_logger.setLevel(numeric)
+    root = logging.getLogger()
+    if not any(isinstance(h, JSONLinesHandler) for h in root.handlers) and not root.handlers:
+        # No host logging set up: other libraries' warnings would be plain text from logging.lastResort.
+        root.addHandler(handler)
     _configured = True
 
 

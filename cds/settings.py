@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Limits on input.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_resources_per_key: int = Field(default=20_000, ge=1)
     max_json_depth: int = Field(default=64, ge=8, le=1000)

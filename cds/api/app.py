@@ -9,14 +9,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Depends, FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 import cds
 from cds.api import errors
 from cds.api.activity import activity_router
+from cds.api.cors import OutcomeCORSMiddleware
 from cds.api.routes import cds_router, demo_router, open_router
 from cds.api.services import AppState, Evaluator, trial_eligibility_services
+from cds.api.startup import check_cors, print_summary, startup_facts
 from cds.demo import DemoData
 from cds.fhir import http as fhir_http
 from cds.fhir.client import DEMO_FHIR_SERVERS
@@ -65,8 +66,10 @@ def create_app(
 ) -> FastAPI:
     """The service. ``trials`` and ``evaluate`` default to the trial files and the engine; ``clock``
     (also settable later as ``app.state.clock``) gives the evaluation time, ``datetime.now(UTC)`` by
-    default."""
-    settings = effective_settings(settings or Settings())
+    default. Raises ``SettingsError`` for a configuration that must not run (``*`` CORS outside demo)."""
+    settings = settings or Settings()
+    check_cors(settings)
+    settings = effective_settings(settings)
     configure_logging(settings.log_level)
     if trials is None:
         from cds.trials import load_trials
@@ -82,19 +85,34 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        log.info("service.start", trials=len(trials), auth=settings.auth, demo=settings.demo, build=cds.build())
+        facts = startup_facts(settings, trials, cds.build())
+        log.info("service.start", **facts)
+        print_summary(facts)  # the same facts for a person reading the console
+        if not settings.demo and settings.public_base_url is None:
+            log.warning(
+                "service.public_base_url_derived",
+                why="card links are built from each request's Host header; behind a proxy they may be "
+                "wrong, and a caller can choose them",
+                hint="set TRIAL_CDS_PUBLIC_BASE_URL to the public URL of this service",
+            )
+        if settings.auth == "jwt" and settings.audience is None:
+            log.warning(
+                "service.audience_derived",
+                why="the JWT audience is derived from each request's URL",
+                hint="set TRIAL_CDS_AUDIENCE to the discovery URL the EHR calls",
+            )
         if settings.demo:
             log.info("service.demo_fhir_servers", policy=DEMO_FHIR_SERVERS)
         if settings.auth == "none":
             log.warning(
                 "service.auth_disabled",
-                detail="CDS client authentication is OFF: any caller can use this service. "
+                why="CDS client authentication is OFF: any caller can use this service. "
                 "For demo and development only; production runs with TRIAL_CDS_AUTH=jwt.",
             )
         elif settings.clients_file is None:
             log.warning(
                 "service.no_clients",
-                detail="TRIAL_CDS_CLIENTS_FILE is not set: every CDS call will be refused (401).",
+                why="TRIAL_CDS_CLIENTS_FILE is not set: every CDS call will be refused (401).",
             )
         await run_in_threadpool(_warm_up, trials, evaluate)
         # One HTTP client for every FHIR fetch (connection pool, TLS set-up once), not one per request.
@@ -141,7 +159,7 @@ def create_app(
     if settings.auth == "jwt":
         from cds.auth import AuthError, auth_exception_handler
 
-        # A failed client check is a bare 401: nothing in the body to help a forger.
+        # A failed client check is a 401 with one OperationOutcome for every reason: nothing to help a forger.
         app.add_exception_handler(AuthError, auth_exception_handler)
     app.include_router(cds_router, dependencies=_auth_dependencies(settings))
     # Coordinator data: no PHI, but internal, so behind the same client check as the CDS endpoints.
@@ -150,13 +168,16 @@ def create_app(
     if settings.demo:
         app.include_router(demo_router)
     app.add_middleware(errors.CatchAllMiddleware)
-    if settings.cors_origins:  # added last: outermost, so errors carry CORS headers too
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type"],
-            allow_credentials=False,
-            max_age=600,
-        )
+    # Before anything reads the headers (authentication included); inside CORS so a browser sees the 431.
+    app.add_middleware(errors.HeaderSizeLimitMiddleware, max_bytes=settings.max_header_bytes)
+    # Added last: outermost, so errors carry CORS headers too. Present even with no origin allowed, so that
+    # a refused preflight is answered with an OperationOutcome and logged.
+    app.add_middleware(
+        OutcomeCORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type"],
+        allow_credentials=False,
+        max_age=600,
+    )
     return app

@@ -11,6 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cds.logging_setup import get_logger
@@ -118,10 +120,49 @@ class CatchAllMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            log_client_disconnect(scope.get("path"), scope.get("method"))
         except Exception as exc:
             log.error("unhandled_error", error_type=type(exc).__name__, path=scope.get("path"))
             if not started:
                 await outcome_response(500, [Issue("exception", _INTERNAL_ERROR)])(scope, receive, send)
+
+
+def header_bytes(scope: Scope) -> int:
+    """The size of a request's header section as sent: names, values, and ": " and CRLF per line."""
+    return sum(len(name) + len(value) + 4 for name, value in scope.get("headers", ()))
+
+
+class HeaderSizeLimitMiddleware:
+    """431 with an OperationOutcome when the request headers together exceed ``max_bytes``: answered
+    first, before authentication or any route reads them."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = header_bytes(scope)
+            if size > self.max_bytes:
+                log.warning("request_headers_too_large", size=size, limit=self.max_bytes, path=scope.get("path"))
+                issue = Issue(
+                    "too-long",
+                    f"The request headers are {size} bytes; this service accepts at most {self.max_bytes}",
+                )
+                await outcome_response(431, [issue], {"Connection": "close"})(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def log_client_disconnect(path: object, method: object) -> None:
+    """The caller went away before its request was read: not a fault of the service (the EHR gave up,
+    or timed out), so info rather than error."""
+    log.info("client_disconnected", path=path, method=method)
+
+
+#: The status recorded for a request whose caller left (nginx's convention); it is never delivered.
+CLIENT_CLOSED_REQUEST = 499
 
 
 def install(app: FastAPI) -> None:
@@ -157,6 +198,11 @@ def install(app: FastAPI) -> None:
         log.error("unhandled_error", error_type=type(exc).__name__, path=request.url.path, method=request.method)
         return outcome_response(500, [Issue("exception", _INTERNAL_ERROR)])
 
+    async def client_disconnect(request: Request, _exc: Exception) -> Response:
+        log_client_disconnect(request.url.path, request.method)
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+    app.add_exception_handler(ClientDisconnect, client_disconnect)
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, request_validation)

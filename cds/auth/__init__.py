@@ -5,8 +5,9 @@ Contract with the app
 * Wiring: when ``settings.auth == "jwt"``, put ``Depends(require_cds_client)`` on the discovery,
   service and feedback routes. The dependency returns a ``VerifiedClient(iss, sub, tenant, jti)``
   or raises ``AuthError`` (an ``HTTPException``: 401, ``WWW-Authenticate: Bearer``). Register
-  ``app.add_exception_handler(AuthError, auth_exception_handler)`` to make the 401 body empty;
-  without it FastAPI answers ``{"detail": "Unauthorized"}`` - still nothing about the reason.
+  ``app.add_exception_handler(AuthError, auth_exception_handler)`` to answer with one OperationOutcome
+  that is the same for every reason; without it FastAPI answers ``{"detail": "Unauthorized"}`` - still
+  nothing about the reason.
   The dependency verifies whenever it runs; it does not itself look at ``settings.auth``.
 * Settings: read from ``request.app.state.settings`` (a ``cds.settings.Settings``) on every request:
   ``clients_file``, ``audience``, ``jwt_leeway_s``, ``jwks_timeout_s``, ``jwks_cache_s``,
@@ -25,8 +26,8 @@ Contract with the app
   ``/cds-services`` and a warning is logged once: set it in production, since behind a proxy the
   derived URL is usually not the one the EHR used (and it follows the ``Host`` header).
 * Logging: every rejection is one structlog line, event ``cds_client_rejected``, logger
-  ``cds.auth``, with ``reason`` and (when known) ``iss``, ``kid``, ``alg``, ``jti``, and the path.
-  The token itself is never logged.
+  ``cds.auth``, with ``reason``, the path and what the token claims, unverified (when it can be read):
+  ``iss``, ``aud``, ``jku``, ``kid``, ``alg`` (and ``jti`` once verified). The token itself is never logged.
 """
 
 from __future__ import annotations
@@ -35,13 +36,14 @@ import re
 
 import structlog
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from starlette.datastructures import State
 
 from cds.auth.clients import ClientConfig, ClientRegistry, ClientsFile, ClientsFileError, load_clients
-from cds.auth.errors import WWW_AUTHENTICATE, AuthError
+from cds.auth.errors import UNAUTHORIZED_OUTCOME, WWW_AUTHENTICATE, AuthError
 from cds.auth.jwks import JWKSCache
 from cds.auth.replay import ReplayStore
-from cds.auth.verify import ALLOWED_ALGORITHMS, VerifiedClient, verify_token
+from cds.auth.verify import ALLOWED_ALGORITHMS, VerifiedClient, received_fields, verify_token
 from cds.settings import Settings
 
 __all__ = [
@@ -133,6 +135,7 @@ def _audiences(request: Request, state: AuthState) -> set[str]:
 
 async def require_cds_client(request: Request) -> VerifiedClient:
     """FastAPI dependency: the verified CDS client of this request, or a 401 (see the module doc)."""
+    token = ""
     try:
         state = _state(request.app.state)
         token = _bearer_token(request)
@@ -151,7 +154,7 @@ async def require_cds_client(request: Request) -> VerifiedClient:
         )
     except AuthError as error:
         log = _log.error if error.reason in _SERVER_SIDE_REASONS else _log.warning
-        log("cds_client_rejected", path=request.url.path, **error.log_fields())
+        log("cds_client_rejected", path=request.url.path, **(received_fields(token) | error.log_fields()))
         raise
     _log.debug("cds_client_verified", iss=client.iss, tenant=client.tenant, path=request.url.path)
     return client
@@ -164,5 +167,5 @@ _SERVER_SIDE_REASONS = frozenset(
 
 
 async def auth_exception_handler(request: Request, exc: Exception) -> Response:
-    """Exception handler for ``AuthError``: 401, ``WWW-Authenticate: Bearer``, empty body."""
-    return Response(status_code=401, headers=dict(WWW_AUTHENTICATE))
+    """Exception handler for ``AuthError``: 401, ``WWW-Authenticate: Bearer``, the one OperationOutcome."""
+    return JSONResponse(UNAUTHORIZED_OUTCOME, status_code=401, headers=dict(WWW_AUTHENTICATE))

@@ -4,18 +4,28 @@ The file holds a list (or a mapping with a ``clients`` list) of entries::
 
     - name: General Hospital EHR          # for people and logs
       iss: https://ehr.example.com/       # the JWT "iss", compared exactly (case and trailing slash count)
-      jwks_url: https://ehr.example.com/.well-known/jwks.json   # used when the token has no "jku"
+      jwks_url: https://keys.hospital.internal/ehr.json   # pinned: the client's key set, on our network
       allowed_jku:                        # "jku" header values accepted for this client (exact match)
         - https://ehr.example.com/jwks/2025
       tenants: [tenant-a, tenant-b]       # optional; if given, the "tenant" claim must be one of them
 
-Each client needs ``jwks_url`` or at least one ``allowed_jku``. Key URLs must be https (plain http is
-accepted only for localhost, for development). The file is re-read when its modification time or size
-changes; a file that cannot be read or is invalid makes every request fail (closed), with an error log.
+    - name: CDS Hooks sandbox
+      iss: https://sandbox.cds-hooks.org
+      jwks: {keys: [{kty: EC, crv: P-384, kid: ..., x: ..., y: ...}]}   # pinned inline (a JWK Set)
+      allowed_jku: [https://sandbox.cds-hooks.org/.well-known/jwks.json]
+
+A client's key set is *pinned* when it has an inline ``jwks`` or a ``jwks_url`` (one or the other): every
+token of that client is verified against it, and a ``jku`` in the token's header is checked against
+``allowed_jku`` (or the ``jwks_url``) but never fetched. A client with only ``allowed_jku`` has its keys
+fetched from the token's ``jku``. Each client needs ``jwks``, ``jwks_url`` or at least one ``allowed_jku``.
+Key URLs must be https (plain http is accepted only for localhost, for development). The file is re-read
+when its modification time or size changes; a file that cannot be read or is invalid makes every request
+fail (closed), with an error log.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +33,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from joserfc.jwk import KeySet
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from cds.auth.jwks import JWKSError, parse_key_set
 
 #: Longest "iss" / "jti" the replay table stores (its column sizes).
 MAX_ISS_LENGTH = 512
@@ -40,8 +53,10 @@ class ClientConfig(BaseModel):
     iss: str = Field(min_length=1, max_length=MAX_ISS_LENGTH)
     name: str | None = None
     jwks_url: str | None = None
+    jwks: dict[str, Any] | None = None
     allowed_jku: tuple[str, ...] = ()
     tenants: frozenset[str] | None = None
+    _inline_keys: KeySet | None = PrivateAttr(default=None)
 
     @field_validator("jwks_url")
     @classmethod
@@ -66,12 +81,41 @@ class ClientConfig(BaseModel):
 
     @model_validator(mode="after")
     def _needs_keys(self) -> ClientConfig:
-        if self.jwks_url is None and not self.allowed_jku:
-            raise ValueError(f"client {self.iss!r} needs 'jwks_url' or 'allowed_jku'")
+        if self.jwks is not None and self.jwks_url is not None:
+            raise ValueError(f"client {self.iss!r}: give its key set once, as 'jwks' or as 'jwks_url', not both")
+        if self.jwks is None and self.jwks_url is None and not self.allowed_jku:
+            raise ValueError(f"client {self.iss!r} needs 'jwks', 'jwks_url' or 'allowed_jku'")
+        if self.jwks is not None:
+            if _holds_private_key(self.jwks):
+                raise ValueError(
+                    f"client {self.iss!r}: 'jwks' holds private key material; only the EHR's public keys belong here"
+                )
+            try:
+                self._inline_keys = parse_key_set(json.dumps(self.jwks).encode())
+            except JWKSError as error:
+                raise ValueError(f"client {self.iss!r}: 'jwks' {error}") from None
         return self
+
+    @property
+    def pinned(self) -> bool:
+        """Whether the client's keys are configured here (inline or at ``jwks_url``), never taken from a token."""
+        return self.jwks is not None or self.jwks_url is not None
+
+    @property
+    def inline_keys(self) -> KeySet | None:
+        return self._inline_keys
 
     def jku_allowed(self, jku: str) -> bool:
         return jku in self.allowed_jku or jku == self.jwks_url
+
+
+#: JWK members that only a private (or symmetric) key has (RFC 7518, sections 6.2.2, 6.3.2 and 6.4).
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+
+
+def _holds_private_key(jwks: dict[str, Any]) -> bool:
+    keys = jwks.get("keys")
+    return isinstance(keys, list) and any(isinstance(key, dict) and _PRIVATE_MEMBERS & set(key) for key in keys)
 
 
 def _check_key_url(url: str) -> None:
@@ -108,7 +152,11 @@ def parse_clients(data: Any, source: str = "clients file") -> ClientRegistry:
         try:
             client = ClientConfig.model_validate(entry)
         except ValidationError as error:
-            raise ClientsFileError(f"{source}: client #{index + 1} is invalid: {error}") from error
+            # The problems without the input: an entry may hold key material, which is not for the log.
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in error.errors(include_input=False)
+            )
+            raise ClientsFileError(f"{source}: client #{index + 1} is invalid: {problems}") from None
         if client.iss in by_iss:
             raise ClientsFileError(f"{source}: iss {client.iss!r} appears twice")
         by_iss[client.iss] = client

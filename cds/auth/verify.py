@@ -5,8 +5,9 @@ Order of checks (each failure raises ``AuthError`` with a reason for the log):
 1. The compact JWS is split by joserfc (no trust yet); header ``alg`` must be an asymmetric algorithm
    in ``ALLOWED_ALGORITHMS`` (never ``none`` or HMAC), ``typ`` must be ``JWT``, ``kid`` is required.
 2. The not-yet-verified ``iss`` chooses the client; an ``iss`` not in the clients file is rejected.
-3. Key set URL: the header ``jku`` when it is on that client's allow-list (otherwise rejected, before
-   any request is made to it), else the client's ``jwks_url``.
+3. Keys: a header ``jku`` must be on that client's allow-list (otherwise rejected, before any request
+   is made to it). A client with a pinned key set (inline ``jwks`` or ``jwks_url``) is verified against
+   that set: its ``jku`` is checked, never fetched. Otherwise the ``jku`` is fetched.
 4. joserfc verifies the signature with the key of that ``kid`` (re-fetching the set once if the kid
    is unknown), with a registry that allows only ``ALLOWED_ALGORITHMS``.
 5. joserfc's ``JWTClaimsRegistry`` checks the claims of the verified payload: ``iss`` (same client),
@@ -17,6 +18,8 @@ Order of checks (each failure raises ``AuthError`` with a reason for the log):
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 from collections.abc import Callable, Collection
@@ -36,7 +39,7 @@ from joserfc.jwt import JWTClaimsRegistry
 from sqlalchemy.exc import SQLAlchemyError
 
 from cds.auth.clients import ClientRegistry
-from cds.auth.errors import AuthError
+from cds.auth.errors import AuthError, short
 from cds.auth.jwks import JWKSCache, JWKSError
 from cds.auth.replay import MAX_JTI_LENGTH, ReplayStore
 
@@ -108,19 +111,20 @@ async def verify_token(
     iss = client.iss
 
     jku = header.get("jku")
-    if jku is not None:
-        if not isinstance(jku, str) or not client.jku_allowed(jku):
-            raise AuthError("jku_not_allowed", iss=iss, kid=kid, alg=alg)
-        key_url = jku
-    elif client.jwks_url is not None:
-        key_url = client.jwks_url
+    if jku is not None and (not isinstance(jku, str) or not client.jku_allowed(jku)):
+        raise AuthError("jku_not_allowed", iss=iss, kid=kid, alg=alg)
+    inline = client.inline_keys
+    if inline is not None:
+        key_set = inline
     else:
-        raise AuthError("jku_required", iss=iss, kid=kid, alg=alg)
-
-    try:
-        key_set = await jwks.key_set_for(key_url, kid)
-    except JWKSError as error:
-        raise AuthError("jwks_unavailable", iss=iss, kid=kid, alg=alg) from error
+        # Pinned at jwks_url: the jku was checked above and is not fetched ("checked, not fetched").
+        key_url = client.jwks_url if client.jwks_url is not None else jku
+        if key_url is None:
+            raise AuthError("jku_required", iss=iss, kid=kid, alg=alg)
+        try:
+            key_set = await jwks.key_set_for(key_url, kid)
+        except JWKSError as error:
+            raise AuthError("jwks_unavailable", iss=iss, kid=kid, alg=alg) from error
     if not any(key.kid == kid for key in key_set):
         raise AuthError("unknown_kid", iss=iss, kid=kid, alg=alg)
 
@@ -185,3 +189,41 @@ def _unverified_iss(payload: bytes | None) -> str | None:
         return None
     iss = data.get("iss") if isinstance(data, dict) else None
     return iss if isinstance(iss, str) else None
+
+
+#: At most this many ``aud`` values of a rejected token are logged.
+_MAX_LOGGED_AUDIENCES = 5
+
+
+def received_fields(token: str) -> dict[str, str | list[str]]:
+    """The non-secret ``iss``, ``aud``, ``jku``, ``kid`` and ``alg`` a token *claims*, unverified, for the log
+    line of a rejection: what a person needs to see why an EHR's token does not match the configuration.
+
+    Decoded here without trusting anything: a token that is too long, not three parts, not base64url or
+    not JSON gives what could be read (possibly nothing). Values are shortened and made printable; the
+    token and its signature are never returned."""
+    if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+        return {}
+    parts = token.split(".")
+    if len(parts) != 3:
+        return {}
+    header, payload = _b64_json(parts[0]), _b64_json(parts[1])
+    fields: dict[str, str | list[str]] = {}
+    for name, source in (("iss", payload), ("jku", header), ("kid", header), ("alg", header)):
+        value = source.get(name)
+        if isinstance(value, str):
+            fields[name] = short(value)
+    aud = payload.get("aud")
+    if isinstance(aud, str):
+        fields["aud"] = short(aud)
+    elif isinstance(aud, list):
+        fields["aud"] = [short(a) for a in aud[:_MAX_LOGGED_AUDIENCES] if isinstance(a, str)]
+    return fields
+
+
+def _b64_json(segment: str) -> dict[str, object]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, binascii.Error, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}

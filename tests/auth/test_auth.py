@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import logging
+import textwrap
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -32,6 +33,8 @@ from cds.auth import (
     close_auth_state,
     require_cds_client,
 )
+from cds.auth.clients import ClientsFileError, parse_clients
+from cds.auth.errors import UNAUTHORIZED_OUTCOME
 from cds.auth.replay import ReplayStore
 from cds.settings import Settings
 
@@ -40,6 +43,9 @@ EHR_ISS = "https://ehr.example.com/"
 EHR_JWKS = "https://ehr.example.com/.well-known/jwks.json"
 EHR_JKU = "https://ehr.example.com/jwks/rotating.json"
 EVIL_JKU = "https://evil.example.net/jwks.json"
+UNPINNED_ISS = "https://unpinned-ehr.example.com"
+SANDBOX_ISS = "https://sandbox.cds-hooks.org"
+SANDBOX_JKU = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
 TENANT_ISS = "https://tenanted-ehr.example.com"
 TENANT_JWKS = "https://tenanted-ehr.example.com/jwks.json"
 
@@ -110,6 +116,7 @@ def clients_file(tmp_path: Path) -> Path:
                     "jwks_url": EHR_JWKS,
                     "allowed_jku": [EHR_JKU],
                 },
+                {"name": "Unpinned EHR", "iss": UNPINNED_ISS, "allowed_jku": [EHR_JKU]},
                 {
                     "name": "Tenanted EHR",
                     "iss": TENANT_ISS,
@@ -221,7 +228,7 @@ def asgi_client(app: FastAPI) -> httpx.AsyncClient:
 def assert_rejected(response: httpx.Response) -> None:
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
-    assert response.content == b""
+    assert response.json() == UNAUTHORIZED_OUTCOME
 
 
 # ------------------------------------------------------------------------------------------- accepted
@@ -443,11 +450,119 @@ async def test_without_the_handler_the_401_still_says_nothing(clients_file: Path
         close_auth_state(app)
 
 
-async def test_jku_on_the_allow_list_is_used(client: httpx.AsyncClient, ehr: JWKSServer, jku_key: ECKey) -> None:
-    token = sign(jku_key, "ES256", jku=EHR_JKU)
+async def test_jku_of_a_client_without_pinned_keys_is_fetched(
+    client: httpx.AsyncClient, ehr: JWKSServer, jku_key: ECKey
+) -> None:
+    token = sign(jku_key, "ES256", claims_for(iss=UNPINNED_ISS), jku=EHR_JKU)
     assert (await client.get("/cds-services", headers=bearer(token))).status_code == 200
     assert ehr.calls(EHR_JKU) == 1
     assert ehr.calls(EHR_JWKS) == 0
+
+
+async def test_jku_of_a_client_pinned_by_jwks_url_is_checked_not_fetched(
+    client: httpx.AsyncClient, ehr: JWKSServer, ec_key: ECKey
+) -> None:
+    token = sign(ec_key, "ES384", jku=EHR_JKU)
+    assert (await client.get("/cds-services", headers=bearer(token))).status_code == 200
+    assert ehr.calls(EHR_JWKS) == 1
+    assert ehr.calls(EHR_JKU) == 0
+
+
+async def test_a_token_signed_by_the_jku_keys_of_a_pinned_client_is_rejected(
+    client: httpx.AsyncClient, ehr: JWKSServer, jku_key: ECKey
+) -> None:
+    token = sign(jku_key, "ES256", jku=EHR_JKU)  # the key published at the jku, not in the pinned set
+    assert_rejected(await client.get("/cds-services", headers=bearer(token)))
+    assert ehr.calls(EHR_JKU) == 0
+
+
+def sandbox_clients_file(tmp_path: Path, key: ECKey) -> Path:
+    """The reference sandbox's entry as docs/security.md shows it: ES384 keys pinned inline, its jku allowed."""
+    path = tmp_path / "sandbox-clients.yaml"
+    entry = {"name": "CDS Hooks sandbox", "iss": SANDBOX_ISS, "jwks": jwks_of(key), "allowed_jku": [SANDBOX_JKU]}
+    path.write_text(yaml.safe_dump({"clients": [entry]}), encoding="utf-8")
+    return path
+
+
+async def test_inline_keys_verify_an_es384_client_whose_jku_is_never_fetched(
+    tmp_path: Path, db_url: str, ec_key: ECKey
+) -> None:
+    app = make_app(make_settings(sandbox_clients_file(tmp_path, ec_key), db_url))
+    # No route at all: any HTTP request (to the unreachable jku or anywhere else) fails the test.
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as network:
+        try:
+            async with asgi_client(app) as c:
+                token = sign(ec_key, "ES384", claims_for(iss=SANDBOX_ISS), jku=SANDBOX_JKU)
+                response = await c.get("/cds-services", headers=bearer(token))
+        finally:
+            close_auth_state(app)
+    assert response.status_code == 200, response.text
+    assert response.json()["iss"] == SANDBOX_ISS
+    assert network.calls.call_count == 0
+
+
+async def test_inline_keys_still_require_the_jku_on_the_allow_list(tmp_path: Path, db_url: str, ec_key: ECKey) -> None:
+    app = make_app(make_settings(sandbox_clients_file(tmp_path, ec_key), db_url))
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as network:
+        try:
+            async with asgi_client(app) as c:
+                token = sign(ec_key, "ES384", claims_for(iss=SANDBOX_ISS), jku=EVIL_JKU)
+                with capture_logs() as logs:
+                    assert_rejected(await c.get("/cds-services", headers=bearer(token)))
+        finally:
+            close_auth_state(app)
+    assert network.calls.call_count == 0
+    assert [entry["reason"] for entry in logs if entry["event"] == "cds_client_rejected"] == ["jku_not_allowed"]
+
+
+async def test_inline_keys_reject_a_kid_they_do_not_hold(tmp_path: Path, db_url: str, ec_key: ECKey) -> None:
+    other = ECKey.generate_key("P-384", parameters={"kid": "not-pinned"}, auto_kid=False)
+    app = make_app(make_settings(sandbox_clients_file(tmp_path, ec_key), db_url))
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as network:
+        try:
+            async with asgi_client(app) as c:
+                token = sign(other, "ES384", claims_for(iss=SANDBOX_ISS), jku=SANDBOX_JKU)
+                assert_rejected(await c.get("/cds-services", headers=bearer(token)))
+        finally:
+            close_auth_state(app)
+    assert network.calls.call_count == 0
+
+
+@pytest.mark.parametrize("document", ["README.md", "docs/security.md"])
+def test_the_documented_sandbox_clients_file_is_valid_once_its_keys_are_copied_in(document: str, ec_key: ECKey) -> None:
+    text = (Path(__file__).resolve().parents[2] / document).read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0] for b in text.split("```yaml")[1:] if "iss: https://sandbox.cds-hooks.org" in b]
+    assert len(blocks) == 1, f"{document} shows the sandbox's clients file once"
+    data = yaml.safe_load(textwrap.dedent(blocks[0]))
+    (entry,) = data["clients"]
+    documented_key = entry["jwks"]["keys"][0]
+    assert documented_key["crv"] == "P-384" and documented_key["alg"] == "ES384"
+    entry["jwks"]["keys"] = [{**documented_key, **ec_key.as_dict(private=False)}]  # the copied public key
+    client = parse_clients(data).get(SANDBOX_ISS)
+    assert client is not None and client.pinned and client.jku_allowed(SANDBOX_JKU)
+
+
+def test_a_client_gives_its_key_set_once(ec_key: ECKey) -> None:
+    both = {"iss": SANDBOX_ISS, "jwks": jwks_of(ec_key), "jwks_url": SANDBOX_JKU}
+    with pytest.raises(ClientsFileError, match="not both"):
+        parse_clients([both])
+
+
+def test_a_private_key_in_the_clients_file_is_refused_without_printing_it(ec_key: ECKey) -> None:
+    private = ec_key.as_dict(private=True)
+    with pytest.raises(ClientsFileError, match="private key material") as info:
+        parse_clients([{"iss": SANDBOX_ISS, "jwks": {"keys": [private]}}])
+    assert private["d"] not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "jwks",
+    [{"keys": []}, {"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"}]}, {"no": "keys"}],
+    ids=["empty", "symmetric-only", "not-a-jwk-set"],
+)
+def test_inline_keys_without_a_usable_signing_key_are_an_invalid_clients_file(jwks: dict[str, Any]) -> None:
+    with pytest.raises(ClientsFileError, match="'jwks'"):
+        parse_clients([{"iss": SANDBOX_ISS, "jwks": jwks}])
 
 
 async def test_jku_not_on_the_allow_list_is_rejected_without_fetching_it(
@@ -533,6 +648,10 @@ async def test_rejections_are_logged_once_with_reason_and_never_the_token(
         assert entry["kid"] == ec_key.kid
     assert rejections[0]["iss"] == EHR_ISS
     assert rejections[0]["jti"]
+    by_reason = {entry["reason"]: entry for entry in rejections}
+    assert by_reason["invalid_claim_aud"]["aud"] == "https://other.example.org"
+    assert by_reason["unknown_iss"]["iss"] == "https://stranger.example.com/"
+    assert by_reason["jku_not_allowed"]["jku"] == EVIL_JKU
 
     # The same requests with structlog's default output (console), then every captured text.
     saved = structlog.get_config()
@@ -549,6 +668,19 @@ async def test_rejections_are_logged_once_with_reason_and_never_the_token(
         assert token not in everything
         for part in token.split("."):
             assert part not in everything
+
+
+async def test_an_unreadable_token_is_logged_with_what_could_be_read(client: httpx.AsyncClient) -> None:
+    header = b64url(json.dumps({"alg": "ES384", "kid": "k\x00" + "x" * 500, "jku": EVIL_JKU}).encode())
+    payload = b64url(json.dumps({"iss": SANDBOX_ISS, "aud": [AUDIENCE, 7, *["u"] * 20]}).encode())
+    with capture_logs() as logs:
+        assert_rejected(await client.get("/cds-services", headers=bearer(f"{header}.{payload}.bm90LWEtc2ln")))
+        assert_rejected(await client.get("/cds-services", headers=bearer("%%%.***.!!!")))
+    first, second = (entry for entry in logs if entry["event"] == "cds_client_rejected")
+    assert first["iss"] == SANDBOX_ISS and first["jku"] == EVIL_JKU
+    assert first["aud"] == [AUDIENCE, "u", "u", "u"]  # strings among the first five only
+    assert first["kid"].startswith("k?x") and len(first["kid"]) == 201  # printable, shortened
+    assert set(second) >= {"reason", "path"} and not set(second) & {"iss", "aud", "jku", "kid"}
 
 
 # ------------------------------------------------------------------------------------ replay store unit

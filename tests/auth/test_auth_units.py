@@ -36,7 +36,7 @@ def test_clients_file_accepts_a_list_or_a_clients_mapping(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("entries", "message"),
     [
-        ([{"iss": "a"}], "needs 'jwks_url' or 'allowed_jku'"),
+        ([{"iss": "a"}], "needs 'jwks', 'jwks_url' or 'allowed_jku'"),
         ([{"iss": "a", "jwks_url": "http://ehr.example.com/jwks"}], "must be https"),
         ([{"iss": "a", "allowed_jku": ["ftp://ehr.example.com/jwks"]}], "must be https"),
         ([{"iss": "a", "jwks_url": URL, "tenants": []}], "empty 'tenants'"),

@@ -23,6 +23,7 @@ from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
 from cds.api import create_app
+from cds.auth.errors import UNAUTHORIZED_OUTCOME
 
 AUDIENCE = "https://cds.example.org/cds-services"
 ISS = "https://ehr.example.com/"
@@ -67,10 +68,13 @@ def jwt_app(tmp_path: Path) -> FastAPI:
     return create_app(make_settings(tmp_path, auth="jwt", clients_file=clients, audience=AUDIENCE), clock=lambda: NOW)
 
 
-def assert_bare_401(response: httpx.Response) -> None:
+def assert_401_without_reason(response: httpx.Response) -> None:
+    """A 401 with the one OperationOutcome of every refusal: what is expected, never what was wrong."""
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
-    assert response.content == b""
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json() == UNAUTHORIZED_OUTCOME
+    assert is_operation_outcome(response.json(), "login")
 
 
 def test_discovery_needs_a_valid_token_and_a_token_works_once(
@@ -82,13 +86,15 @@ def test_discovery_needs_a_valid_token_and_a_token_works_once(
         assert response.status_code == 200
         assert "trial-eligibility" in [s["id"] for s in response.json()["services"]]
 
-        assert_bare_401(client.get("/cds-services"))  # no token
-        assert_bare_401(client.get("/cds-services", headers=bearer(good)))  # replayed jti
-        assert_bare_401(client.get("/cds-services", headers=bearer(token(forger_key))))  # forged signature
-        assert_bare_401(client.get("/cds-services", headers=bearer(token(ehr_key, aud="https://other.example"))))
+        assert_401_without_reason(client.get("/cds-services"))  # no token
+        assert_401_without_reason(client.get("/cds-services", headers=bearer(good)))  # replayed jti
+        assert_401_without_reason(client.get("/cds-services", headers=bearer(token(forger_key))))  # forged signature
+        assert_401_without_reason(
+            client.get("/cds-services", headers=bearer(token(ehr_key, aud="https://other.example")))
+        )
         unsigned = good.rsplit(".", 1)[0] + "."
-        assert_bare_401(client.get("/cds-services", headers=bearer(unsigned)))
-        assert_bare_401(client.get("/cds-services", headers={"Authorization": "Basic dXNlcjpwYXNz"}))
+        assert_401_without_reason(client.get("/cds-services", headers=bearer(unsigned)))
+        assert_401_without_reason(client.get("/cds-services", headers={"Authorization": "Basic dXNlcjpwYXNz"}))
     assert jwks.called
 
 
@@ -97,8 +103,8 @@ def test_service_and_feedback_are_guarded_too(
 ) -> None:
     with TestClient(jwt_app, raise_server_exceptions=False) as client:
         body = full_request(client)
-        assert_bare_401(client.post(SERVICE, json=body))
-        assert_bare_401(client.post(SERVICE, json=body, headers=bearer(token(forger_key))))
+        assert_401_without_reason(client.post(SERVICE, json=body))
+        assert_401_without_reason(client.post(SERVICE, json=body, headers=bearer(token(forger_key))))
         response = client.post(SERVICE, json=body, headers=bearer(token(ehr_key, aud=f"{AUDIENCE}/trial-eligibility")))
         assert response.status_code == 200 and response.json()["cards"], response.text
         card = response.json()["cards"][0]["uuid"]
@@ -114,8 +120,8 @@ def test_service_and_feedback_are_guarded_too(
             ]
         }
         store = jwt_app.state.cds.store
-        assert_bare_401(client.post(f"{SERVICE}/feedback", json=feedback))
-        assert_bare_401(client.post(f"{SERVICE}/feedback", json=feedback, headers=bearer(token(forger_key))))
+        assert_401_without_reason(client.post(f"{SERVICE}/feedback", json=feedback))
+        assert_401_without_reason(client.post(f"{SERVICE}/feedback", json=feedback, headers=bearer(token(forger_key))))
         assert store.feedback_count() == 0  # a refused call writes nothing
         assert client.post(f"{SERVICE}/feedback", json=feedback, headers=bearer(token(ehr_key))).status_code == 200
         assert store.feedback_count() == 1
@@ -124,8 +130,10 @@ def test_service_and_feedback_are_guarded_too(
 def test_an_unauthenticated_bad_body_still_gets_only_a_401(jwt_app: FastAPI, jwks: respx.Route) -> None:
     # Authentication runs before the body is read: an unauthenticated caller learns nothing about parsing.
     with TestClient(jwt_app, raise_server_exceptions=False) as client:
-        assert_bare_401(client.post(SERVICE, content=b"{not json", headers={"content-type": "application/json"}))
-        assert_bare_401(client.post(SERVICE, content=b"x" * 100_000))
+        assert_401_without_reason(
+            client.post(SERVICE, content=b"{not json", headers={"content-type": "application/json"})
+        )
+        assert_401_without_reason(client.post(SERVICE, content=b"x" * 100_000))
     assert not jwks.called
 
 
@@ -163,19 +171,59 @@ def _serve(*args: str) -> Any:
     return CliRunner().invoke(cli, ["serve", *args])
 
 
-def test_plain_serve_is_jwt_and_refuses_unsigned_calls(served: dict[str, Any]) -> None:
+def test_plain_serve_without_a_clients_file_refuses_to_start_and_says_what_to_set(served: dict[str, Any]) -> None:
+    result = _serve()
+    assert result.exit_code == 2
+    assert "TRIAL_CDS_CLIENTS_FILE is not set" in result.output and "TRIAL_CDS_AUTH=none" in result.output
+    assert "Traceback" not in result.output
+    assert "app" not in served  # nothing listened
+
+
+def test_serve_with_an_invalid_clients_file_refuses_to_start(
+    served: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    clients = tmp_path / "clients.yaml"
+    clients.write_text(yaml.safe_dump([{"name": "EHR", "iss": ISS}]), encoding="utf-8")  # no key set
+    monkeypatch.setenv("TRIAL_CDS_CLIENTS_FILE", str(clients))
+    result = _serve()
+    assert result.exit_code == 2
+    assert "TRIAL_CDS_CLIENTS_FILE" in result.output and "needs 'jwks', 'jwks_url' or 'allowed_jku'" in result.output
+    assert "app" not in served
+
+
+def test_serve_refuses_cors_for_every_origin_outside_demo_mode(
+    served: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRIAL_CDS_AUTH", "none")
+    monkeypatch.setenv("TRIAL_CDS_CORS_ORIGINS", "*")
+    result = _serve()
+    assert result.exit_code == 2
+    assert "invalid configuration" in result.output and "TRIAL_CDS_CORS_ORIGINS=*" in result.output
+    assert "app" not in served
+    assert _serve("--demo").exit_code == 0  # demo mode opens CORS anyway
+
+
+def test_plain_serve_with_clients_is_jwt_and_refuses_unsigned_calls(
+    served: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    clients = tmp_path / "clients.yaml"
+    clients.write_text(yaml.safe_dump([{"name": "EHR", "iss": ISS, "jwks_url": JWKS_URL}]), encoding="utf-8")
+    monkeypatch.setenv("TRIAL_CDS_CLIENTS_FILE", str(clients))
     result = _serve()
     assert result.exit_code == 0, result.output
     app = served["app"]
     assert app.state.settings.auth == "jwt" and app.state.settings.fhir_allowlist == []
+    assert served["kwargs"]["h11_max_incomplete_event_size"] > app.state.settings.max_header_bytes
     with capture_logs() as logs, TestClient(app, raise_server_exceptions=False) as client:
-        assert_bare_401(client.get("/cds-services"))
-        assert_bare_401(client.post(SERVICE, json={}))
+        assert_401_without_reason(client.get("/cds-services"))
+        assert_401_without_reason(client.post(SERVICE, json={}))
         assert client.get("/openapi.json").status_code == 404  # no schema or docs outside demo mode
         assert client.get("/docs").status_code == 404
+    start = next(e for e in logs if e["event"] == "service.start")
+    assert start["clients"] == 1 and start["auth"] == "jwt"
     warnings = [e["event"] for e in logs if e["log_level"] == "warning"]
-    assert "service.no_clients" in warnings
-    assert "service.auth_disabled" not in warnings
+    assert "service.auth_disabled" not in warnings and "service.no_clients" not in warnings
+    assert {"service.audience_derived", "service.public_base_url_derived"} <= set(warnings)
 
 
 def test_serve_demo_warns_that_authentication_is_off(served: dict[str, Any]) -> None:

@@ -40,6 +40,21 @@ class Window(_Strict):
         return f"{self.months} months"
 
 
+class Horizons(_Strict):
+    """How long a status that stands for the present ("active", "ongoing") is believed without a newer
+    date of the entry's own (onset, recordedDate, abatement; start, authoredOn, dosage bounds), per rule
+    kind. An entry whose every date is older than its rule's horizon is `unknown`, to confirm, never `met`
+    by its status alone. Defaults and why: docs/criteria.md, "Currency"."""
+
+    condition: Window = Window(months=60)
+    medication: Window = Window(months=6)
+
+
+#: A rule's horizon: how old an entry's own dates may be for its "active" status to stand for the present;
+#: "lifelong" for what does not end by itself (chronic hepatitis B, diabetes), None for the trial's default.
+Horizon = Window | Literal["lifelong"] | None
+
+
 class RangeBound(_Strict):
     low: float | None = None
     high: float | None = None
@@ -95,6 +110,10 @@ class ConditionRule(_Strict):
     # code expresses (e.g. "locally recurrent"), read the words of coded diagnoses too.
     names: Literal["always", "uncoded"] = "uncoded"
     severity: SeverityMap | None = None
+    horizon: Horizon = None  # None: the trial's `horizons.condition`
+    # What nature bounds (a pregnancy lasts at most ~10 months): an entry whose dates are all older than
+    # this is history, whatever its status says.
+    lasts_at_most: Window | None = None
 
 
 class LabRule(_Strict):
@@ -158,6 +177,7 @@ class MedicationRule(_Strict):
     systemic_only: bool = False
     route_unknown: Literal["systemic", "unknown"] = "systemic"
     dose: DoseLimit | None = None
+    horizon: Horizon = None  # None: the trial's `horizons.medication`
 
 
 class ProcedureRule(_Strict):
@@ -276,6 +296,7 @@ class Trial(_Strict):
     url: str | None = None
     study_drugs: list[str] = Field(default_factory=list)
     measurement_window: Window = Window(days=28)
+    horizons: Horizons = Horizons()
     tests: dict[str, LabTest] = Field(default_factory=dict)
     criteria: list[Criterion] = Field(min_length=1)
 

@@ -249,3 +249,38 @@ def allergy(
     if severity:
         res["reaction"] = [{"manifestation": [{"text": "anaphylaxis"}], "severity": severity}]
     return res
+
+
+def med_request(
+    code: str | None,
+    display: str,
+    *,
+    status: str = "active",
+    authored: str | None = "2026-10-20",
+    system: str = RXNORM,
+    route: tuple[str, str] | None = None,
+    bounds: tuple[str | None, str | None] | None = None,
+) -> dict[str, Any]:
+    """A MedicationRequest (an order), as EHRs and Synthea write them: authoredOn, often no end."""
+    concept: dict[str, Any] = {"text": display}
+    if code:
+        concept["coding"] = [{"system": system, "code": code, "display": display}]
+    res: dict[str, Any] = {
+        "resourceType": "MedicationRequest",
+        "id": _id("mr"),
+        "status": status,
+        "intent": "order",
+        "medicationCodeableConcept": concept,
+        "subject": {"reference": f"Patient/{PID}"},
+    }
+    if authored:
+        res["authoredOn"] = authored
+    instruction: dict[str, Any] = {}
+    if route:
+        instruction["route"] = {"coding": [{"system": SNOMED, "code": route[0], "display": route[1]}]}
+    if bounds:
+        period = {k: v for k, v in (("start", bounds[0]), ("end", bounds[1])) if v}
+        instruction["timing"] = {"repeat": {"boundsPeriod": period, "frequency": 1, "period": 1, "periodUnit": "d"}}
+    if instruction:
+        res["dosageInstruction"] = [instruction]
+    return res

@@ -792,6 +792,7 @@ def test_anticancer_contained_medication_tamoxifen_hormone_therapy_is_met() -> N
         "medicationReference": {"reference": "#m1"},
         "subject": {"reference": "Patient/pt-1"},
         "effectivePeriod": {"start": "2024-02-01"},
+        "dateAsserted": "2026-10-20",  # current: asserted within the horizon (docs/criteria.md "Currency")
     }
     assert assess("exc_recent_anticancer_therapy", [ms], with_patient=FEMALE).status == "met"
 
@@ -984,6 +985,7 @@ def test_steroid_prednisone_stopped_20_days_ago_is_not_met() -> None:
 
 def test_immunosuppressant_tacrolimus_active_is_met() -> None:
     ms = med_statement("42316", "tacrolimus", start="2020-01-01", route=ORAL)
+    ms["dateAsserted"] = "2026-10-20"  # current: asserted within the horizon (docs/criteria.md "Currency")
     assert assess("exc_immunosuppression", [ms]).status == "met"
 
 

@@ -71,6 +71,7 @@ class ObservationValue(msgspec.Struct, frozen=True, gc=False):
     integer: int | None = None
     string: str | None = None
     boolean: bool | None = None
+    absent: str | None = None  # dataAbsentReason: its code (or text), lower-cased
 
     def is_empty(self) -> bool:
         return (
@@ -143,6 +144,10 @@ class Condition(msgspec.Struct, frozen=True, gc=False):
     recorded: FhirDate | None
     severity: Concept | None
     morphology: tuple[Concept, ...] = ()
+    # The latest date the entry states of itself (onset, its end, recordedDate, abatement): how current an
+    # "active" status can be believed to be. Never meta.lastUpdated, which is the server's, not the clinician's.
+    latest: FhirDate | None = None
+    notes: tuple[str, ...] = ()  # Condition.note texts, read for words no code expresses
 
 
 class Dosage(msgspec.Struct, frozen=True, gc=False):
@@ -161,6 +166,9 @@ class MedicationUse(msgspec.Struct, frozen=True, gc=False):
     end: FhirDate | None
     dosages: tuple[Dosage, ...] = ()
     point_in_time: bool = False  # effectiveDateTime / authoredOn: one moment, not a period
+    # The latest date the entry states of itself (effective[x], authoredOn, validity period, dosage timing
+    # bounds): how current an "active" status can be believed to be. Never meta.lastUpdated.
+    latest: FhirDate | None = None
 
 
 class Procedure(msgspec.Struct, frozen=True, gc=False):

@@ -16,7 +16,8 @@ from msgspec import Raw
 
 from cds.fhir_json import LeanResource, UnreadableField, plain_dict
 from cds.record import parse
-from cds.record.model import MedicationUse, Observation
+from cds.record.dates import FhirDate
+from cds.record.model import Condition, MedicationUse, Observation
 
 if TYPE_CHECKING:
     from cds.record import PatientRecord
@@ -41,7 +42,11 @@ class RecordReader:
     ``patient_id`` (None: every resource counts as the patient's)."""
 
     def __init__(
-        self, record: PatientRecord, patient_id: str | None, medications: Mapping[str, Mapping[str, Any]]
+        self,
+        record: PatientRecord,
+        patient_id: str | None,
+        medications: Mapping[str, Mapping[str, Any]],
+        birth: FhirDate | None = None,
     ) -> None:
         self.record = record
         self.patient_id = patient_id
@@ -51,9 +56,12 @@ class RecordReader:
         def medication(r: Mapping[str, Any]) -> MedicationUse | None:
             return parse.medication_use(r, medications)
 
+        def condition(r: Mapping[str, Any]) -> Condition | None:
+            return parse.condition(r, birth)  # an onset given as an age counts from the birth date
+
         self.readers: dict[str, tuple[Callable[[Mapping[str, Any]], Any], list[Any]]] = {
             "Observation": (parse.observation, record.observations),
-            "Condition": (parse.condition, record.conditions),
+            "Condition": (condition, record.conditions),
             "MedicationStatement": (medication, record.medications),
             "MedicationRequest": (medication, record.medications),
             "MedicationAdministration": (medication, record.medications),
@@ -125,7 +133,16 @@ class RecordReader:
         if item is None:
             self.record.unreadable.append(ref)
         else:
-            self.record.observations.append(item)
+            self._add_observation(resource, item)
+
+    def _add_observation(self, resource: Mapping[str, Any], item: Observation) -> None:
+        self.record.observations.append(item)
+        if "component" in resource:  # a panel: its components are results too
+            parts = guarded(parse.components, resource, item)
+            if parts is None:
+                self.record.unreadable.append(item.ref)
+            else:
+                self.record.observations.extend(parts)
 
     def _resource(self, rtype: str, resource: Mapping[str, Any]) -> None:
         entry = self.readers.get(rtype)
@@ -144,6 +161,8 @@ class RecordReader:
         item = guarded(parse.observation, resource, ref) if rtype == "Observation" else guarded(reader, resource)
         if item is None:
             self.record.unreadable.append(ref)
+        elif rtype == "Observation":
+            self._add_observation(resource, item)
         else:
             target.append(item)
 

@@ -10,7 +10,7 @@ from cds.engine.formatting import day
 from cds.engine.result import RuleResult, outcome
 from cds.record.dates import FhirDate
 from cds.record.model import Condition
-from cds.trials import ConditionRule
+from cds.trials import ConditionRule, Window
 
 ACTIVE = frozenset({"active", "recurrence", "relapse"})
 HISTORY = frozenset({"inactive", "remission", "resolved"})
@@ -29,6 +29,32 @@ def is_active(c: Condition, ctx: EvalContext) -> bool:
 
 def event_date(c: Condition) -> FhirDate | None:
     return c.onset or c.recorded
+
+
+def stale_since(c: Condition, ctx: EvalContext, horizon: Window) -> FhirDate | None:
+    """The date an "active" status dates from, when every date the entry states of itself is older than
+    the horizon (the status is then no evidence of the present); else None. An undated entry is not stale:
+    its status is all the record says."""
+    if c.latest is None or c.latest.latest_day() >= ctx.window_start(horizon):
+        return None
+    return event_date(c) or c.latest
+
+
+def _currency(rule: ConditionRule, c: Condition, ctx: EvalContext) -> tuple[str, str]:
+    """For an active Condition: ("current", ""), ("history", why) past what nature allows (a pregnancy
+    recorded 10 months ago is over), or ("stale", why) past the rule's horizon (to confirm)."""
+    if rule.lasts_at_most is not None:
+        since = stale_since(c, ctx, rule.lasts_at_most)
+        if since is not None:
+            return (
+                "history",
+                f"recorded active since {day(since)}: not current, lasts at most {rule.lasts_at_most.describe()}",
+            )
+    horizon = rule.horizon or ctx.trial.horizons.condition
+    since = stale_since(c, ctx, horizon) if isinstance(horizon, Window) else None
+    if since is not None:
+        return "stale", f"{describe(c)} recorded active since {day(since)} — confirm it is current"
+    return "current", ""
 
 
 def matching_conditions(
@@ -80,10 +106,22 @@ def evaluate_condition(rule: ConditionRule, ctx: EvalContext) -> RuleResult:
     qualifying: list[tuple[Condition, Status, str]] = []
     undecided: list[tuple[Condition, str]] = []
     out_of_window: list[Condition] = []
+    not_current: dict[str, str] = {}  # reference → why its "active" status is over
+    # Only rules that ask about the present read currency: a history ever keeps every entry.
+    asks_now = rule.status == "active" or rule.active_within is not None
     for c in candidates:
         if rule.clinical_status and c.clinical_status not in rule.clinical_status:
             continue
         active = is_active(c, ctx)
+        if asks_now and active:
+            currency, why = _currency(rule, c, ctx)
+            if currency == "history":
+                not_current[c.ref] = why
+                out_of_window.append(c)
+                continue
+            if currency == "stale":
+                undecided.append((c, why))
+                continue
         if rule.status == "active" and not active:
             out_of_window.append(c)
             continue
@@ -147,7 +185,10 @@ def evaluate_condition(rule: ConditionRule, ctx: EvalContext) -> RuleResult:
             scope = f"active within {rule.active_within.describe()}"
         else:
             scope = "active"
-        listed = "; ".join(f"{describe(c)}{_when(c, ctx)}" for c in out_of_window[:3])
+        listed = "; ".join(
+            f"{describe(c)} ({not_current[c.ref]})" if c.ref in not_current else f"{describe(c)}{_when(c, ctx)}"
+            for c in out_of_window[:3]
+        )
         return RuleResult(
             Status.NOT_MET,
             f"no {rule.label} {scope} (recorded: {listed})",

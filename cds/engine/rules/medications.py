@@ -15,7 +15,7 @@ from cds.engine.formatting import day, number
 from cds.engine.result import RuleResult
 from cds.record.dates import FhirDate
 from cds.record.model import Concept, Dosage, MedicationUse
-from cds.trials import MedicationRule
+from cds.trials import MedicationRule, Window
 from cds.units import convert
 from cds.valuesets import Match
 
@@ -31,6 +31,18 @@ class Exposure(msgspec.Struct, frozen=True, gc=False):
     use: MedicationUse
     match: Match
     inside: bool | None  # in the window; None where the dates do not say
+    stale: FhirDate | None = None  # inside only by an "ongoing" status this old: to confirm
+
+
+def stale_since(use: MedicationUse, ctx: EvalContext, horizon: Window) -> FhirDate | None:
+    """For a use that runs to today only because its status says ongoing (no end recorded): the date it
+    dates from, when every date it states of itself is older than the horizon; else None. An undated
+    use is not stale: its status is all the record says."""
+    if use.status not in ONGOING or use.end is not None or use.latest is None:
+        return None
+    if use.latest.latest_day() >= ctx.window_start(horizon):
+        return None
+    return use.start or use.latest
 
 
 def _interval(use: MedicationUse, today: date) -> tuple[FhirDate | None, date | None, bool]:
@@ -138,7 +150,16 @@ def evaluate_medication(rule: MedicationRule, ctx: EvalContext) -> RuleResult:
             found = matches[use.medication] = ctx.match(use.medication, rule.valuesets, exclude=rule.exclude_valuesets)
         if found is None:
             continue
-        exposures.append(Exposure(use, found, exposure_in_window(use, ctx, rule)))
+        inside = exposure_in_window(use, ctx, rule)
+        if inside and rule.window is not None:
+            # An order left "active" for years is not exposure today by its status alone (what the
+            # record states of its own dates decides, else the clinician).
+            horizon = rule.horizon or ctx.trial.horizons.medication
+            since = stale_since(use, ctx, horizon) if isinstance(horizon, Window) else None
+            if since is not None and use.latest is not None and not ctx.in_window(use.latest, rule.window):
+                exposures.append(Exposure(use, found, None, since))
+                continue
+        exposures.append(Exposure(use, found, inside))
     scope = f"within {rule.window.describe()}" if rule.window else "ever"
     if not exposures:
         return RuleResult(Status.NOT_MET, f"no {rule.label} in the medication record")
@@ -149,6 +170,9 @@ def evaluate_medication(rule: MedicationRule, ctx: EvalContext) -> RuleResult:
     for exp in exposures:
         if exp.inside is False:
             outside.append((exp, ""))
+            continue
+        if exp.stale is not None:
+            unknown.append((exp, f"recorded {exp.use.status} since {day(exp.stale)} — confirm it is current"))
             continue
         if exp.inside is None:
             unknown.append((exp, "dates do not show whether it was taken " + scope))
@@ -188,7 +212,12 @@ def evaluate_medication(rule: MedicationRule, ctx: EvalContext) -> RuleResult:
             Status.MET, "; ".join(reasons), tuple(e.use.ref for e, _ in met), tuple(fact(e) for e, _ in met)
         )
     if unknown:
-        reasons = [f"{rule.label}: {_describe(e.use, ctx)}{via(e)} — {n}" for e, n in unknown]
+        reasons = [
+            f"{rule.label}: {e.use.medication.label()}{via(e)} {n}"
+            if e.stale is not None
+            else f"{rule.label}: {_describe(e.use, ctx)}{via(e)} — {n}"
+            for e, n in unknown
+        ]
         return RuleResult(
             Status.UNKNOWN,
             "; ".join(reasons),

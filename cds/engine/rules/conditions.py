@@ -77,6 +77,11 @@ def matching_conditions(
                 )
             if hit:
                 chosen.extend(positions)
+        if names == "always":  # words no code expresses are read from the notes as from the diagnosis
+            taken = set(chosen)
+            for i, c in enumerate(ctx.record.conditions):
+                if c.notes and i not in taken and _notes_say(ctx, c.notes, valuesets, exclude or []):
+                    chosen.append(i)
         if chosen:
             chosen.sort()
             conditions = ctx.record.conditions
@@ -85,6 +90,30 @@ def matching_conditions(
             cached = []
         ctx.condition_matches[key] = cached
     return cached
+
+
+# A note is prose: "no evidence of local recurrence" must not read as a recurrence. The words before a
+# match, back to the start of its sentence, are searched for a negation.
+_NEGATION = re.compile(
+    r"\b(?:no|not|never|without|negative\s+for|free\s+of|rule[sd]?\s+out|r/o|denies|denied|excluded?)\b", re.I
+)
+_SENTENCE_END = re.compile(r"[.;:!?\n]")
+
+
+def _notes_say(ctx: EvalContext, notes: tuple[str, ...], valuesets: list[str], exclude: list[str]) -> bool:
+    for text in notes:
+        if any(ctx.library[x].match_text(text) for x in exclude):
+            continue
+        for vs_name in valuesets:
+            found = ctx.library[vs_name].match_text(text)
+            if found is None:
+                continue
+            at = text.lower().find(found.label.lower())
+            before = text[: max(at, 0)]
+            clause = _SENTENCE_END.split(before)[-1]
+            if not _NEGATION.search(clause):
+                return True
+    return False
 
 
 def describe(c: Condition) -> str:
@@ -153,7 +182,9 @@ def evaluate_condition(rule: ConditionRule, ctx: EvalContext) -> RuleResult:
     if met:
         status = outcome(rule.when_found)
         prefix = "" if status is Status.MET else "to confirm: "
-        reasons = [f"{prefix}{rule.label}: {describe(c)}{_when(c, ctx)}{note}" for c, note in met]
+        reasons = [
+            f"{prefix}{rule.label}: {describe(c)}{_when(c, ctx)}{_in_note(rule, c, ctx)}{note}" for c, note in met
+        ]
         return RuleResult(
             status,
             "; ".join(reasons),
@@ -201,6 +232,18 @@ def evaluate_condition(rule: ConditionRule, ctx: EvalContext) -> RuleResult:
 def _absent(rule: ConditionRule) -> RuleResult:
     scope = f" within {rule.onset_within.describe()}" if rule.onset_within else ""
     return RuleResult(Status.NOT_MET, f"no {rule.label}{scope} in the record")
+
+
+def _in_note(rule: ConditionRule, c: Condition, ctx: EvalContext) -> str:
+    """Where only a note said it, the reason says so (the diagnosis's code and words do not)."""
+    if rule.names != "always" or not c.notes:
+        return ""
+    exclude = rule.exclude_valuesets
+    if ctx.match(c.code, rule.valuesets, exclude=exclude) or any(
+        ctx.match(m, rule.valuesets, exclude=exclude) for m in c.morphology
+    ):
+        return ""
+    return " [written in a note]"
 
 
 def _when(c: Condition, ctx: EvalContext) -> str:

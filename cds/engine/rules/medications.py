@@ -185,6 +185,11 @@ def evaluate_medication(rule: MedicationRule, ctx: EvalContext) -> RuleResult:
             if kind is None and rule.route_unknown == "unknown":
                 unknown.append((exp, "route not recorded"))
                 continue
+        dose_class = _dose_class(exp.use, ctx, rule)
+        if dose_class is not None:
+            status, note = dose_class
+            (outside if status is Status.NOT_MET else unknown).append((exp, note))
+            continue
         if rule.dose is not None:
             status, note = _dose_status(rule, exp)
             if status is Status.NOT_MET:
@@ -242,6 +247,53 @@ def _outside_note(rule: MedicationRule) -> str:
     if rule.dose is not None:
         notes.append(f"above {number(rule.dose.max_mg_per_day)} mg/day {rule.dose.reference}-equivalent")
     return f" ({', '.join(notes)})" if notes else ""
+
+
+_WEEKLY_TEXT = re.compile(r"\b(?:once\s+(?:a|per|every)\s+week|once\s+weekly|every\s+week|weekly)\b", re.I)
+_MORE_OFTEN_TEXT = re.compile(r"\b(?:twice|two\s+times|three\s+times|daily|a\s+day|per\s+day|bid|tid|qid)\b", re.I)
+_EPS = 1e-9
+
+
+def _dose_class(use: MedicationUse, ctx: EvalContext, rule: MedicationRule) -> tuple[Status, str] | None:
+    """A drug whose class depends on its dose and schedule (a value set's ``dose_exceptions``: methotrexate
+    ≤ 25 mg once weekly is immunosuppression, not anticancer therapy). (NOT_MET, why) at or below the
+    exception's dose and schedule, (UNKNOWN, why) where they are not recorded; None where no exception
+    names the drug or the use is above it (then it is in the class as usual)."""
+    canonical = ctx.library.aliases.canonical
+    texts = use.medication.texts()
+    for vs_name in rule.valuesets:
+        for dr in ctx.library[vs_name].dose_rules:
+            named = any(dr.drugs.match_code(canonical(c.system), c.code) for c in use.medication.codings) or any(
+                dr.drugs.match_text(t) for t in texts
+            )
+            if not named:
+                continue
+            per_week_limit = (
+                "once weekly" if dr.max_doses_per_week == 1 else f"{number(dr.max_doses_per_week)} times a week"
+            )
+            limit = f"{dr.drug} ≤ {number(dr.max_mg_per_dose)} mg {per_week_limit} is {dr.instead}"
+            doses: list[tuple[float | None, float | None]] = []
+            for d in use.dosages:
+                mg = _dose_mg(d.dose.value, d.dose.unit, texts) if d.dose is not None else None
+                per_week = d.per_day * 7 if d.per_day is not None else None
+                if per_week is None and d.text and _WEEKLY_TEXT.search(d.text) and not _MORE_OFTEN_TEXT.search(d.text):
+                    per_week = 1.0
+                doses.append((mg, per_week))
+            if any(
+                (mg is not None and mg > dr.max_mg_per_dose + _EPS)
+                or (per_week is not None and per_week > dr.max_doses_per_week + _EPS)
+                for mg, per_week in doses
+            ):
+                return None
+            if doses and all(mg is not None and per_week is not None for mg, per_week in doses):
+                shown = "; ".join(
+                    f"{number(mg or 0)} mg "
+                    + ("once weekly" if abs((per_week or 0) - 1) < 1e-6 else f"{number(per_week or 0)} times a week")
+                    for mg, per_week in doses
+                )
+                return Status.NOT_MET, f"{shown}: {limit}, not {rule.label}"
+            return Status.UNKNOWN, f"dose and schedule not recorded ({limit}, not {rule.label})"
+    return None
 
 
 def _dose_status(rule: MedicationRule, exp: Exposure) -> tuple[Status, str]:

@@ -50,6 +50,14 @@ class CriterionAssessment(BaseModel):
     facts: list[Fact] = Field(default_factory=list)
     missing: list[str] = Field(default_factory=list)
 
+    @property
+    def rules_out(self) -> bool:
+        """The trial file's rule: a failed inclusion or an applying exclusion rules the patient out."""
+        status = self.status
+        if status is Status.NOT_MET:
+            return self.kind == "inclusion"
+        return status is Status.MET and self.kind == "exclusion"
+
 
 class Assessment(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -84,11 +92,10 @@ class Assessment(BaseModel):
 
 
 def overall_verdict(criteria: list[CriterionAssessment]) -> Verdict:
-    """The trial file's rule: any failed inclusion or applying exclusion rules the patient out; every
-    criterion that is not a judgement call must be decided for `likely_eligible`."""
-    for c in criteria:
-        if (c.kind == "inclusion" and c.status is Status.NOT_MET) or (c.kind == "exclusion" and c.status is Status.MET):
-            return Verdict.NOT_ELIGIBLE
+    """Any criterion that rules the patient out makes them not eligible; every criterion that is not a
+    judgement call must be decided for `likely_eligible`."""
+    if any(c.rules_out for c in criteria):
+        return Verdict.NOT_ELIGIBLE
     if all(c.status is not Status.UNKNOWN for c in criteria if not c.judgement):
         return Verdict.LIKELY_ELIGIBLE
     return Verdict.NEEDS_REVIEW

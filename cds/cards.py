@@ -166,30 +166,16 @@ def _favourable(c: CriterionAssessment) -> bool:
     return status is _NOT_MET and c.kind == "exclusion"
 
 
-def _failing(c: CriterionAssessment) -> bool:
-    status = c.status
-    if status is _NOT_MET:
-        return c.kind == "inclusion"
-    return status is _MET and c.kind == "exclusion"
-
-
 def counts_line(a: Assessment) -> str:
     total = len(a.criteria)
     ok = failing = unknown = 0
-    for c in a.criteria:  # one pass: each criterion is favourable, failing, unknown or (malformed) none
-        status = c.status
-        if status is _UNKNOWN:
+    for c in a.criteria:  # one pass: each criterion is favourable, rules the patient out, or unknown
+        if c.status is _UNKNOWN:
             unknown += 1
-        elif status is _MET:
-            if c.kind == "inclusion":
-                ok += 1
-            elif c.kind == "exclusion":
-                failing += 1
-        elif status is _NOT_MET:
-            if c.kind == "exclusion":
-                ok += 1
-            elif c.kind == "inclusion":
-                failing += 1
+        elif c.rules_out:
+            failing += 1
+        elif _favourable(c):
+            ok += 1
     parts = [f"{ok} of {total} criteria met"]
     if failing:
         parts.insert(0, f"{failing} not met" if failing > 1 else "1 not met")
@@ -260,7 +246,7 @@ def _criterion_line(c: CriterionAssessment) -> str:
     if _favourable(c):
         label = text if c.kind == "inclusion" else f"Not present — exclusion: {text}"
         return f"- [x] {label} — {md_escape(facts or clinical_dates(c.reason))}"
-    if _failing(c):
+    if c.rules_out:
         label = f"Not met: {text}" if c.kind == "inclusion" else f"Excluded: {text}"
         return f"- [ ] **{label}** — {md_escape(facts or clinical_dates(c.reason))}"
     if c.judgement:  # the investigator decides; show what the record offers
@@ -290,7 +276,7 @@ def detail(a: Assessment, trial: TrialInfo) -> str:
     for c in a.criteria:
         if c.status is _UNKNOWN:
             (judged if c.judgement else unknown).append(c)
-        elif _failing(c):
+        elif c.rules_out:
             failing.append(c)
         elif _favourable(c):
             ok.append(c)

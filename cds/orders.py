@@ -21,35 +21,21 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, assert_never
 
 from cds.assessment import Assessment, CriterionAssessment, Status, Verdict
 from cds.fhir_json import UnreadableField
 from cds.record import PatientRecord, parse
-from cds.trials import (
-    AllRule,
-    AnyRule,
-    Criterion,
-    ImmunizationRule,
-    MedicationRule,
-    NotRule,
-    ProcedureRule,
-    Trial,
-    Window,
-)
+from cds.rules.base import LeafRule, Window
+from cds.rules.kinds import LeafRules, Rule
+from cds.rules.logic import AllRule, AnyRule, NotRule
+from cds.trials import Criterion, Trial
 
 CVX_SYSTEM = "http://hl7.org/fhir/sid/cvx"
 HYPOTHETICAL_ID_PREFIX = "hypothetical-"
 
 # Orders that will not be carried out, whatever else they say.
 _NOT_TO_BE_DONE = frozenset({"entered-in-error", "cancelled", "revoked", "stopped", "completed"})
-
-# The rule kind that reads each kind of hypothetical resource.
-_LEAF_FOR_TYPE: dict[str, type[Any]] = {
-    "MedicationRequest": MedicationRule,
-    "Immunization": ImmunizationRule,
-    "Procedure": ProcedureRule,
-}
 
 Evaluator = Callable[[Any, Any, datetime], Assessment]
 
@@ -210,7 +196,7 @@ class Duration:
         }
 
 
-def _signed_leaves(rule: Any, positive: bool = True) -> Iterator[tuple[Any, bool]]:
+def _signed_leaves(rule: Rule, positive: bool = True) -> Iterator[tuple[LeafRules, bool]]:
     """Each leaf with whether it counts towards the criterion being met (False under an odd number of
     ``not``)."""
     if isinstance(rule, AllRule):
@@ -221,34 +207,31 @@ def _signed_leaves(rule: Any, positive: bool = True) -> Iterator[tuple[Any, bool
             yield from _signed_leaves(r, positive)
     elif isinstance(rule, NotRule):
         yield from _signed_leaves(rule.not_, not positive)
-    else:
+    elif isinstance(rule, LeafRule):
         yield rule, positive
+    else:
+        assert_never(rule)
 
 
 def duration_for(criterion: Criterion, resource_type: str) -> Duration:
     """The longest window among the criterion's leaves that read this kind of resource and push towards
     ruling the patient out (met for an exclusion, not met for an inclusion); a leaf without a window
     looks back for ever, so the patient would be out permanently."""
-    leaf_type = _LEAF_FOR_TYPE.get(resource_type)
     toward = criterion.kind == "exclusion"
-    leaves = [leaf for leaf, sign in _signed_leaves(criterion.rule) if isinstance(leaf, leaf_type or ())]
-    signed = [
-        leaf for leaf, sign in _signed_leaves(criterion.rule) if isinstance(leaf, leaf_type or ()) and sign == toward
-    ]
+    reading = [(leaf, sign) for leaf, sign in _signed_leaves(criterion.rule) if resource_type in leaf.orders_read]
+    leaves = [leaf for leaf, _ in reading]
+    signed = [leaf for leaf, sign in reading if sign == toward]
     chosen = signed or leaves
     from_last_dose = resource_type == "MedicationRequest"
-    if not chosen or any(getattr(leaf, "window", None) is None for leaf in chosen):
+    windows = [leaf.order_window() for leaf in chosen]
+    if not chosen or any(window is None for window in windows):
         return Duration(None, from_last_dose)
-    durations = [Duration(leaf.window, from_last_dose) for leaf in chosen]
+    durations = [Duration(window, from_last_dose) for window in windows]
     return max(durations, key=lambda d: d.days)
 
 
 # ---------------------------------------------------------------------------------------------------
 # Before and after.
-
-
-def rules_out(c: CriterionAssessment) -> bool:
-    return (c.kind == "exclusion" and c.status is Status.MET) or (c.kind == "inclusion" and c.status is Status.NOT_MET)
 
 
 @dataclass(frozen=True)
@@ -288,7 +271,7 @@ def closing_changes(
     changes: list[CriterionChange] = []
     for c in after.criteria:
         old = previous.get(c.id)
-        if old is None or rules_out(old) or not rules_out(c):
+        if old is None or old.rules_out or not c.rules_out:
             continue
         changes.append(CriterionChange(c, old.status, duration_for(trial.criterion(c.id), resource_type)))
     order = {c.id: i for i, c in enumerate(trial.criteria)}

@@ -6,29 +6,16 @@ import html
 from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 from pydantic import BaseModel
 
-from cds.engine.formatting import number, quantity, unit
-from cds.trials import (
-    AgeRule,
-    AllergyRule,
-    AllRule,
-    AnyRule,
-    ConditionRule,
-    ImmunizationRule,
-    JudgementRule,
-    LabRule,
-    MedicationRule,
-    NotRule,
-    NumericRange,
-    ObservationRule,
-    ProcedureRule,
-    SexRule,
-    Trial,
-    Window,
-)
+from cds.engine.formatting import number, unit
+from cds.rules.base import LeafRule, Window
+from cds.rules.kinds import Rule
+from cds.rules.labs import LabTest
+from cds.rules.logic import AllRule, AnyRule, NotRule
+from cds.trials import Trial
 from cds.valuesets import CodeEntry, ValueSet, ValueSetLibrary, default_library
 
 STATIC = Path(__file__).parent / "static"
@@ -101,14 +88,6 @@ SYSTEM_NAMES: dict[str, str] = {
 LONG_LIST = 8  # value sets with more codes than this are collapsed on the page
 MAX_ROWS = 250  # codes listed per value set on the page
 
-_OP_TEXT = {">=": "≥", ">": ">", "<=": "≤", "<": "<"}
-_CONDITION_STATUS = {
-    "active": "active",
-    "history": "past (resolved or inactive)",
-    "any": "active or past",
-}
-_OUTCOME_TEXT = {"met": "counts as met", "not_met": "counts as not met", "unknown": "left to confirm"}
-
 
 def _system_name(system: str) -> str:
     return SYSTEM_NAMES.get(system, system)
@@ -154,24 +133,6 @@ def describe_valueset(vs: ValueSet) -> dict[str, Any]:
     return out
 
 
-def _window(window: Window | None) -> str:
-    return window.describe() if window is not None else ""
-
-
-def _range_text(r: NumericRange | None) -> str:
-    if r is None:
-        return ""
-    if r.gt is not None:
-        return f"> {number(r.gt)}"
-    if r.min is not None and r.max is not None:
-        return f"{number(r.min)}–{number(r.max)}" if r.min != r.max else number(r.min)
-    if r.min is not None:
-        return f"≥ {number(r.min)}"
-    if r.max is not None:
-        return f"≤ {number(r.max)}"
-    return ""
-
-
 class _Describer:
     """Walks a criterion's rule tree; collects the value sets and lab tests it names."""
 
@@ -189,168 +150,28 @@ class _Describer:
     def titles(self, names: list[str]) -> str:
         return " or ".join(self.title(n) for n in names)
 
-    def node(self, rule: Any) -> dict[str, Any]:
+    @property
+    def measurement_window(self) -> Window:
+        return self.trial.measurement_window
+
+    def test(self, name: str) -> LabTest:
+        test = self.trial.tests[name]
+        if name not in self.tests:
+            self.tests.append(name)
+        for valueset in test.valuesets:
+            self.title(valueset)
+        return test
+
+    def node(self, rule: Rule) -> dict[str, Any]:
         if isinstance(rule, AllRule):
             return {"all": [self.node(r) for r in rule.all]}
         if isinstance(rule, AnyRule):
             return {"any": [self.node(r) for r in rule.any]}
         if isinstance(rule, NotRule):
             return {"not": self.node(rule.not_)}
-        leaf: dict[str, Any] = {"type": getattr(rule, "type", "rule"), "text": self.leaf(rule)}
-        if isinstance(rule, LabRule):
-            leaf["test"] = rule.test
-        elif sets := self._leaf_sets(rule):
-            leaf["valuesets"] = sets
-        return leaf
-
-    @staticmethod
-    def _leaf_sets(rule: Any) -> list[str]:
-        names: list[str] = []
-        for attr in ("valuesets", "exclude_valuesets", "before_onset_of", "met_values", "not_met_values"):
-            names.extend(getattr(rule, attr, None) or [])
-        for attr in ("conditions", "observations"):
-            names.extend(getattr(rule, attr, None) or [])
-        if isinstance(rule, ObservationRule) and rule.numeric_values:
-            names.append(rule.numeric_values)
-        return list(dict.fromkeys(names))
-
-    def leaf(self, rule: Any) -> str:
-        if isinstance(rule, AgeRule):
-            if rule.min is not None and rule.max is not None:
-                return f"Age {rule.min} to {rule.max} years inclusive, from the birth date"
-            if rule.min is not None:
-                return f"Age ≥ {rule.min} years, from the birth date"
-            return f"Age ≤ {rule.max} years, from the birth date"
-        if isinstance(rule, SexRule):
-            return "Sex recorded as " + " or ".join(rule.is_)
-        if isinstance(rule, ConditionRule):
-            return self.condition(rule)
-        if isinstance(rule, LabRule):
-            return self.lab(rule)
-        if isinstance(rule, ObservationRule):
-            return self.observation(rule)
-        if isinstance(rule, MedicationRule):
-            return self.medication(rule)
-        if isinstance(rule, ProcedureRule):
-            return self.procedure(rule)
-        if isinstance(rule, ImmunizationRule):
-            window = f" within {_window(rule.window)}" if rule.window else " (ever)"
-            return f"Immunization: {rule.label}{window} ({self.titles(rule.valuesets)})"
-        if isinstance(rule, AllergyRule):
-            text = f"Allergy or intolerance: {rule.label} ({self.titles(rule.valuesets)})"
-            if rule.severe_only:
-                text += f"; severe reactions only (severity not recorded: {_OUTCOME_TEXT[rule.when_severity_unknown]})"
-            return text
-        if isinstance(rule, JudgementRule):
-            text = f"Investigator's judgement: {rule.label}. The service never decides it"
-            shown = rule.conditions + rule.observations
-            if shown:
-                text += f"; the card lists what the record holds ({self.titles(shown)})"
-            return text
-        return rule_summary(rule)
-
-    def condition(self, rule: ConditionRule) -> str:
-        text = f"Diagnosis of {rule.label}, {_CONDITION_STATUS[rule.status]} ({self.titles(rule.valuesets)})"
-        if rule.clinical_status:
-            text += f"; clinical status {' or '.join(rule.clinical_status)}"
-        if rule.onset_within is not None:
-            text += f"; onset within {_window(rule.onset_within)}"
-        if rule.exclude_valuesets:
-            text += f"; not counting {self.titles(rule.exclude_valuesets)}"
-        if rule.severity is not None:
-            if rule.severity.met:
-                text += f"; counts when severity is {self.titles(rule.severity.met)}"
-            if rule.severity.not_met:
-                text += f"; not when severity is {self.titles(rule.severity.not_met)}"
-            text += f"; severity not recorded: {_OUTCOME_TEXT[rule.severity.missing]}"
-        if rule.when_found != "met":
-            text += f"; if found, {_OUTCOME_TEXT[rule.when_found]}"
-        return text
-
-    def lab(self, rule: LabRule) -> str:
-        test = self.trial.tests[rule.test]
-        if rule.test not in self.tests:
-            self.tests.append(rule.test)
-        for name in test.valuesets:
-            self.title(name)
-        label = test.label
-        if rule.op == "outside_range":
-            text = f"{label} outside its reference range"
-        elif rule.value is not None:
-            text = f"{label} {_OP_TEXT[rule.op]} {quantity(rule.value, rule.unit or test.unit, test.display_unit)}"
-        elif rule.times_uln is not None:
-            text = f"{label} {_OP_TEXT[rule.op]} {number(rule.times_uln)} × ULN"
-        else:
-            text = f"{label} {_OP_TEXT[rule.op]} {number(rule.times_lln or 0)} × LLN"
-        window = rule.window or self.trial.measurement_window
-        text += f"; latest result within {_window(window)}"
-        if rule.derive == "ckd_epi_2021":
-            text += "; without an eGFR result, calculated from creatinine, age and sex (CKD-EPI 2021)"
-        elif rule.derive == "corrected_calcium":
-            text += "; total calcium corrected for albumin, or ionized calcium"
-        if rule.when_missing == "unknown":
-            order = f" (order: {test.order})" if test.order else ""
-            text += f"; no result: to confirm{order}"
-        else:
-            text += f"; no result: {_OUTCOME_TEXT[rule.when_missing]}"
-        return text
-
-    def observation(self, rule: ObservationRule) -> str:
-        text = f"{rule.label[:1].upper()}{rule.label[1:]} ({self.titles(rule.valuesets)})"
-        if rule.window is not None:
-            text += f", latest within {_window(rule.window)}"
-        met = []
-        if rule.met_values:
-            met.append(self.titles(rule.met_values))
-        if rule.met_range is not None:
-            scored = f" (scored from {self.title(rule.numeric_values)})" if rule.numeric_values else ""
-            met.append(f"value {_range_text(rule.met_range)}{scored}")
-        not_met = []
-        if rule.not_met_values:
-            not_met.append(self.titles(rule.not_met_values))
-        if rule.not_met_range is not None:
-            not_met.append(f"value {_range_text(rule.not_met_range)}")
-        if met:
-            text += "; met when " + " or ".join(met)
-        if not_met:
-            text += "; not met when " + " or ".join(not_met)
-        if rule.other != "unknown":
-            text += f"; any other answer {_OUTCOME_TEXT[rule.other]}"
-        if rule.below_detection != "unknown":
-            text += f"; below the assay's detection limit {_OUTCOME_TEXT[rule.below_detection]}"
-        if rule.when_missing == "unknown":
-            text += "; none recorded: to confirm" + (f" (order: {rule.order})" if rule.order else "")
-        else:
-            text += f"; none recorded: {_OUTCOME_TEXT[rule.when_missing]}"
-        return text
-
-    def medication(self, rule: MedicationRule) -> str:
-        window = f" within {_window(rule.window)}" if rule.window else " (ever)"
-        text = f"Medication: {rule.label}{window} ({self.titles(rule.valuesets)})"
-        if rule.exclude_valuesets:
-            text += f"; not counting {self.titles(rule.exclude_valuesets)}"
-        if rule.systemic_only:
-            unknown = "counts as systemic" if rule.route_unknown == "systemic" else "left to confirm"
-            text += f"; systemic routes only (oral, IV, IM, SC; route not recorded: {unknown})"
-        if rule.dose is not None:
-            text += (
-                f"; only above {number(rule.dose.max_mg_per_day)} mg/day {rule.dose.reference}-equivalent "
-                f"(equivalence: the dose equal to {number(rule.dose.reference_mg)} mg {rule.dose.reference})"
-            )
-        return text
-
-    def procedure(self, rule: ProcedureRule) -> str:
-        window = f" within {_window(rule.window)}" if rule.window else " (ever)"
-        text = f"Procedure: {rule.label}{window} ({self.titles(rule.valuesets)})"
-        if rule.exclude_valuesets:
-            text += f"; not counting {self.titles(rule.exclude_valuesets)}"
-        if rule.before_onset_of:
-            text += f"; before the onset of {self.titles(rule.before_onset_of)}"
-        if rule.ended_more_than_months_before_onset is not None:
-            text += f", ended more than {rule.ended_more_than_months_before_onset} months before it"
-        if rule.when_found != "met":
-            text += f"; if found, {_OUTCOME_TEXT[rule.when_found]}"
-        return text
+        if isinstance(rule, LeafRule):
+            return {"type": rule.type, "text": rule.describe(self)} | rule.logic_fields()
+        assert_never(rule)
 
 
 def describe_test(test_id: str, trial: Trial) -> dict[str, Any]:

@@ -4,63 +4,41 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 from cds.assessment import Assessment, CriterionAssessment, Status, overall_verdict
 from cds.engine.context import EvalContext
 from cds.engine.result import UNKNOWN, RuleResult, all_of, any_of, negate
-from cds.engine.rules.conditions import evaluate_condition
-from cds.engine.rules.demographics import evaluate_age, evaluate_sex
-from cds.engine.rules.derived import evaluate_lab
-from cds.engine.rules.events import evaluate_allergy, evaluate_immunization, evaluate_judgement, evaluate_procedure
-from cds.engine.rules.medications import evaluate_medication
-from cds.engine.rules.observations import evaluate_observation
 from cds.record import PatientRecord
-from cds.trials import (
-    AgeRule,
-    AllergyRule,
-    AllRule,
-    AnyRule,
-    ConditionRule,
-    ImmunizationRule,
-    JudgementRule,
-    LabRule,
-    MedicationRule,
-    NotRule,
-    ObservationRule,
-    ProcedureRule,
-    SexRule,
-    Trial,
-)
+from cds.rules.base import LeafRule
+from cds.rules.logic import AllRule, AnyRule, NotRule
 from cds.valuesets import ValueSetLibrary, default_library
+
+if TYPE_CHECKING:  # the rule kinds' models name their evaluators, which import the engine
+    from cds.rules.kinds import Rule
+    from cds.trials import Trial
 
 __all__ = ["evaluate"]
 
-_LEAVES: dict[type[Any], Callable[[Any, EvalContext], RuleResult]] = {
-    AgeRule: evaluate_age,
-    SexRule: evaluate_sex,
-    ConditionRule: evaluate_condition,
-    LabRule: evaluate_lab,
-    ObservationRule: evaluate_observation,
-    MedicationRule: evaluate_medication,
-    ProcedureRule: evaluate_procedure,
-    ImmunizationRule: evaluate_immunization,
-    AllergyRule: evaluate_allergy,
-    JudgementRule: evaluate_judgement,
-}
+# Each leaf kind's evaluator, by the kind's model, as first met: one lookup per rule, not a method call.
+_EVALUATORS: dict[type[object], Callable[[Any, EvalContext], RuleResult]] = {}
 
 
-def evaluate_rule(rule: Any, ctx: EvalContext) -> RuleResult:
-    leaf = _LEAVES.get(type(rule))
-    if leaf is not None:  # most rules are leaves: one lookup, not three isinstance checks first
-        return leaf(rule, ctx)
+def evaluate_rule(rule: Rule, ctx: EvalContext) -> RuleResult:
+    evaluator = _EVALUATORS.get(type(rule))
+    if evaluator is not None:  # most rules are leaves: one lookup, not three isinstance checks first
+        return evaluator(rule, ctx)
     if isinstance(rule, AllRule):
         return all_of([evaluate_rule(r, ctx) for r in rule.all])
     if isinstance(rule, AnyRule):
         return any_of([evaluate_rule(r, ctx) for r in rule.any])
     if isinstance(rule, NotRule):
         return negate(evaluate_rule(rule.not_, ctx))
-    raise KeyError(type(rule))
+    if isinstance(rule, LeafRule):
+        found: Callable[[Any, EvalContext], RuleResult] = rule.evaluator()
+        _EVALUATORS[type(rule)] = found
+        return found(rule, ctx)
+    assert_never(rule)
 
 
 def evaluate(trial: Trial, record: PatientRecord, now: datetime, library: ValueSetLibrary | None = None) -> Assessment:

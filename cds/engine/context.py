@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from cds.record import PatientRecord
 from cds.record.dates import FhirDate, add_months, age_in_years
 from cds.record.model import Concept, Condition, Observation
-from cds.trials import Trial, Window
+from cds.rules.base import Horizons, Window
 from cds.valuesets import Match, ValueSetLibrary, Verdicts
+
+if TYPE_CHECKING:  # the rule kinds' models import the engine (their evaluators): their types only
+    from cds.rules.labs import LabTest
 
 NameUse = Literal["always", "uncoded", "never"]
 STANDARD_SYSTEMS = frozenset(
@@ -40,11 +43,25 @@ def newest_first_key(o: Observation) -> tuple[int, str]:
     return (o.when.day.toordinal() if o.when else 0, o.sort_key)
 
 
+class TrialSettings(Protocol):
+    """What rules read of the trial (a ``cds.trials.Trial``) besides their own parameters. A protocol: the
+    trial's model imports the rule kinds, whose models import their evaluators, which import this module."""
+
+    @property
+    def tests(self) -> Mapping[str, LabTest]: ...
+
+    @property
+    def measurement_window(self) -> Window: ...
+
+    @property
+    def horizons(self) -> Horizons: ...
+
+
 @dataclass
 class EvalContext:
     record: PatientRecord
     now: datetime
-    trial: Trial
+    trial: TrialSettings
     library: ValueSetLibrary
     # Matches per value-set tuple, computed once per evaluation: many criteria read the same lists.
     condition_matches: dict[tuple[tuple[str, ...], tuple[str, ...], str], list[Condition]] = field(default_factory=dict)

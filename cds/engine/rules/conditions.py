@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from cds.assessment import Fact, Status
 from cds.engine.context import EvalContext, NameUse
@@ -10,7 +11,10 @@ from cds.engine.formatting import day
 from cds.engine.result import RuleResult, outcome
 from cds.record.dates import FhirDate
 from cds.record.model import Condition
-from cds.trials import ConditionRule, Window
+from cds.rules.base import Window
+
+if TYPE_CHECKING:  # the kind's model names this evaluator (cds.rules): its type only, or a circle
+    from cds.rules.conditions import ConditionRule
 
 ACTIVE = frozenset({"active", "recurrence", "relapse"})
 HISTORY = frozenset({"inactive", "remission", "resolved"})

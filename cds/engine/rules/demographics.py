@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cds.assessment import Fact, Status
 from cds.engine.context import EvalContext
 from cds.engine.formatting import day
 from cds.engine.result import RuleResult
-from cds.trials import AgeRule, SexRule
+
+if TYPE_CHECKING:  # the kind's model names this evaluator (cds.rules): its type only, or a circle
+    from cds.rules.demographics import AgeRule, SexRule
 
 
 def evaluate_age(rule: AgeRule, ctx: EvalContext) -> RuleResult:

@@ -3,13 +3,18 @@ allows: CKD-EPI 2021 eGFR, corrected calcium."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cds.assessment import Fact, Status
 from cds.engine.context import EvalContext
 from cds.engine.formatting import day, quantity
 from cds.engine.result import RuleResult
 from cds.engine.rules.labs import LabPick, LabValue, compare, missing_result, pick_latest
-from cds.trials import LabRule, LabTest, Window
+from cds.rules.base import Window
 from cds.units import convert
+
+if TYPE_CHECKING:  # the kind's model names this evaluator (cds.rules): its type only, or a circle
+    from cds.rules.labs import LabRule, LabTest
 
 
 def ckd_epi_2021(creatinine_mg_dl: float, age: int, sex: str) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import TYPE_CHECKING
 
 from cds.assessment import Fact, Status
 from cds.engine.context import EvalContext
@@ -13,7 +14,9 @@ from cds.engine.rules.conditions import event_date, matching_conditions
 from cds.engine.rules.labs import matching_observations
 from cds.record.dates import FhirDate, add_months
 from cds.record.model import Allergy, Procedure
-from cds.trials import AllergyRule, ImmunizationRule, JudgementRule, ProcedureRule
+
+if TYPE_CHECKING:  # the kind's model names this evaluator (cds.rules): its type only, or a circle
+    from cds.rules.events import AllergyRule, ImmunizationRule, JudgementRule, ProcedureRule
 
 PLANNED = frozenset({"preparation"})
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -13,8 +14,11 @@ from cds.engine.context import EvalContext, newest_first_key
 from cds.engine.formatting import age_days, day, number, quantity
 from cds.engine.result import RuleResult, outcome
 from cds.record.model import Observation, Quantity, RefRange
-from cds.trials import LabRule, LabTest, Window
+from cds.rules.base import Window
 from cds.units import convert, normalise_unit
+
+if TYPE_CHECKING:  # the kind's model names this evaluator (cds.rules): its type only, or a circle
+    from cds.rules.labs import LabRule, LabTest
 
 USABLE_STATUS = frozenset({"final", "amended", "corrected"})
 _EPS = 1e-9

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -15,9 +16,12 @@ from cds.engine.formatting import day, number
 from cds.engine.result import RuleResult
 from cds.record.dates import FhirDate
 from cds.record.model import Concept, Dosage, MedicationUse
-from cds.trials import MedicationRule, Window
+from cds.rules.base import Window
 from cds.units import convert
 from cds.valuesets import Match
+
+if TYPE_CHECKING:  # the kind's model names this evaluator (cds.rules): its type only, or a circle
+    from cds.rules.medications import MedicationRule
 
 ROUTE_SYSTEMIC = "route-systemic"
 ROUTE_NON_SYSTEMIC = "route-non-systemic"

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cds.assessment import Fact, Status
 from cds.engine.context import EvalContext
 from cds.engine.formatting import age_days, day, number
 from cds.engine.result import RuleResult, outcome
 from cds.engine.rules.labs import NOT_DONE, USABLE_STATUS, absent_note, matching_observations
 from cds.record.model import Observation, ObservationValue
-from cds.trials import NumericRange, ObservationRule
+
+if TYPE_CHECKING:  # the kind's model names this evaluator (cds.rules): its type only, or a circle
+    from cds.rules.observations import NumericRange, ObservationRule
 
 
 def _in_range(value: float, rng: NumericRange | None) -> bool:

@@ -1,0 +1,127 @@
+"""What every rule kind has: the strict model base, look-back windows, and the interface of a leaf kind
+(what it reads, which value sets it names, how it is evaluated, described and affected by orders)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:  # the evaluators import the models: the models name the engine's types for mypy only
+    from cds.engine.context import EvalContext
+    from cds.engine.result import RuleResult
+    from cds.rules.labs import LabTest
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Window(StrictModel):
+    """How far back from the evaluation date a rule looks. Both ends are included."""
+
+    days: int | None = Field(default=None, ge=0)
+    months: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _one(self) -> Window:
+        if (self.days is None) == (self.months is None):
+            raise ValueError("a window gives exactly one of `days` or `months`")
+        return self
+
+    def describe(self) -> str:
+        if self.days is not None:
+            if self.days % 7 == 0 and self.days >= 14 and self.days != 28:
+                return f"{self.days // 7} weeks"
+            return f"{self.days} days"
+        return f"{self.months} months"
+
+
+class Horizons(StrictModel):
+    """How long a status that stands for the present ("active", "ongoing") is believed without a newer
+    date of the entry's own (onset, recordedDate, abatement; start, authoredOn, dosage bounds), per rule
+    kind. An entry whose every date is older than its rule's horizon is `unknown`, to confirm, never `met`
+    by its status alone. Defaults and why: docs/criteria.md, "Currency"."""
+
+    condition: Window = Window(months=60)
+    medication: Window = Window(months=6)
+
+
+#: A rule's horizon: how old an entry's own dates may be for its "active" status to stand for the present;
+#: "lifelong" for what does not end by itself (chronic hepatitis B, diabetes), None for the trial's default.
+Horizon = Window | Literal["lifelong"] | None
+
+
+def horizon_text(horizon: Horizon) -> str:
+    if horizon is None:
+        return ""
+    if horizon == "lifelong":
+        return "; an active entry stands however old (lifelong)"
+    return f"; an active entry with no date of its own within {horizon.describe()} is to confirm"
+
+
+Outcome = Literal["met", "not_met", "unknown"]
+
+#: An outcome as the trial page words it.
+OUTCOME_TEXT: dict[str, str] = {"met": "counts as met", "not_met": "counts as not met", "unknown": "left to confirm"}
+
+
+def window_text(window: Window | None) -> str:
+    return window.describe() if window is not None else ""
+
+
+class Describer(Protocol):
+    """What a rule's description for the trial page may ask of the page: value-set titles and the trial's
+    lab tests, each noted as used by the criterion being described."""
+
+    @property
+    def measurement_window(self) -> Window: ...
+
+    def title(self, name: str) -> str: ...
+
+    def titles(self, names: list[str]) -> str: ...
+
+    def test(self, name: str) -> LabTest: ...
+
+
+class LeafRule(StrictModel, ABC):
+    """A rule kind that reads the record (not a composition of rules). A kind is registered by one entry
+    in ``cds.rules.kinds.LeafRules``; everything else about it is here, on its model."""
+
+    type: str  # the kind's `type:` in the trial file, a Literal in each kind
+
+    #: Resource types of a draft order carried out (``cds.orders``) that this kind reads: such an order
+    #: can rule the patient out through it, for ``order_window()``.
+    orders_read: ClassVar[frozenset[str]] = frozenset()
+
+    @abstractmethod
+    def evaluator(self) -> Callable[[Self, EvalContext], RuleResult]:
+        """The function of ``cds.engine`` that evaluates this kind on a record."""
+
+    @abstractmethod
+    def resource_types(self) -> tuple[str, ...]:
+        """The FHIR resource types the rule reads (prefetch templates and FHIR queries)."""
+
+    @abstractmethod
+    def valueset_names(self) -> list[str]:
+        """Every value set the rule names (checked against the library when a trial is loaded)."""
+
+    @abstractmethod
+    def describe(self, page: Describer) -> str:
+        """The rule in plain language, for the trial page."""
+
+    def problems(self, tests: Mapping[str, LabTest]) -> list[str]:
+        """What the schema cannot see wrong in the rule, given the trial's lab tests (``tests:``)."""
+        return []
+
+    def logic_fields(self) -> dict[str, Any]:
+        """What the trial page's logic tree shows of this rule besides its text: the value sets it lists."""
+        names = list(dict.fromkeys(self.valueset_names()))
+        return {"valuesets": names} if names else {}
+
+    def order_window(self) -> Window | None:
+        """How far back the rule looks at an order's resource (None: for ever); read only for a kind that
+        has ``orders_read``."""
+        return None

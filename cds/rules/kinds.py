@@ -1,0 +1,96 @@
+"""The table of rule kinds. A rule in a trial file is a composition (``all:``, ``any:``, ``not:``) or one
+of the leaf kinds listed in ``LeafRules``; each kind's module holds the rest (see docs/architecture.md,
+"Adding a rule kind")."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated, Any, Union, assert_never, get_args
+
+from pydantic import Discriminator, Tag
+
+from cds.rules.base import LeafRule
+from cds.rules.conditions import ConditionRule
+from cds.rules.demographics import AgeRule, SexRule
+from cds.rules.events import AllergyRule, ImmunizationRule, JudgementRule, ProcedureRule
+from cds.rules.labs import LabRule
+from cds.rules.logic import AllRule, AnyRule, NotRule
+from cds.rules.medications import MedicationRule
+from cds.rules.observations import ObservationRule
+
+# The table: one entry per leaf kind, in the order the error message lists them.
+LeafRules = (
+    AgeRule
+    | SexRule
+    | ConditionRule
+    | LabRule
+    | ObservationRule
+    | MedicationRule
+    | ProcedureRule
+    | ImmunizationRule
+    | AllergyRule
+    | JudgementRule
+)
+
+LEAF_KINDS: tuple[type[LeafRule], ...] = get_args(LeafRules)
+
+
+def kind_tag(model: type[LeafRule]) -> str:
+    """A kind's `type:` in the trial file: the one value of its model's `type` Literal."""
+    (tag,) = get_args(model.model_fields["type"].annotation)
+    return str(tag)
+
+
+_COMPOSITIONS: dict[str, type[AllRule | AnyRule | NotRule]] = {"all": AllRule, "any": AnyRule, "not": NotRule}
+
+
+def _rule_tag(value: Any) -> str | None:
+    """Which rule a mapping is: a composition (`all`, `any`, `not`) or a leaf by its `type`."""
+    if isinstance(value, dict):
+        for key in _COMPOSITIONS:
+            if key in value:
+                return key
+        kind = value.get("type")
+        return kind if isinstance(kind, str) else None
+    if isinstance(value, LeafRule):
+        return value.type
+    for key, model in _COMPOSITIONS.items():
+        if isinstance(value, model):
+            return key
+    return None
+
+
+if TYPE_CHECKING:
+    Rule = AllRule | AnyRule | NotRule | LeafRules
+else:  # the same union, each member tagged for pydantic's discriminator, built from the table
+    Rule = Annotated[
+        Union[  # noqa: UP007 (a union built from a tuple of members)
+            tuple(Annotated[model, Tag(tag)] for tag, model in _COMPOSITIONS.items())
+            + tuple(Annotated[model, Tag(kind_tag(model))] for model in LEAF_KINDS)
+        ],
+        Discriminator(
+            _rule_tag,
+            custom_error_type="invalid_rule",
+            custom_error_message="a rule is `all:`, `any:`, `not:` or has `type:` one of "
+            + ", ".join(kind_tag(model) for model in LEAF_KINDS),
+        ),
+    ]
+
+for _model in (AllRule, AnyRule, NotRule):
+    _model.model_rebuild(_types_namespace={"Rule": Rule})
+
+
+def iter_leaves(rule: Rule) -> Iterator[LeafRules]:
+    """The leaf rules of a rule tree, in order."""
+    if isinstance(rule, AllRule):
+        for r in rule.all:
+            yield from iter_leaves(r)
+    elif isinstance(rule, AnyRule):
+        for r in rule.any:
+            yield from iter_leaves(r)
+    elif isinstance(rule, NotRule):
+        yield from iter_leaves(rule.not_)
+    elif isinstance(rule, LeafRule):
+        yield rule
+    else:
+        assert_never(rule)

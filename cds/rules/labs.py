@@ -1,0 +1,115 @@
+"""Lab results from Observation, against a fixed threshold or the result's reference range; the trial's
+lab tests (``tests:``) that lab rules name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from cds.engine.context import EvalContext
+from cds.engine.formatting import number, quantity
+from cds.engine.result import RuleResult
+from cds.engine.rules.derived import evaluate_lab
+from cds.rules.base import OUTCOME_TEXT, Describer, LeafRule, Outcome, StrictModel, Window, window_text
+from cds.units import conversion_factor
+
+_OP_TEXT = {">=": "≥", ">": ">", "<=": "≤", "<": "<"}
+
+
+class RangeBound(StrictModel):
+    low: float | None = None
+    high: float | None = None
+    male: dict[str, float] | None = None
+    female: dict[str, float] | None = None
+
+
+class LabTest(StrictModel):
+    label: str
+    valuesets: list[str] = Field(min_length=1)
+    unit: str
+    display_unit: str | None = None
+    molar_mass_g_per_mol: float | None = Field(default=None, gt=0)
+    default_range: RangeBound | None = None
+    default_range_source: str | None = None
+    order: str | None = None  # what to order when the result is missing
+    dimensionless: bool = False  # a ratio such as INR: reported with "1", "{INR}", "{ratio}" or no unit
+
+
+class LabRule(LeafRule):
+    type: Literal["lab"]
+    test: str
+    op: Literal[">=", ">", "<=", "<", "outside_range"]
+    value: float | None = None
+    unit: str | None = None
+    times_uln: float | None = None
+    times_lln: float | None = None
+    window: Window | None = None
+    derive: Literal["ckd_epi_2021", "corrected_calcium"] | None = None
+    derive_from: dict[str, str] = Field(default_factory=dict)
+    when_missing: Outcome = "unknown"
+
+    @model_validator(mode="after")
+    def _threshold(self) -> LabRule:
+        given = [x is not None for x in (self.value, self.times_uln, self.times_lln)]
+        if self.op == "outside_range":
+            if any(given):
+                raise ValueError("op outside_range takes no threshold")
+        elif sum(given) != 1:
+            raise ValueError("a lab rule gives exactly one of `value`, `times_uln`, `times_lln`")
+        return self
+
+    def evaluator(self) -> Callable[[LabRule, EvalContext], RuleResult]:
+        return evaluate_lab
+
+    def resource_types(self) -> tuple[str, ...]:
+        return ("Observation",)
+
+    def valueset_names(self) -> list[str]:
+        return []  # the test's value sets are the trial's `tests:`, checked with them
+
+    def problems(self, tests: Mapping[str, LabTest]) -> list[str]:
+        test = tests.get(self.test)
+        if test is None:
+            return [f"unknown test {self.test!r}"]
+        problems: list[str] = []
+        if self.value is not None:
+            unit = self.unit or test.unit
+            if conversion_factor(unit, test.unit, test.molar_mass_g_per_mol) is None:
+                problems.append(f"unit {unit!r} does not convert to {test.unit!r}")
+        for role in self.derive_from.values():
+            if role not in tests:
+                problems.append(f"derive_from names unknown test {role!r}")
+        if self.derive == "ckd_epi_2021" and "creatinine" not in self.derive_from:
+            problems.append("ckd_epi_2021 needs derive_from.creatinine")
+        if self.derive == "corrected_calcium" and "albumin" not in self.derive_from:
+            problems.append("corrected_calcium needs derive_from.albumin")
+        return problems
+
+    def logic_fields(self) -> dict[str, Any]:
+        return {"test": self.test}
+
+    def describe(self, page: Describer) -> str:
+        test = page.test(self.test)
+        label = test.label
+        if self.op == "outside_range":
+            text = f"{label} outside its reference range"
+        elif self.value is not None:
+            text = f"{label} {_OP_TEXT[self.op]} {quantity(self.value, self.unit or test.unit, test.display_unit)}"
+        elif self.times_uln is not None:
+            text = f"{label} {_OP_TEXT[self.op]} {number(self.times_uln)} × ULN"
+        else:
+            text = f"{label} {_OP_TEXT[self.op]} {number(self.times_lln or 0)} × LLN"
+        window = self.window or page.measurement_window
+        text += f"; latest result within {window_text(window)}"
+        if self.derive == "ckd_epi_2021":
+            text += "; without an eGFR result, calculated from creatinine, age and sex (CKD-EPI 2021)"
+        elif self.derive == "corrected_calcium":
+            text += "; total calcium corrected for albumin, or ionized calcium"
+        if self.when_missing == "unknown":
+            order = f" (order: {test.order})" if test.order else ""
+            text += f"; no result: to confirm{order}"
+        else:
+            text += f"; no result: {OUTCOME_TEXT[self.when_missing]}"
+        return text

@@ -1,0 +1,63 @@
+"""Medication exposure from MedicationStatement, MedicationRequest and MedicationAdministration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from cds.engine.context import EvalContext
+from cds.engine.formatting import number
+from cds.engine.result import RuleResult
+from cds.engine.rules.medications import evaluate_medication
+from cds.rules.base import Describer, Horizon, LeafRule, StrictModel, Window, horizon_text, window_text
+
+
+class DoseLimit(StrictModel):
+    reference: str = "prednisone"
+    reference_mg: float = 5.0  # the value set's `value` is the dose equivalent to this many mg
+    max_mg_per_day: float  # met when the daily equivalent is above this
+
+
+class MedicationRule(LeafRule):
+    type: Literal["medication"]
+    label: str
+    valuesets: list[str] = Field(min_length=1)
+    exclude_valuesets: list[str] = Field(default_factory=list)
+    window: Window | None = None  # None: ever
+    systemic_only: bool = False
+    route_unknown: Literal["systemic", "unknown"] = "systemic"
+    dose: DoseLimit | None = None
+    horizon: Horizon = None  # None: the trial's `horizons.medication`
+
+    orders_read: ClassVar[frozenset[str]] = frozenset({"MedicationRequest"})
+
+    def evaluator(self) -> Callable[[MedicationRule, EvalContext], RuleResult]:
+        return evaluate_medication
+
+    def resource_types(self) -> tuple[str, ...]:
+        return ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
+
+    def valueset_names(self) -> list[str]:
+        return self.valuesets + self.exclude_valuesets
+
+    def order_window(self) -> Window | None:
+        return self.window
+
+    def describe(self, page: Describer) -> str:
+        window = f" within {window_text(self.window)}" if self.window else " (ever)"
+        text = f"Medication: {self.label}{window} ({page.titles(self.valuesets)})"
+        if self.exclude_valuesets:
+            text += f"; not counting {page.titles(self.exclude_valuesets)}"
+        if self.window is not None:
+            text += horizon_text(self.horizon)
+        if self.systemic_only:
+            unknown = "counts as systemic" if self.route_unknown == "systemic" else "left to confirm"
+            text += f"; systemic routes only (oral, IV, IM, SC; route not recorded: {unknown})"
+        if self.dose is not None:
+            text += (
+                f"; only above {number(self.dose.max_mg_per_day)} mg/day {self.dose.reference}-equivalent "
+                f"(equivalence: the dose equal to {number(self.dose.reference_mg)} mg {self.dose.reference})"
+            )
+        return text

@@ -4,7 +4,7 @@ Each rule that reads a status standing for "now" also reads the entry's own date
 (trial file `horizons`, docs/criteria.md "Currency"): past it, `unknown` to confirm, never `met` by the
 status alone; what nature bounds (a pregnancy) is over past its bound. A history ever stays history."""
 
-from builders import ICD10, coded_obs, condition, med_request, med_statement, patient
+from builders import ICD10, coded_obs, condition, lab, med_request, med_statement, patient
 from engine_support import assess
 
 ORAL = ("26643006", "Oral route")
@@ -132,3 +132,16 @@ def test_a_distant_metastasis_recorded_long_ago_is_no_stage_ivb_by_its_status_al
     mets = condition("C78.7", "Secondary malignant neoplasm of liver", onset="2015-01-01")
     npc = condition("C11.9", "Malignant neoplasm of nasopharynx, unspecified", system=ICD10, onset="2014-11-01")
     assert assess("inc_stage_ivb", [npc, mets]).status != "met"
+
+
+def test_acute_lung_disease_left_active_for_months_is_to_confirm() -> None:
+    # ARDS lasts days to weeks: the acute-lung rule's horizon is 3 months.
+    ards = condition("J80", "Acute respiratory distress syndrome", onset="2025-01-24")
+    assert assess("exc_lung_disease", [ards]).status == "unknown"
+
+
+def test_uncontrolled_diabetes_coded_years_ago_is_to_confirm_but_a_recent_hba1c_decides() -> None:
+    old = condition("E11.65", "Type 2 diabetes mellitus with hyperglycemia", onset="2023-05-01")
+    assert assess("exc_uncontrolled_diabetes", [old]).status == "unknown"
+    hba1c = lab("4548-4", "Hemoglobin A1c", 9.1, "%", "2026-10-26")
+    assert assess("exc_uncontrolled_diabetes", [old, hba1c]).status == "met"

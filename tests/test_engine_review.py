@@ -991,7 +991,7 @@ def test_immunosuppressant_tacrolimus_active_is_met() -> None:
 
 # ============================================================================== exc_uncontrolled_diabetes
 def test_diabetes_e11_65_is_met() -> None:
-    c = cond("E1165", "Type 2 diabetes mellitus with hyperglycemia", onset="2024-01-01")
+    c = cond("E1165", "Type 2 diabetes mellitus with hyperglycemia", onset="2026-04-01")  # within its 12-month horizon
     assert assess("exc_uncontrolled_diabetes", [c]).status == "met"
 
 

@@ -145,3 +145,8 @@ def test_uncontrolled_diabetes_coded_years_ago_is_to_confirm_but_a_recent_hba1c_
     assert assess("exc_uncontrolled_diabetes", [old]).status == "unknown"
     hba1c = lab("4548-4", "Hemoglobin A1c", 9.1, "%", "2026-10-26")
     assert assess("exc_uncontrolled_diabetes", [old, hba1c]).status == "met"
+
+
+def test_a_stale_topical_steroid_is_not_systemic_rather_than_to_confirm() -> None:
+    cream = med_request(None, "Hydrocortisone 10 MG/ML Topical Cream", authored="1995-05-25")
+    assert assess("exc_immunosuppression", [cream]).status == "not_met"

@@ -175,34 +175,34 @@ def evaluate_medication(rule: MedicationRule, ctx: EvalContext) -> RuleResult:
         if exp.inside is False:
             outside.append((exp, ""))
             continue
+        # What rules the use out whatever its dates comes first (a topical cream, a weekly low dose); then
+        # what leaves it to confirm: a stale "active" status, dates that do not say, a missing route or dose.
+        kind = route_kind(ctx, exp.use.dosages, exp.use.medication.texts()) if rule.systemic_only else "systemic"
+        if kind == "local":
+            outside.append((exp, "not a systemic route"))
+            continue
+        dose_class = _dose_class(exp.use, ctx, rule)
+        if dose_class is not None and dose_class[0] is Status.NOT_MET:
+            outside.append((exp, dose_class[1]))
+            continue
+        dose = _dose_status(rule, exp) if rule.dose is not None else None
+        if dose is not None and dose[0] is Status.NOT_MET:
+            outside.append((exp, dose[1]))
+            continue
         if exp.stale is not None:
             unknown.append((exp, f"recorded {exp.use.status} since {day(exp.stale)} — confirm it is current"))
             continue
         if exp.inside is None:
             unknown.append((exp, "dates do not show whether it was taken " + scope))
             continue
-        if rule.systemic_only:
-            kind = route_kind(ctx, exp.use.dosages, exp.use.medication.texts())
-            if kind == "local":
-                outside.append((exp, "not a systemic route"))
-                continue
-            if kind is None and rule.route_unknown == "unknown":
-                unknown.append((exp, "route not recorded"))
-                continue
-        dose_class = _dose_class(exp.use, ctx, rule)
-        if dose_class is not None:
-            status, note = dose_class
-            (outside if status is Status.NOT_MET else unknown).append((exp, note))
+        if kind is None and rule.route_unknown == "unknown":
+            unknown.append((exp, "route not recorded"))
             continue
-        if rule.dose is not None:
-            status, note = _dose_status(rule, exp)
-            if status is Status.NOT_MET:
-                outside.append((exp, note))
-                continue
-            if status is Status.UNKNOWN:
-                unknown.append((exp, note))
-                continue
-            met.append((exp, note))
+        if dose_class is not None:
+            unknown.append((exp, dose_class[1]))
+            continue
+        if dose is not None:
+            (unknown if dose[0] is Status.UNKNOWN else met).append((exp, dose[1]))
             continue
         met.append((exp, ""))
 

@@ -1,6 +1,8 @@
 """The population check: no patient is ruled out on an entry older than its rule's horizon. Run on the
 engine's own assessments (which must pass) and on assessments forged as the engine once made them."""
 
+import json
+from pathlib import Path
 from typing import Any
 
 from builders import condition, med_request, med_statement, patient
@@ -85,3 +87,11 @@ def test_an_acute_condition_left_active_that_rules_out_is_found() -> None:
     record = record_of(ards)
     trusting = forged(evaluate(TRIAL, record, NOW), "exc_lung_disease", Status.MET, [f"Condition/{ards['id']}"])
     assert [f.criterion for f in stale_exclusions(record, TRIAL, trusting)] == ["exc_lung_disease"]
+
+
+def test_no_fixture_patient_is_ruled_out_on_a_stale_entry() -> None:
+    fixtures = sorted((Path(__file__).resolve().parents[1] / "fixtures" / "patients").glob("*.json"))
+    assert fixtures
+    for path in fixtures:
+        record = PatientRecord.from_bundle(json.loads(path.read_text(encoding="utf-8")))
+        assert stale_exclusions(record, TRIAL, evaluate(TRIAL, record, NOW)) == [], path.name

@@ -284,3 +284,12 @@ def med_request(
     if instruction:
         res["dosageInstruction"] = [instruction]
     return res
+
+
+def bundle(*resources: dict[str, Any]) -> dict[str, Any]:
+    """A collection Bundle of the resources, as an export or a FHIR server search writes one."""
+    return {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"fullUrl": f"urn:uuid:{r['resourceType']}-{r['id']}", "resource": r} for r in resources],
+    }

@@ -5,12 +5,14 @@ a test inside a panel; a result recorded without its value."""
 from pathlib import Path
 from typing import Any
 
-from builders import LOINC, coded_obs, condition, lab, med_statement, patient, procedure
-from engine_support import NOW, assess
+import orjson
+from builders import LOINC, bundle, coded_obs, condition, lab, med_statement, patient, procedure
+from engine_support import NOW, TRIAL_ID, assess
 
 from cds.engine import evaluate
+from cds.fhir_json import decode_resource
 from cds.record import PatientRecord
-from cds.trials import load_trial_file
+from cds.trials import default_trials, load_trial_file
 
 ORAL = ("26643006", "Oral route")
 IV = ("47625008", "Intravenous route")
@@ -217,3 +219,32 @@ def test_a_lab_result_in_error_is_unknown_even_where_absence_would_not_exclude()
 def test_a_test_not_performed_counts_as_no_test() -> None:
     hcv = absent(coded_obs("11259-9", "Hepatitis C virus RNA", "2026-10-25"), "not-performed")
     assert assess("exc_hepatitis", [hcv]).status == "not_met"
+
+
+def test_the_fields_read_here_are_read_alike_from_a_lean_decoded_bundle() -> None:
+    """The service decodes prefetched JSON lean (cds.fhir_json): component, dataAbsentReason, onsetAge,
+    note, dateAsserted and dosage bounds must reach the rules as they do from plain dicts."""
+    pe = embolism(onsetAge={"value": 52, "unit": "a", "system": "http://unitsofmeasure.org", "code": "a"})
+    ecog = absent(coded_obs("89247-1", "ECOG Performance Status score", "2026-10-25"), "asked-unknown")
+    panel = coded_obs("51990-0", "Basic metabolic panel - Blood", "2026-10-28")
+    panel["component"] = [
+        {
+            "code": {"coding": [{"system": LOINC, "code": "2823-3", "display": "Potassium"}]},
+            "valueQuantity": {"value": 2.9, "unit": "mmol/L", "system": "http://unitsofmeasure.org", "code": "mmol/L"},
+        }
+    ]
+    tacrolimus = med_statement("42316", "tacrolimus", start="2014-06-11", route=ORAL)
+    tacrolimus["dateAsserted"] = "2026-10-25"
+    resources = [BORN_1974_09_01, pe, ecog, panel, tacrolimus, *npc_with_note("Local recurrence on MRI.")]
+    plain = bundle(*resources)
+    lean = decode_resource(orjson.dumps(plain))
+    assert lean is not None
+    trial = default_trials()[TRIAL_ID]
+    from_dicts = evaluate(trial, PatientRecord.from_bundle(plain), NOW)
+    from_lean = evaluate(trial, PatientRecord.from_bundle(lean), NOW)
+    assert from_lean.model_dump() == from_dicts.model_dump()
+    statuses = {c.id: c.status for c in from_lean.criteria}
+    assert statuses["exc_cardiovascular"] == "met"
+    assert statuses["exc_electrolytes"] == "met"
+    assert statuses["exc_immunosuppression"] == "met"
+    assert statuses["exc_local_recurrence"] == "met"

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from builders import condition, med_request, med_statement, patient
+from builders import bundle, condition, med_request, med_statement, patient
 from engine_support import NOW, TRIAL_ID
 from population_checks import stale_exclusions
 
@@ -19,7 +19,7 @@ TRIAL = default_trials()[TRIAL_ID]
 
 
 def record_of(*resources: dict[str, Any], pat: dict[str, Any] | None = None) -> PatientRecord:
-    return PatientRecord.from_resources([pat or patient(), *resources])
+    return PatientRecord.from_bundle(bundle(pat or patient(), *resources))
 
 
 def forged(assessment: Assessment, criterion_id: str, status: Status, evidence: list[str]) -> Assessment:

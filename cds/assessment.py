@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -51,21 +52,26 @@ class CriterionAssessment(BaseModel):
     missing: list[str] = Field(default_factory=list)
 
     #: The trial file's rule: a failed inclusion or an applying exclusion rules the patient out. Derived
-    #: from ``kind`` and ``status`` when the result is made (never taken from input, never serialised), so
-    #: every reader — the verdict, the cards, the order hooks — reads one stored answer.
+    #: from ``kind`` and ``status`` whenever a result is made or copied (never taken from input, never
+    #: serialised), so every reader — the verdict, the cards, the order hooks — reads one stored answer.
     rules_out: bool = Field(default=False, exclude=True)
 
     @model_validator(mode="before")
     @classmethod
     def _derive_rules_out(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            status, kind = data.get("status"), data.get("kind")
-            data = {
-                **data,
-                "rules_out": (status == Status.NOT_MET and kind == "inclusion")
-                or (status == Status.MET and kind == "exclusion"),
-            }
+            data = {**data, "rules_out": _rules_out(data.get("status"), data.get("kind"))}
         return data
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        copy = super().model_copy(update=update, deep=deep)
+        if update:  # a copy skips validation: derive again what the update may have changed
+            copy.__dict__["rules_out"] = _rules_out(copy.status, copy.kind)
+        return copy
+
+
+def _rules_out(status: object, kind: object) -> bool:
+    return (status == Status.NOT_MET and kind == "inclusion") or (status == Status.MET and kind == "exclusion")
 
 
 class Assessment(BaseModel):

@@ -11,7 +11,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from cds.assessment import CriterionKind
-from cds.rules.base import LabTest, StrictModel, Window
+from cds.rules.base import Horizons, LabTest, StrictModel, Window
 from cds.rules.kinds import Rule, iter_leaves
 from cds.units import conversion_factor
 from cds.valuesets import MAPPINGS_DIR, ValueSetLibrary, default_library
@@ -34,6 +34,7 @@ class Trial(StrictModel):
     url: str | None = None
     study_drugs: list[str] = Field(default_factory=list)
     measurement_window: Window = Window(days=28)
+    horizons: Horizons = Horizons()
     tests: dict[str, LabTest] = Field(default_factory=dict)
     criteria: list[Criterion] = Field(min_length=1)
 

@@ -56,6 +56,27 @@ class NameEntry(BaseModel):
     value: float | int | str | None = None
 
 
+class DoseException(BaseModel):
+    """A drug of the set that is outside its class at or below a dose and schedule: methotrexate up to
+    25 mg once weekly is immunosuppression, not anticancer therapy. Each threshold says its source."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    drug: str
+    include: list[CodeEntry] = Field(default_factory=list)  # the drug's codes (ingredient, ATC)
+    names: list[str] = Field(default_factory=list)  # its names (products are often matched by name)
+    max_mg_per_dose: float = Field(gt=0)
+    max_doses_per_week: float = Field(gt=0)
+    instead: str  # what the drug is at that dose, for the reason ("immunosuppression")
+    source: str
+
+    @model_validator(mode="after")
+    def _named(self) -> DoseException:
+        if not self.include and not self.names:
+            raise ValueError(f"dose exception {self.drug!r} needs `include` codes or `names`")
+        return self
+
+
 class ValueSetFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -66,6 +87,7 @@ class ValueSetFile(BaseModel):
     include: list[CodeEntry] = Field(default_factory=list)
     exclude: list[CodeEntry] = Field(default_factory=list)
     names: list[NameEntry | str] = Field(default_factory=list)
+    dose_exceptions: list[DoseException] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _not_empty(self) -> ValueSetFile:
@@ -92,6 +114,18 @@ class Match:
     label: str
 
 
+@dataclass(frozen=True)
+class DoseRule:
+    """A :class:`DoseException` ready for matching: its drug as a value set of its own."""
+
+    drug: str
+    drugs: ValueSet
+    max_mg_per_dose: float
+    max_doses_per_week: float
+    instead: str
+    source: str
+
+
 @dataclass
 class ValueSet:
     id: str
@@ -107,6 +141,7 @@ class ValueSet:
     _suffixes: list[tuple[re.Pattern[str], CodeEntry]] = field(default_factory=list)
     _cache: dict[tuple[str, str], Match | None] = field(default_factory=dict)
     entries: list[CodeEntry] = field(default_factory=list)
+    dose_rules: list[DoseRule] = field(default_factory=list)
 
     @classmethod
     def from_file(cls, data: ValueSetFile) -> ValueSet:
@@ -133,6 +168,19 @@ class ValueSet:
             longest_first = sorted(vs._names_by_text, key=len, reverse=True)
             alternation = "|".join(re.escape(t) for t in longest_first)
             vs._names_any = re.compile(rf"(?<![\w-])(?:{alternation})(?![\w-])", re.I)
+        for exc in data.dose_exceptions:
+            drugs = cls.from_file(
+                ValueSetFile(
+                    id=f"{data.id}#{exc.drug}",
+                    title=exc.drug,
+                    source=exc.source,
+                    include=exc.include,
+                    names=list(exc.names),
+                )
+            )
+            vs.dose_rules.append(
+                DoseRule(exc.drug, drugs, exc.max_mg_per_dose, exc.max_doses_per_week, exc.instead, exc.source)
+            )
         return vs
 
     def match_code(self, system: str, code: str) -> Match | None:

@@ -101,6 +101,17 @@ class LabTestSpec(Protocol):
     def dimensionless(self) -> bool: ...
 
 
+class HorizonsSpec(Protocol):
+    """How long an "active" status is believed without a newer date of the entry's own, per rule kind
+    (``cds.rules.base.Horizons``; docs/criteria.md, "Currency")."""
+
+    @property
+    def condition(self) -> WindowSpec: ...
+
+    @property
+    def medication(self) -> WindowSpec: ...
+
+
 class TrialSettings(Protocol):
     """What rules read of the trial (a ``cds.trials.Trial``) besides their own parameters."""
 
@@ -109,6 +120,9 @@ class TrialSettings(Protocol):
 
     @property
     def measurement_window(self) -> WindowSpec: ...
+
+    @property
+    def horizons(self) -> HorizonsSpec: ...
 
 
 @dataclass

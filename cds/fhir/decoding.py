@@ -165,12 +165,18 @@ class LeanResource(_JsonObject, msgspec.Struct, repr_omit_defaults=True, omit_de
     valueString: Raw = _ABSENT
     valueBoolean: Raw = _ABSENT
     referenceRange: Raw = _ABSENT
+    component: Raw = _ABSENT
+    dataAbsentReason: Raw = _ABSENT
     # Condition, AllergyIntolerance
     clinicalStatus: Raw = _ABSENT
     verificationStatus: Raw = _ABSENT
     severity: Raw = _ABSENT
     onsetDateTime: Raw = _ABSENT
     onsetPeriod: Raw = _ABSENT
+    onsetAge: Raw = _ABSENT
+    onsetRange: Raw = _ABSENT
+    onsetString: Raw = _ABSENT
+    note: Raw = _ABSENT
     abatementDateTime: Raw = _ABSENT
     abatementPeriod: Raw = _ABSENT
     abatementBoolean: Raw = _ABSENT
@@ -185,6 +191,7 @@ class LeanResource(_JsonObject, msgspec.Struct, repr_omit_defaults=True, omit_de
     dosageInstruction: Raw = _ABSENT
     dispenseRequest: Raw = _ABSENT
     authoredOn: Raw = _ABSENT
+    dateAsserted: Raw = _ABSENT
     doNotPerform: Raw = _ABSENT
     ingredient: Raw = _ABSENT
     # Procedure, Immunization

@@ -144,7 +144,7 @@ class PatientRecord:
         # Only a string id can tell whose resources are whose: any other value is as if there were none.
         chosen_id = chosen.get("id") if chosen else None
         pid = patient_id or (chosen_id if isinstance(chosen_id, str) else None)
-        reading.RecordReader(record, pid, medications, full_urls or {}).read(unique)
+        reading.RecordReader(record, pid, medications, full_urls or {}, info.birth_date if info else None).read(unique)
         return record
 
 

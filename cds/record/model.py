@@ -98,6 +98,10 @@ class Condition(msgspec.Struct, frozen=True, gc=False):
     recorded: FhirDate | None
     severity: Concept | None
     morphology: tuple[Concept, ...] = ()
+    # The latest date the entry states of itself (onset, its end, recordedDate, abatement): how current an
+    # "active" status can be believed to be. Never meta.lastUpdated, which is the server's, not the clinician's.
+    latest: FhirDate | None = None
+    notes: tuple[str, ...] = ()  # Condition.note texts, read for words no code expresses
 
 
 class Dosage(msgspec.Struct, frozen=True, gc=False):
@@ -116,6 +120,9 @@ class MedicationUse(msgspec.Struct, frozen=True, gc=False):
     end: FhirDate | None
     dosages: tuple[Dosage, ...] = ()
     point_in_time: bool = False  # effectiveDateTime / authoredOn: one moment, not a period
+    # The latest date the entry states of itself (effective[x], authoredOn, validity period, dosage timing
+    # bounds): how current an "active" status can be believed to be. Never meta.lastUpdated.
+    latest: FhirDate | None = None
 
 
 class Procedure(msgspec.Struct, frozen=True, gc=False):

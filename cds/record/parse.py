@@ -5,14 +5,16 @@ malformed resource costs at most the criteria that needed it, each then `unknown
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from datetime import date
 from typing import Any
 
 import orjson
 from msgspec import Raw
 
 from cds.fhir.decoding import LeanResource
-from cds.record.dates import FhirDate, parse_fhir_date
+from cds.record.dates import FhirDate, add_months, parse_fhir_date
 from cds.record.model import (
     Allergy,
     Concept,
@@ -58,6 +60,8 @@ TIMING_CODES_PER_DAY: dict[str, float] = {
     "Q8H": 3,
     "Q12H": 2,
     "Q24H": 1,
+    "WK": 1 / 7,
+    "MO": 1 / 30,
 }
 _PERIOD_PER_DAY: dict[str, float] = {"s": 86400, "min": 1440, "h": 24, "d": 1, "wk": 1 / 7, "mo": 1 / 30, "a": 1 / 365}
 
@@ -85,6 +89,20 @@ def patient(resource: Mapping[str, Any]) -> PatientInfo:
         deceased=deceased,
         deceased_on=parse_fhir_date(died),
     )
+
+
+def components(resource: Mapping[str, Any], parent: Observation) -> list[Observation]:
+    """A panel's components (blood pressure 85354-9: systolic 8480-6, diastolic 8462-4), each read as a
+    result of its own code: the parent's reference, status and date; its own value, ranges and
+    dataAbsentReason (a component holds them under the same names as an Observation)."""
+    found: list[Observation] = []
+    for item in arr(resource.get("component")):
+        m = obj(item)
+        code = concept(m.get("code")) if m is not None else None
+        if m is None or code is None:
+            continue
+        found.append(new_observation(parent.ref, parent.status, code, parent.when, parent.sort_key, m))
+    return found
 
 
 def observation(resource: Mapping[str, Any], ref: str | None = None) -> Observation | None:
@@ -157,13 +175,118 @@ def lean_observation(resource: LeanResource, ref: str) -> Observation | None:
     return new_observation(ref, status, code, parse_fhir_date(when_text), when_text or "", resource)
 
 
-def condition(resource: Mapping[str, Any]) -> Condition | None:
+def latest_date(*dates: FhirDate | None) -> FhirDate | None:
+    """The latest of the dates given (by the last day each can mean), or None."""
+    found: FhirDate | None = None
+    for d in dates:
+        if d is not None and (found is None or d.latest_day() > found.latest_day()):
+            found = d
+    return found
+
+
+# UCUM units of an Age (FHIR R4 age units): how to step a date forward by one of each.
+_AGE_MONTHS = {"a": 12.0, "mo": 1.0}
+_AGE_DAYS = {"wk": 7.0, "d": 1.0, "h": 1 / 24, "min": 1 / 1440}
+
+
+def date_at_age(birth: FhirDate | None, age: object) -> FhirDate | None:
+    """The day an Age (``onsetAge``, a bound of ``onsetRange``) was reached: the birthday it names, the
+    earliest day it can mean. As precise as the birth date (a birth year gives a year)."""
+    q = quantity(age)
+    if birth is None or q is None or q.value < 0:
+        return None
+    unit = (q.unit or "").strip()
+    if unit in ("y", "yr", "yrs", "year", "years"):
+        unit = "a"
+    try:
+        if unit in _AGE_MONTHS:
+            day = add_months(birth.day, round(q.value * _AGE_MONTHS[unit]))
+        elif unit in _AGE_DAYS:
+            day = date.fromordinal(birth.day.toordinal() + int(q.value * _AGE_DAYS[unit]))
+        else:
+            return None
+    except (ValueError, OverflowError):
+        return None
+    text = day.isoformat()
+    return FhirDate(
+        day,
+        birth.precision,
+        text[:4] if birth.precision == "year" else text[:7] if birth.precision == "month" else text,
+    )
+
+
+_MONTHS = {
+    name: i + 1
+    for i, names in enumerate(
+        [
+            ("jan", "january"),
+            ("feb", "february"),
+            ("mar", "march"),
+            ("apr", "april"),
+            ("may",),
+            ("jun", "june"),
+            ("jul", "july"),
+            ("aug", "august"),
+            ("sep", "sept", "september"),
+            ("oct", "october"),
+            ("nov", "november"),
+            ("dec", "december"),
+        ]
+    )
+    for name in names
+}
+_YEAR_IN_TEXT = re.compile(r"\b(1[89]\d\d|2\d\d\d)\b")
+_MONTH_BEFORE_YEAR = re.compile(r"\b([a-z]{3,9})\.?\s+(?:\d{1,2}(?:st|nd|rd|th)?,?\s+)?(1[89]\d\d|2\d\d\d)\b", re.I)
+
+
+def date_in_words(text: str | None) -> FhirDate | None:
+    """What ``onsetString`` gives: a FHIR date written at its start ("2019-03", "2019-03-10"), else a
+    month and year ("March 2019") or a year alone ("since 2019", "in 2019") as that month or year; words
+    without a year ("childhood", "years ago") give no date."""
+    if not text:
+        return None
+    written = parse_fhir_date(text)
+    if written is not None:
+        return written
+    named = _MONTH_BEFORE_YEAR.search(text)
+    if named and named.group(1).lower() in _MONTHS:
+        month, year = _MONTHS[named.group(1).lower()], int(named.group(2))
+        return FhirDate(date(year, month, 1), "month", f"{year:04d}-{month:02d}")
+    year_only = _YEAR_IN_TEXT.search(text)
+    if year_only:
+        year = int(year_only.group(1))
+        return FhirDate(date(year, 1, 1), "year", f"{year:04d}")
+    return None
+
+
+def onset(resource: Mapping[str, Any], birth: FhirDate | None) -> tuple[FhirDate | None, FhirDate | None]:
+    """``onset[x]`` in every form, as (onset, its latest end): onsetDateTime; onsetPeriod (start, end);
+    onsetAge and onsetRange (ages: the birthdays they name, from the birth date); onsetString (a date
+    or year written in it, :func:`date_in_words`)."""
+    when = parse_fhir_date(resource.get("onsetDateTime"))
+    if when is not None:
+        return when, when
+    start, end = _period(resource.get("onsetPeriod"))
+    if start is not None or end is not None:
+        return start or end, end or start
+    at_age = date_at_age(birth, resource.get("onsetAge"))
+    if at_age is not None:
+        return at_age, at_age
+    rng = obj(resource.get("onsetRange"))
+    if rng is not None:
+        low, high = date_at_age(birth, rng.get("low")), date_at_age(birth, rng.get("high"))
+        if low is not None or high is not None:
+            return low or high, high or low
+    worded = date_in_words(s(resource.get("onsetString")))
+    return worded, worded
+
+
+def condition(resource: Mapping[str, Any], birth: FhirDate | None = None) -> Condition | None:
+    """``birth``: the patient's birth date, for an onset given as an age."""
     code = concept(resource.get("code"))
     if code is None:
         return None
-    onset = parse_fhir_date(resource.get("onsetDateTime"))
-    if onset is None:
-        onset = _period(resource.get("onsetPeriod"))[0]
+    began, began_end = onset(resource, birth)
     abatement = parse_fhir_date(resource.get("abatementDateTime"))
     if abatement is None:
         abatement = _period(resource.get("abatementPeriod"))[0]
@@ -179,17 +302,21 @@ def condition(resource: Mapping[str, Any]) -> Condition | None:
             c = concept(em.get("valueCodeableConcept"))
             if c is not None:
                 morphology.append(c)
+    recorded = parse_fhir_date(resource.get("recordedDate"))
+    notes = [text for text in (s((obj(n) or {}).get("text")) for n in arr(resource.get("note"))) if text]
     return Condition(
         ref=ref_of(resource),
         code=code,
         clinical_status=status_code(resource.get("clinicalStatus")),
         verification_status=status_code(resource.get("verificationStatus")),
-        onset=onset,
+        onset=began,
         abatement=abatement,
         abated=abated,
-        recorded=parse_fhir_date(resource.get("recordedDate")),
+        recorded=recorded,
         severity=concept(resource.get("severity")),
         morphology=tuple(morphology),
+        latest=latest_date(began, began_end, recorded, abatement),
+        notes=tuple(notes),
     )
 
 
@@ -288,6 +415,37 @@ def medication_concept(resource: Mapping[str, Any], medications: Mapping[str, Ma
     return Concept(codings=tuple(codings), text="; ".join(texts) if texts else None)
 
 
+_DURATION_DAYS = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1.0, "wk": 7.0, "mo": 30.0, "a": 365.0}
+
+
+def timing_dates(dosage_value: object) -> tuple[FhirDate | None, FhirDate | None]:
+    """The first and last day a dosage's timing states: ``timing.event`` and ``timing.repeat.bounds[x]``
+    (boundsPeriod, or boundsDuration counted from the period's start or the first event)."""
+    m = obj(dosage_value)
+    timing = obj(m.get("timing")) if m is not None else None
+    if timing is None:
+        return None, None
+    events = [d for d in (parse_fhir_date(e) for e in arr(timing.get("event"))) if d is not None]
+    first = min(events, key=lambda d: d.day) if events else None
+    last = latest_date(*events)
+    repeat = obj(timing.get("repeat"))
+    if repeat is not None:
+        start, end = _period(repeat.get("boundsPeriod"))
+        first = start or first
+        last = latest_date(last, start, end)
+        duration = obj(repeat.get("boundsDuration"))
+        length = num(duration.get("value")) if duration is not None else None
+        unit = (s(duration.get("code")) or s(duration.get("unit"))) if duration is not None else None
+        if end is None and first is not None and length is not None and unit in _DURATION_DAYS and length >= 0:
+            try:
+                day = date.fromordinal(first.day.toordinal() + int(length * _DURATION_DAYS[unit]))
+            except (ValueError, OverflowError):
+                day = None
+            if day is not None:
+                last = latest_date(last, FhirDate(day, "day", day.isoformat()))
+    return first, last
+
+
 def medication_use(resource: Mapping[str, Any], medications: Mapping[str, Mapping[str, Any]]) -> MedicationUse | None:
     rtype = resource.get("resourceType")
     med = medication_concept(resource, medications)
@@ -297,12 +455,15 @@ def medication_use(resource: Mapping[str, Any], medications: Mapping[str, Mappin
     start: FhirDate | None = None
     end: FhirDate | None = None
     point = False
+    own: list[FhirDate | None] = []
     if rtype == "MedicationRequest":
         dosages_raw = arr(resource.get("dosageInstruction"))
         dispense = obj(resource.get("dispenseRequest")) or {}
         start, end = _period(dispense.get("validityPeriod"))
+        authored = parse_fhir_date(resource.get("authoredOn"))
+        own += [start, end, authored]
         if start is None:
-            start = parse_fhir_date(resource.get("authoredOn"))
+            start = authored
             point = end is None
     else:
         dosages_raw = arr(resource.get("dosage")) if rtype == "MedicationStatement" else [resource.get("dosage")]
@@ -311,6 +472,17 @@ def medication_use(resource: Mapping[str, Any], medications: Mapping[str, Mappin
             start, point = eff, True
         else:
             start, end = _period(resource.get("effectivePeriod"))
+        # A statement's dateAsserted: when someone last said the patient takes it.
+        own += [start, end, parse_fhir_date(resource.get("dateAsserted"))]
+    # The dosage's own bounds say when an order without an end of its own stops, and how late it was
+    # still meant to be taken.
+    bounds = [timing_dates(x) for x in dosages_raw]
+    bounded_end = latest_date(*(last for _, last in bounds))
+    if end is None and bounded_end is not None and all(last is not None for _, last in bounds):
+        end, point = bounded_end, False
+        if start is None:
+            start = min((first for first, _ in bounds if first is not None), key=lambda d: d.day, default=None)
+    own += [first for first, _ in bounds] + [last for _, last in bounds]
     dosages = tuple(d for d in (dosage(x) for x in dosages_raw) if d is not None)
     return MedicationUse(
         ref=ref_of(resource),
@@ -321,6 +493,7 @@ def medication_use(resource: Mapping[str, Any], medications: Mapping[str, Mappin
         end=end,
         dosages=dosages,
         point_in_time=point,
+        latest=latest_date(*own),
     )
 
 

@@ -18,6 +18,7 @@ from msgspec import Raw
 from cds.fhir.decoding import LeanResource, plain_dict
 from cds.fhir.resources import unique_resources
 from cds.record import parse
+from cds.record.dates import FhirDate
 from cds.record.model import Allergy, Condition, Immunization, MedicationUse, Observation, Procedure
 
 # Resources that must never count, whatever they say (criteria file, "data rules").
@@ -91,6 +92,7 @@ class RecordReader:
         patient_id: str | None,
         medications: Mapping[str, Mapping[str, Any]],
         full_urls: Mapping[str, str] | None = None,
+        birth: FhirDate | None = None,
     ) -> None:
         self.record = record
         self.patient_id = patient_id
@@ -100,9 +102,12 @@ class RecordReader:
         def medication(r: Mapping[str, Any]) -> MedicationUse | None:
             return parse.medication_use(r, medications)
 
+        def condition(r: Mapping[str, Any]) -> Condition | None:
+            return parse.condition(r, birth)  # an onset given as an age counts from the birth date
+
         self.readers: dict[str, tuple[Callable[[Mapping[str, Any]], Any], list[Any]]] = {
             "Observation": (parse.observation, record.observations),
-            "Condition": (parse.condition, record.conditions),
+            "Condition": (condition, record.conditions),
             "MedicationStatement": (medication, record.medications),
             "MedicationRequest": (medication, record.medications),
             "MedicationAdministration": (medication, record.medications),
@@ -178,7 +183,16 @@ class RecordReader:
         if item is None:
             self.record.unreadable.append(ref)
         else:
-            self.record.observations.append(item)
+            self._add_observation(resource, item)
+
+    def _add_observation(self, resource: Mapping[str, Any], item: Observation) -> None:
+        self.record.observations.append(item)
+        if "component" in resource:  # a panel: its components are results too
+            parts = guarded(parse.components, resource, item)
+            if parts is None:
+                self.record.unreadable.append(item.ref)
+            else:
+                self.record.observations.extend(parts)
 
     def _resource(self, rtype: str, resource: Mapping[str, Any]) -> None:
         entry = self.readers.get(rtype)
@@ -201,6 +215,8 @@ class RecordReader:
         item = guarded(parse.observation, resource, ref) if rtype == "Observation" else guarded(reader, resource)
         if item is None:
             self.record.unreadable.append(ref)
+        elif rtype == "Observation":
+            self._add_observation(resource, item)
         else:
             target.append(item)
 

@@ -73,6 +73,7 @@ class ObservationValue(msgspec.Struct, frozen=True, gc=False):
     integer: int | None = None
     string: str | None = None
     boolean: bool | None = None
+    absent: str | None = None  # dataAbsentReason: its code (or text), lower-cased
 
     def is_empty(self) -> bool:
         return (
@@ -223,6 +224,7 @@ def observation_value(m: Mapping[str, Any]) -> ObservationValue:
         integer=integer if isinstance(integer, int) and not isinstance(integer, bool) else None,
         string=s(m.get("valueString")),
         boolean=m.get("valueBoolean") if isinstance(m.get("valueBoolean"), bool) else None,
+        absent=status_code(m.get("dataAbsentReason")),
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -38,6 +38,28 @@ class Window(StrictModel):
             return f"{self.days} days"
         return f"{self.months} months"
 
+
+class Horizons(StrictModel):
+    """How long a status that stands for the present ("active", "ongoing") is believed without a newer
+    date of the entry's own (onset, recordedDate, abatement; start, authoredOn, dosage bounds), per rule
+    kind. An entry whose every date is older than its rule's horizon is `unknown`, to confirm, never `met`
+    by its status alone. Defaults and why: docs/criteria.md, "Currency"."""
+
+    condition: Window = Window(months=60)
+    medication: Window = Window(months=6)
+
+
+#: A rule's horizon: how old an entry's own dates may be for its "active" status to stand for the present;
+#: "lifelong" for what does not end by itself (chronic hepatitis B, diabetes), None for the trial's default.
+Horizon = Window | Literal["lifelong"] | None
+
+
+def horizon_text(horizon: Horizon) -> str:
+    if horizon is None:
+        return ""
+    if horizon == "lifelong":
+        return "; an active entry stands however old (lifelong)"
+    return f"; an active entry with no date of its own within {horizon.describe()} is to confirm"
 
 #: An outcome as the trial page words it.
 OUTCOME_TEXT: dict[str, str] = {"met": "counts as met", "not_met": "counts as not met", "unknown": "left to confirm"}

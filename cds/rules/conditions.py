@@ -9,7 +9,17 @@ from pydantic import Field
 from cds.engine.context import EvalContext
 from cds.engine.result import RuleResult
 from cds.engine.rules.conditions import evaluate_condition
-from cds.rules.base import OUTCOME_TEXT, Describer, LeafRule, Outcome, StrictModel, Window, window_text
+from cds.rules.base import (
+    OUTCOME_TEXT,
+    Describer,
+    Horizon,
+    LeafRule,
+    Outcome,
+    StrictModel,
+    Window,
+    horizon_text,
+    window_text,
+)
 
 _STATUS_TEXT = {
     "active": "active",
@@ -40,6 +50,10 @@ class ConditionRule(LeafRule):
     # code expresses (e.g. "locally recurrent"), read the words of coded diagnoses too.
     names: Literal["always", "uncoded"] = "uncoded"
     severity: SeverityMap | None = None
+    horizon: Horizon = None  # None: the trial's `horizons.condition`
+    # What nature bounds (a pregnancy lasts at most ~10 months): an entry whose dates are all older than
+    # this is history, whatever its status says.
+    lasts_at_most: Window | None = None
 
     def evaluate(self, ctx: EvalContext) -> RuleResult:
         return evaluate_condition(self, ctx)
@@ -64,6 +78,9 @@ class ConditionRule(LeafRule):
             text += f"; clinical status {' or '.join(self.clinical_status)}"
         if self.onset_within is not None:
             text += f"; onset within {window_text(self.onset_within)}"
+        if self.lasts_at_most is not None:
+            text += f"; over {window_text(self.lasts_at_most)} after it began, whatever its status"
+        text += horizon_text(self.horizon)
         if self.exclude_valuesets:
             text += f"; not counting {page.titles(self.exclude_valuesets)}"
         if self.severity is not None:

@@ -10,7 +10,7 @@ from cds.engine.context import EvalContext
 from cds.engine.formatting import number
 from cds.engine.result import RuleResult
 from cds.engine.rules.medications import evaluate_medication
-from cds.rules.base import Describer, LeafRule, StrictModel, Window, window_text
+from cds.rules.base import Describer, Horizon, LeafRule, StrictModel, Window, horizon_text, window_text
 
 
 class DoseLimit(StrictModel):
@@ -28,6 +28,7 @@ class MedicationRule(LeafRule):
     systemic_only: bool = False
     route_unknown: Literal["systemic", "unknown"] = "systemic"
     dose: DoseLimit | None = None
+    horizon: Horizon = None  # None: the trial's `horizons.medication`
 
     orders_read: ClassVar[frozenset[str]] = frozenset({"MedicationRequest"})
 
@@ -48,6 +49,8 @@ class MedicationRule(LeafRule):
         text = f"Medication: {self.label}{window} ({page.titles(self.valuesets)})"
         if self.exclude_valuesets:
             text += f"; not counting {page.titles(self.exclude_valuesets)}"
+        if self.window is not None:
+            text += horizon_text(self.horizon)
         if self.systemic_only:
             unknown = "counts as systemic" if self.route_unknown == "systemic" else "left to confirm"
             text += f"; systemic routes only (oral, IV, IM, SC; route not recorded: {unknown})"

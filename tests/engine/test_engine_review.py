@@ -536,6 +536,7 @@ def test_anticancer_contained_medication_tamoxifen_hormone_therapy_is_met() -> N
         "medicationReference": {"reference": "#m1"},
         "subject": {"reference": "Patient/pt-1"},
         "effectivePeriod": {"start": "2024-02-01"},
+        "dateAsserted": "2026-10-20",  # current: asserted within the horizon (docs/criteria.md "Currency")
     }
     assert assess("exc_recent_anticancer_therapy", [ms], with_patient=FEMALE).status == "met"
 
@@ -728,12 +729,13 @@ def test_steroid_prednisone_stopped_20_days_ago_is_not_met() -> None:
 
 def test_immunosuppressant_tacrolimus_active_is_met() -> None:
     ms = med_statement("42316", "tacrolimus", start="2020-01-01", route=ORAL)
+    ms["dateAsserted"] = "2026-10-20"  # current: asserted within the horizon (docs/criteria.md "Currency")
     assert assess("exc_immunosuppression", [ms]).status == "met"
 
 
 # ============================================================================== exc_uncontrolled_diabetes
 def test_diabetes_e11_65_is_met() -> None:
-    c = cond("E1165", "Type 2 diabetes mellitus with hyperglycemia", onset="2024-01-01")
+    c = cond("E1165", "Type 2 diabetes mellitus with hyperglycemia", onset="2026-04-01")  # within its 12-month horizon
     assert assess("exc_uncontrolled_diabetes", [c]).status == "met"
 
 

@@ -25,7 +25,7 @@ RX = "http://www.nlm.nih.gov/research/umls/rxnorm"
 ATC = "http://www.whocc.no/atc"
 CVX = "http://hl7.org/fhir/sid/cvx"
 
-TOP_KEYS = {"id", "title", "source", "notes", "include", "exclude", "names"}
+TOP_KEYS = {"id", "title", "source", "notes", "include", "exclude", "names", "dose_exceptions"}
 ENTRY_KEYS = {"system", "code", "display", "match", "from", "to", "value", "verified", "note"}
 MATCHES = {"exact", "prefix", "range", "regex", "suffix"}
 

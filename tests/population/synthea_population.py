@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from cds.assessment import Assessment, CriterionAssessment, Status, Verdict
+from cds.assessment import Assessment, Verdict
 from cds.engine import evaluate
 from cds.fhir.decoding import decode_resource
 from cds.record import PatientRecord
@@ -159,11 +159,6 @@ def screen_population(population: Population, trials: Mapping[str, Trial]) -> li
 # Counting.
 
 
-def rules_out(c: CriterionAssessment) -> bool:
-    """The criterion alone makes the verdict `not_eligible` (cds.assessment.overall_verdict)."""
-    return (c.kind == "inclusion" and c.status is Status.NOT_MET) or (c.kind == "exclusion" and c.status is Status.MET)
-
-
 @dataclass
 class CriterionCounts:
     kind: str
@@ -195,7 +190,7 @@ def tally(screened: Iterable[Screened], trials: Mapping[str, Trial]) -> dict[str
             t.verdicts[a.verdict.value] += 1
             if s.facts.deceased:
                 t.verdicts_deceased[a.verdict.value] += 1
-            deciding = [c for c in a.criteria if rules_out(c)]
+            deciding = [c for c in a.criteria if c.rules_out]
             for c in a.criteria:
                 counts = t.criteria.setdefault(c.id, CriterionCounts(kind=c.kind))
                 counts.statuses[c.status.value] += 1

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 from api_support import assert_spec_card
+from population_checks import stale_exclusions
 from synthea_population import (
     ENV,
     REPORT,
@@ -24,6 +25,7 @@ from synthea_population import (
     Screened,
     errors_of,
     population_from_env,
+    read_bundle,
     render,
     screen_population,
     screening_trials,
@@ -32,6 +34,7 @@ from synthea_population import (
 
 from cds.assessment import Assessment, Status, Verdict
 from cds.cards import card
+from cds.record import PatientRecord
 from cds.trials import Trial, default_trials
 
 pytestmark = pytest.mark.population
@@ -110,10 +113,17 @@ def test_a_deceased_patient_is_never_a_candidate(screened: list[Screened], trial
     assert candidates == []
 
 
-# The check "no exclusion decided by an entry older than its rule's horizon" belongs here: for each
-# assessment in `assessments(screened, trials)`, every exclusion that rules the patient out
-# (synthea_population.rules_out) must rest on evidence (its `evidence` references, resolved with
-# synthea_population.bundle_resources(s.path)) dated within the rule's horizon before `population.now`.
+def test_no_exclusion_rests_on_an_entry_older_than_its_rules_horizon(
+    screened: list[Screened], trials: dict[str, Trial]
+) -> None:
+    """Real exports leave entries "active" for decades: an exclusion must never be decided by such an entry
+    alone (population_checks reads currency apart from the engine, so that it can catch the engine)."""
+    stale: list[str] = []
+    for s, trial, a in assessments(screened, trials):
+        if any(c.rules_out for c in a.criteria):
+            record = PatientRecord.from_bundle(read_bundle(s.path))
+            stale += [f"{s.path.name} [{trial.id}]: {x}" for x in stale_exclusions(record, trial, a)]
+    assert stale == []
 
 
 def test_trial_cds_screen_gives_the_same_verdicts(

@@ -62,6 +62,12 @@ class ConditionCriterion(Protocol):
     @property
     def severity(self) -> SeveritySpec | None: ...
 
+    @property
+    def horizon(self) -> WindowSpec | Literal["lifelong"] | None: ...
+
+    @property
+    def lasts_at_most(self) -> WindowSpec | None: ...
+
 
 ACTIVE = frozenset({"active", "recurrence", "relapse"})
 HISTORY = frozenset({"inactive", "remission", "resolved"})
@@ -80,6 +86,32 @@ def is_active(c: Condition, ctx: EvalContext) -> bool:
 
 def event_date(c: Condition) -> FhirDate | None:
     return c.onset or c.recorded
+
+
+def stale_since(c: Condition, ctx: EvalContext, horizon: WindowSpec) -> FhirDate | None:
+    """The date an "active" status dates from, when every date the entry states of itself is older than
+    the horizon (the status is then no evidence of the present); else None. An undated entry is not stale:
+    its status is all the record says."""
+    if c.latest is None or c.latest.latest_day() >= ctx.window_start(horizon):
+        return None
+    return event_date(c) or c.latest
+
+
+def _currency(rule: ConditionCriterion, c: Condition, ctx: EvalContext) -> tuple[str, str]:
+    """For an active Condition: ("current", ""), ("history", why) past what nature allows (a pregnancy
+    recorded 10 months ago is over), or ("stale", why) past the rule's horizon (to confirm)."""
+    if rule.lasts_at_most is not None:
+        since = stale_since(c, ctx, rule.lasts_at_most)
+        if since is not None:
+            return (
+                "history",
+                f"recorded active since {day(since)}: not current, lasts at most {rule.lasts_at_most.describe()}",
+            )
+    horizon = rule.horizon or ctx.trial.horizons.condition
+    since = stale_since(c, ctx, horizon) if horizon != "lifelong" else None
+    if since is not None:
+        return "stale", f"{describe(c)} recorded active since {day(since)} — confirm it is current"
+    return "current", ""
 
 
 def matching_conditions(
@@ -102,6 +134,11 @@ def matching_conditions(
                 )
             if hit:
                 chosen.extend(positions)
+        if names == "always":  # words no code expresses are read from the notes as from the diagnosis
+            taken = set(chosen)
+            for i, c in enumerate(ctx.record.conditions):
+                if c.notes and i not in taken and _notes_say(ctx, c.notes, valuesets, exclude or []):
+                    chosen.append(i)
         if chosen:
             chosen.sort()
             conditions = ctx.record.conditions
@@ -110,6 +147,30 @@ def matching_conditions(
             cached = []
         ctx.condition_matches[key] = cached
     return cached
+
+
+# A note is prose: "no evidence of local recurrence" must not read as a recurrence. The words before a
+# match, back to the start of its sentence, are searched for a negation.
+_NEGATION = re.compile(
+    r"\b(?:no|not|never|without|negative\s+for|free\s+of|rule[sd]?\s+out|r/o|denies|denied|excluded?)\b", re.I
+)
+_SENTENCE_END = re.compile(r"[.;:!?\n]")
+
+
+def _notes_say(ctx: EvalContext, notes: tuple[str, ...], valuesets: list[str], exclude: list[str]) -> bool:
+    for text in notes:
+        if any(ctx.library[x].match_text(text) for x in exclude):
+            continue
+        for vs_name in valuesets:
+            found = ctx.library[vs_name].match_text(text)
+            if found is None:
+                continue
+            at = text.lower().find(found.label.lower())
+            before = text[: max(at, 0)]
+            clause = _SENTENCE_END.split(before)[-1]
+            if not _NEGATION.search(clause):
+                return True
+    return False
 
 
 def describe(c: Condition) -> str:
@@ -131,10 +192,22 @@ def evaluate_condition(rule: ConditionCriterion, ctx: EvalContext) -> RuleResult
     qualifying: list[tuple[Condition, Status, str]] = []
     undecided: list[tuple[Condition, str]] = []
     out_of_window: list[Condition] = []
+    not_current: dict[str, str] = {}  # reference → why its "active" status is over
+    # Only rules that ask about the present read currency: a history ever keeps every entry.
+    asks_now = rule.status == "active" or rule.active_within is not None
     for c in candidates:
         if rule.clinical_status and c.clinical_status not in rule.clinical_status:
             continue
         active = is_active(c, ctx)
+        if asks_now and active:
+            currency, why = _currency(rule, c, ctx)
+            if currency == "history":
+                not_current[c.ref] = why
+                out_of_window.append(c)
+                continue
+            if currency == "stale":
+                undecided.append((c, why))
+                continue
         if rule.status == "active" and not active:
             out_of_window.append(c)
             continue
@@ -166,7 +239,9 @@ def evaluate_condition(rule: ConditionCriterion, ctx: EvalContext) -> RuleResult
     if met:
         status = outcome(rule.when_found)
         prefix = "" if status is Status.MET else "to confirm: "
-        reasons = [f"{prefix}{rule.label}: {describe(c)}{_when(c, ctx)}{note}" for c, note in met]
+        reasons = [
+            f"{prefix}{rule.label}: {describe(c)}{_when(c, ctx)}{_in_note(rule, c, ctx)}{note}" for c, note in met
+        ]
         return RuleResult(
             status,
             "; ".join(reasons),
@@ -202,7 +277,10 @@ def evaluate_condition(rule: ConditionCriterion, ctx: EvalContext) -> RuleResult
             scope = f"active within {rule.active_within.describe()}"
         else:
             scope = "active"
-        listed = "; ".join(f"{describe(c)}{_when(c, ctx)}" for c in out_of_window[:3])
+        listed = "; ".join(
+            f"{describe(c)} ({not_current[c.ref]})" if c.ref in not_current else f"{describe(c)}{_when(c, ctx)}"
+            for c in out_of_window[:3]
+        )
         return RuleResult(
             Status.NOT_MET,
             f"no {rule.label} {scope} (recorded: {listed})",
@@ -215,6 +293,18 @@ def evaluate_condition(rule: ConditionCriterion, ctx: EvalContext) -> RuleResult
 def _absent(rule: ConditionCriterion) -> RuleResult:
     scope = f" within {rule.onset_within.describe()}" if rule.onset_within else ""
     return RuleResult(Status.NOT_MET, f"no {rule.label}{scope} in the record")
+
+
+def _in_note(rule: ConditionCriterion, c: Condition, ctx: EvalContext) -> str:
+    """Where only a note said it, the reason says so (the diagnosis's code and words do not)."""
+    if rule.names != "always" or not c.notes:
+        return ""
+    exclude = rule.exclude_valuesets
+    if ctx.match(c.code, rule.valuesets, exclude=exclude) or any(
+        ctx.match(m, rule.valuesets, exclude=exclude) for m in c.morphology
+    ):
+        return ""
+    return " [written in a note]"
 
 
 def _when(c: Condition, ctx: EvalContext) -> str:

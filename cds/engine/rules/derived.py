@@ -21,8 +21,12 @@ def ckd_epi_2021(creatinine_mg_dl: float, age: int, sex: str) -> float:
     return float(egfr * (1.012 if female else 1.0))
 
 
+#: Calcium is corrected only below this albumin (40 g/L): ../shared/references/code-map.md, "Formulas".
+CORRECTION_BELOW_ALBUMIN_G_DL = 4.0
+
+
 def corrected_calcium_mg_dl(calcium_mg_dl: float, albumin_g_dl: float) -> float:
-    """Payne's correction: Ca + 0.8 × (4.0 − albumin g/dL)."""
+    """Payne's correction: Ca + 0.8 × (4.0 − albumin g/dL), for albumin below 4.0 g/dL."""
     return calcium_mg_dl + 0.8 * (4.0 - albumin_g_dl)
 
 
@@ -110,6 +114,20 @@ def _calcium(
     alb_g_dl = convert(albumin.value.value, albumin_test.unit, "g/dL", albumin_test.molar_mass_g_per_mol)
     if ca_mg_dl is None or alb_g_dl is None:
         return None
+    if alb_g_dl >= CORRECTION_BELOW_ALBUMIN_G_DL - 1e-9:
+        # Albumin normal or high: the measured calcium stands (the formula would push a normal calcium
+        # below range).
+        when = day(albumin.value.obs.when)
+        note = f" (measured; not corrected: albumin {albumin.value.shown} on {when} is not below 40 g/L)"
+        fact = Fact(
+            label=albumin_test.label,
+            value=albumin.value.shown,
+            date=day(albumin.value.obs.when),
+            resource=albumin.value.obs.ref,
+        )
+        return compare(
+            rule, ctx, test, calcium, derived_note=note, extra_evidence=(albumin.value.obs.ref,), extra_facts=(fact,)
+        )
     corrected = convert(corrected_calcium_mg_dl(ca_mg_dl, alb_g_dl), "mg/dL", test.unit, test.molar_mass_g_per_mol)
     assert corrected is not None
     lab = LabValue(calcium.obs, corrected, corrected, quantity(corrected, test.unit, test.display_unit))

@@ -85,6 +85,16 @@ class LabPick(msgspec.Struct, frozen=True, gc=False):
     value: LabValue | None
     why_missing: str = ""
     older: Observation | None = None
+    absent: Observation | None = None  # a result in the window with a dataAbsentReason and no value
+
+
+#: dataAbsentReason codes that say no test was done: as if there were no result. Every other reason
+#: (masked, error, asked-declined, unknown, …) hides a result that may exist: `unknown`, naming it.
+NOT_DONE = frozenset({"not-performed", "not-asked", "not-applicable"})
+
+
+def absent_note(label: str, obs: Observation) -> str:
+    return f"{label} on {day(obs.when)} has no value (data absent: {obs.value.absent})"
 
 
 def _to_interval(q: Quantity, factor_value: float) -> tuple[float, float]:
@@ -131,11 +141,17 @@ def pick_latest(ctx: EvalContext, test: LabTestSpec, window: WindowSpec) -> LabP
     """The most recent usable result within the window, or why there is none."""
     notes: list[str] = []
     older: Observation | None = None
+    absent: Observation | None = None
     for obs in matching_observations(ctx, test.valuesets):
         if obs.when is None or obs.when.day > ctx.today:
             continue
         if obs.status not in USABLE_STATUS:
             notes.append(f"{test.label} on {day(obs.when)} is {obs.status or 'without status'}, not final")
+            continue
+        if obs.value.absent is not None and obs.value.quantity is None:
+            if ctx.in_window(obs.when, window):
+                notes.append(absent_note(test.label, obs))
+                absent = absent or obs
             continue
         q = obs.value.quantity
         if q is None or (q.unit is None and not test.dimensionless):
@@ -165,7 +181,7 @@ def pick_latest(ctx: EvalContext, test: LabTestSpec, window: WindowSpec) -> LabP
         why = f"no {test.label} result in the record"
     if notes:
         why += " (" + "; ".join(notes[:2]) + ")"
-    return LabPick(None, why, older)
+    return LabPick(None, why, older, absent)
 
 
 def _range_for(obs: Observation, ctx: EvalContext) -> RefRange | None:
@@ -314,5 +330,9 @@ def _open_verdict(lab: LabValue, predicate: Callable[[float], bool]) -> Status:
 def missing_result(rule: LabCriterion, test: LabTestSpec, pick: LabPick) -> RuleResult:
     status = outcome(rule.when_missing)
     evidence = (pick.older.ref,) if pick.older is not None else ()
+    if pick.absent is not None:
+        evidence = (pick.absent.ref, *evidence)
+        if pick.absent.value.absent not in NOT_DONE:
+            status = Status.UNKNOWN
     wanted = (f"{test.label}" + (f" ({test.order})" if test.order else ""),) if status is Status.UNKNOWN else ()
     return RuleResult(status, pick.why_missing, evidence, missing=wanted)

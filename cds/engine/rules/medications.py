@@ -57,6 +57,9 @@ class MedicationCriterion(Protocol):
     @property
     def dose(self) -> DoseSpec | None: ...
 
+    @property
+    def horizon(self) -> WindowSpec | Literal["lifelong"] | None: ...
+
 
 ROUTE_SYSTEMIC = "route-systemic"
 ROUTE_NON_SYSTEMIC = "route-non-systemic"
@@ -70,6 +73,18 @@ class Exposure(msgspec.Struct, frozen=True, gc=False):
     use: MedicationUse
     match: Match
     inside: bool | None  # in the window; None where the dates do not say
+    stale: FhirDate | None = None  # inside only by an "ongoing" status this old: to confirm
+
+
+def stale_since(use: MedicationUse, ctx: EvalContext, horizon: WindowSpec) -> FhirDate | None:
+    """For a use that runs to today only because its status says ongoing (no end recorded): the date it
+    dates from, when every date it states of itself is older than the horizon; else None. An undated
+    use is not stale: its status is all the record says."""
+    if use.status not in ONGOING or use.end is not None or use.latest is None:
+        return None
+    if use.latest.latest_day() >= ctx.window_start(horizon):
+        return None
+    return use.start or use.latest
 
 
 def _interval(use: MedicationUse, today: date) -> tuple[FhirDate | None, date | None, bool]:
@@ -177,7 +192,16 @@ def evaluate_medication(rule: MedicationCriterion, ctx: EvalContext) -> RuleResu
             found = matches[use.medication] = ctx.match(use.medication, rule.valuesets, exclude=rule.exclude_valuesets)
         if found is None:
             continue
-        exposures.append(Exposure(use, found, exposure_in_window(use, ctx, rule)))
+        inside = exposure_in_window(use, ctx, rule)
+        if inside and rule.window is not None:
+            # An order left "active" for years is not exposure today by its status alone (what the
+            # record states of its own dates decides, else the clinician).
+            horizon = rule.horizon or ctx.trial.horizons.medication
+            since = stale_since(use, ctx, horizon) if horizon != "lifelong" else None
+            if since is not None and use.latest is not None and not ctx.in_window(use.latest, rule.window):
+                exposures.append(Exposure(use, found, None, since))
+                continue
+        exposures.append(Exposure(use, found, inside))
     scope = f"within {rule.window.describe()}" if rule.window else "ever"
     if not exposures:
         return RuleResult(Status.NOT_MET, f"no {rule.label} in the medication record")
@@ -189,26 +213,34 @@ def evaluate_medication(rule: MedicationCriterion, ctx: EvalContext) -> RuleResu
         if exp.inside is False:
             outside.append((exp, ""))
             continue
+        # What rules the use out whatever its dates comes first (a topical cream, a weekly low dose); then
+        # what leaves it to confirm: a stale "active" status, dates that do not say, a missing route or dose.
+        kind = route_kind(ctx, exp.use.dosages, exp.use.medication.texts()) if rule.systemic_only else "systemic"
+        if kind == "local":
+            outside.append((exp, "not a systemic route"))
+            continue
+        dose_class = _dose_class(exp.use, ctx, rule)
+        if dose_class is not None and dose_class[0] is Status.NOT_MET:
+            outside.append((exp, dose_class[1]))
+            continue
+        dose = _dose_status(rule, exp) if rule.dose is not None else None
+        if dose is not None and dose[0] is Status.NOT_MET:
+            outside.append((exp, dose[1]))
+            continue
+        if exp.stale is not None:
+            unknown.append((exp, f"recorded {exp.use.status} since {day(exp.stale)} — confirm it is current"))
+            continue
         if exp.inside is None:
             unknown.append((exp, "dates do not show whether it was taken " + scope))
             continue
-        if rule.systemic_only:
-            kind = route_kind(ctx, exp.use.dosages, exp.use.medication.texts())
-            if kind == "local":
-                outside.append((exp, "not a systemic route"))
-                continue
-            if kind is None and rule.route_unknown == "unknown":
-                unknown.append((exp, "route not recorded"))
-                continue
-        if rule.dose is not None:
-            status, note = _dose_status(rule, exp)
-            if status is Status.NOT_MET:
-                outside.append((exp, note))
-                continue
-            if status is Status.UNKNOWN:
-                unknown.append((exp, note))
-                continue
-            met.append((exp, note))
+        if kind is None and rule.route_unknown == "unknown":
+            unknown.append((exp, "route not recorded"))
+            continue
+        if dose_class is not None:
+            unknown.append((exp, dose_class[1]))
+            continue
+        if dose is not None:
+            (unknown if dose[0] is Status.UNKNOWN else met).append((exp, dose[1]))
             continue
         met.append((exp, ""))
 
@@ -227,7 +259,12 @@ def evaluate_medication(rule: MedicationCriterion, ctx: EvalContext) -> RuleResu
             Status.MET, "; ".join(reasons), tuple(e.use.ref for e, _ in met), tuple(fact(e) for e, _ in met)
         )
     if unknown:
-        reasons = [f"{rule.label}: {_describe(e.use, ctx)}{via(e)} — {n}" for e, n in unknown]
+        reasons = [
+            f"{rule.label}: {e.use.medication.label()}{via(e)} {n}"
+            if e.stale is not None
+            else f"{rule.label}: {_describe(e.use, ctx)}{via(e)} — {n}"
+            for e, n in unknown
+        ]
         return RuleResult(
             Status.UNKNOWN,
             "; ".join(reasons),
@@ -252,6 +289,53 @@ def _outside_note(rule: MedicationCriterion) -> str:
     if rule.dose is not None:
         notes.append(f"above {number(rule.dose.max_mg_per_day)} mg/day {rule.dose.reference}-equivalent")
     return f" ({', '.join(notes)})" if notes else ""
+
+
+_WEEKLY_TEXT = re.compile(r"\b(?:once\s+(?:a|per|every)\s+week|once\s+weekly|every\s+week|weekly)\b", re.I)
+_MORE_OFTEN_TEXT = re.compile(r"\b(?:twice|two\s+times|three\s+times|daily|a\s+day|per\s+day|bid|tid|qid)\b", re.I)
+_EPS = 1e-9
+
+
+def _dose_class(use: MedicationUse, ctx: EvalContext, rule: MedicationCriterion) -> tuple[Status, str] | None:
+    """A drug whose class depends on its dose and schedule (a value set's ``dose_exceptions``: methotrexate
+    ≤ 25 mg once weekly is immunosuppression, not anticancer therapy). (NOT_MET, why) at or below the
+    exception's dose and schedule, (UNKNOWN, why) where they are not recorded; None where no exception
+    names the drug or the use is above it (then it is in the class as usual)."""
+    canonical = ctx.library.aliases.canonical
+    texts = use.medication.texts()
+    for vs_name in rule.valuesets:
+        for dr in ctx.library[vs_name].dose_rules:
+            named = any(dr.drugs.match_code(canonical(c.system), c.code) for c in use.medication.codings) or any(
+                dr.drugs.match_text(t) for t in texts
+            )
+            if not named:
+                continue
+            per_week_limit = (
+                "once weekly" if dr.max_doses_per_week == 1 else f"{number(dr.max_doses_per_week)} times a week"
+            )
+            limit = f"{dr.drug} ≤ {number(dr.max_mg_per_dose)} mg {per_week_limit} is {dr.instead}"
+            doses: list[tuple[float | None, float | None]] = []
+            for d in use.dosages:
+                mg = _dose_mg(d.dose.value, d.dose.unit, texts) if d.dose is not None else None
+                per_week = d.per_day * 7 if d.per_day is not None else None
+                if per_week is None and d.text and _WEEKLY_TEXT.search(d.text) and not _MORE_OFTEN_TEXT.search(d.text):
+                    per_week = 1.0
+                doses.append((mg, per_week))
+            if any(
+                (mg is not None and mg > dr.max_mg_per_dose + _EPS)
+                or (per_week is not None and per_week > dr.max_doses_per_week + _EPS)
+                for mg, per_week in doses
+            ):
+                return None
+            if doses and all(mg is not None and per_week is not None for mg, per_week in doses):
+                shown = "; ".join(
+                    f"{number(mg or 0)} mg "
+                    + ("once weekly" if abs((per_week or 0) - 1) < 1e-6 else f"{number(per_week or 0)} times a week")
+                    for mg, per_week in doses
+                )
+                return Status.NOT_MET, f"{shown}: {limit}, not {rule.label}"
+            return Status.UNKNOWN, f"dose and schedule not recorded ({limit}, not {rule.label})"
+    return None
 
 
 def _dose_status(rule: MedicationCriterion, exp: Exposure) -> tuple[Status, str]:

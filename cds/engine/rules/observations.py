@@ -8,7 +8,7 @@ from cds.assessment import Fact, Status
 from cds.engine.context import EvalContext, WindowSpec
 from cds.engine.formatting import age_days, day, number
 from cds.engine.result import Outcome, RuleResult, outcome
-from cds.engine.rules.labs import USABLE_STATUS, matching_observations
+from cds.engine.rules.labs import NOT_DONE, USABLE_STATUS, absent_note, matching_observations
 from cds.record.model import Observation, ObservationValue
 
 
@@ -165,8 +165,13 @@ def _usable(obs: Observation, ctx: EvalContext) -> bool:
 
 def evaluate_observation(rule: ObservationCriterion, ctx: EvalContext) -> RuleResult:
     older: Observation | None = None
+    absent: Observation | None = None
     for obs in matching_observations(ctx, rule.valuesets):
-        if not _usable(obs, ctx) or obs.value.is_empty():
+        if not _usable(obs, ctx):
+            continue
+        if obs.value.is_empty():
+            if obs.value.absent is not None and absent is None and ctx.in_window(obs.when, rule.window):
+                absent = obs
             continue
         if rule.window is not None and not ctx.in_window(obs.when, rule.window):
             older = obs
@@ -178,6 +183,16 @@ def evaluate_observation(rule: ObservationCriterion, ctx: EvalContext) -> RuleRe
         missing = (_wanted(rule),) if status is Status.UNKNOWN else ()
         return RuleResult(status, reason, (obs.ref,), (fact,), missing)
     status = outcome(rule.when_missing)
+    if absent is not None:
+        # A result recorded without its value: named, and `unknown` unless the test was simply not done.
+        if absent.value.absent not in NOT_DONE:
+            status = Status.UNKNOWN
+        return RuleResult(
+            status,
+            absent_note(rule.label, absent),
+            (absent.ref,),
+            missing=(_wanted(rule),) if status is Status.UNKNOWN else (),
+        )
     if older is not None and older.when is not None and rule.window is not None:
         reason = (
             f"no {rule.label} within {rule.window.describe()}; last one {day(older.when)} "

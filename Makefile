@@ -30,7 +30,7 @@ demo: install
 	$(BIN)/trial-cds serve --demo --port "$(PORT)"
 
 lint: install-test
-	$(BIN)/ruff check cds hooks fhir_mappings tests
+	$(BIN)/ruff check cds hooks fhir_mappings tests fixtures benchmarks
 	$(BIN)/trial-cds trials validate fhir_mappings/trials/*.yaml
 
 typecheck: install-test

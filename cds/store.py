@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -187,6 +188,26 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def create_missing_tables(engine: Engine, tables: Sequence[Table], attempts: int = 5) -> None:
+    """Create those of ``tables`` that are missing. Several workers starting at once on one database race
+    between the check and the CREATE: the loser's error (PostgreSQL: a unique violation in the catalogue;
+    SQLite in WAL mode: "database is locked" at once, while the winner has not yet committed) is ignored
+    once the tables exist, and the creation tried again while they do not."""
+    if not tables:
+        return
+    for attempt in range(attempts):
+        try:
+            tables[0].metadata.create_all(engine, tables=list(tables), checkfirst=True)
+            return
+        except (IntegrityError, OperationalError, ProgrammingError):
+            existing = set(inspect(engine).get_table_names())
+            if {t.name for t in tables} <= existing:
+                return
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
 @functools.cache
 def _insert_or_nothing(dialect: str, table: Table) -> Executable:
     """INSERT … ON CONFLICT DO NOTHING for ``table``, built once (the rows are bound at execution).
@@ -236,14 +257,7 @@ class FeedbackStore:
         self.local = self.engine.dialect.name == "sqlite"
 
     def create_tables(self) -> None:
-        """Create the tables that are missing. Several workers starting at once on one PostgreSQL database
-        race between the check and the CREATE; the loser's error is ignored once the tables exist."""
-        try:
-            metadata.create_all(self.engine)
-        except (IntegrityError, OperationalError, ProgrammingError):
-            existing = set(inspect(self.engine).get_table_names())
-            if not existing.issuperset(metadata.tables):
-                raise
+        create_missing_tables(self.engine, list(metadata.tables.values()))
 
     def ping(self) -> bool:
         try:

@@ -17,7 +17,7 @@ step() { printf '\n== %s\n' "$*"; }
 fail() { echo "FAILED: $*"; status=1; }
 
 step "ruff"
-$BIN/ruff check cds hooks fhir_mappings tests || fail ruff
+$BIN/ruff check cds hooks fhir_mappings tests fixtures benchmarks || fail ruff
 step "mypy --strict"
 $BIN/mypy cds hooks fhir_mappings || fail mypy
 step "trial files"

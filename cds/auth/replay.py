@@ -28,12 +28,11 @@ from sqlalchemy import (
     UniqueConstraint,
     delete,
     insert,
-    inspect,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError
 
 from cds.auth.clients import MAX_ISS_LENGTH
-from cds.store import make_engine
+from cds.store import create_missing_tables, make_engine
 
 MAX_JTI_LENGTH = 255
 PURGE_INTERVAL_S = 60.0
@@ -112,13 +111,7 @@ class ReplayStore:
         with self._ready_lock:
             if self._ready:
                 return
-            try:
-                metadata.create_all(self.engine, tables=[seen_jti], checkfirst=True)
-            except (IntegrityError, OperationalError, ProgrammingError):
-                # Another worker created it between our check and our CREATE (on PostgreSQL the loser of
-                # that race gets a unique violation in the catalogue, an IntegrityError).
-                if not inspect(self.engine).has_table(seen_jti.name):
-                    raise
+            create_missing_tables(self.engine, [seen_jti])
             self._ready = True
 
     def dispose(self) -> None:

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from api_support import NOW, SERVICE, bare_request, is_operation_outcome, make_client, make_settings
-from fastapi.testclient import TestClient
+from api_support import NOW, SERVICE, bare_request, is_operation_outcome, make_client, make_settings, spec_client
 from structlog.testing import capture_logs
 
 import cds
@@ -75,7 +74,7 @@ def test_request_headers_over_the_cap_are_a_431_outcome_before_authentication(tm
     clients = tmp_path / "clients.yaml"
     clients.write_text(yaml.safe_dump([{"iss": "https://ehr.example.org", "jwks_url": "https://ehr.example.org/k"}]))
     app = create_app(make_settings(tmp_path, auth="jwt", clients_file=clients, max_header_bytes=2048))
-    with TestClient(app, raise_server_exceptions=False) as client, capture_logs() as logs:
+    with spec_client(app) as client, capture_logs() as logs:
         response = client.post(SERVICE, json={}, headers={"X-Padding": "p" * 3000})
     assert response.status_code == 431
     assert is_operation_outcome(response.json(), "too-long")
@@ -129,7 +128,8 @@ def test_a_client_that_disconnects_mid_request_is_logged_at_info_not_error(tmp_p
         "client": ("127.0.0.1", 5000),
         "server": ("testserver", 80),
     }
-    with TestClient(app), capture_logs() as logs:  # the lifespan runs: the app is as served
+    # The lifespan runs: the app is as served.
+    with spec_client(app, raise_server_exceptions=True), capture_logs() as logs:
         asyncio.run(app(scope, receive, send))
     disconnects = [e for e in logs if e["event"] == "client_disconnected"]
     assert len(disconnects) == 1 and disconnects[0]["log_level"] == "info"
@@ -154,7 +154,7 @@ def test_the_start_up_says_what_the_service_will_do_in_json_and_in_plain_words(
     )
     app = create_app(settings, clock=lambda: NOW)
     capsys.readouterr()
-    with capture_logs() as logs, TestClient(app):
+    with capture_logs() as logs, spec_client(app, raise_server_exceptions=True):
         pass
     err = capsys.readouterr().err
     start = next(e for e in logs if e["event"] == "service.start")

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import respx
 import yaml
-from api_support import NOW, SERVICE, make_settings
+from api_support import NOW, SERVICE, make_settings, spec_client
 from fastapi.testclient import TestClient
 from joserfc import jwt
 from joserfc.jwk import ECKey
@@ -105,7 +105,7 @@ def test_no_phi_or_token_in_any_log(
 ) -> None:
     caplog.set_level(logging.DEBUG)  # every standard-library logger, at its most verbose
     app = create_app(make_settings(tmp_path, log_level="DEBUG"), clock=lambda: NOW)
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with spec_client(app) as client:
         # Prefetched record.
         response = client.post(SERVICE, json=hook_request(client, prefetch=True))
         assert response.status_code == 200 and response.json()["cards"], response.text
@@ -139,7 +139,7 @@ def test_no_phi_or_token_in_any_log(
         raise RuntimeError(f"cannot screen {GIVEN} {FAMILY}, born {BIRTH}, MRN {MRN}")
 
     failing = create_app(make_settings(tmp_path, log_level="DEBUG"), evaluate=broken, clock=lambda: NOW)
-    with TestClient(failing, raise_server_exceptions=False) as client:
+    with spec_client(failing) as client:
         response = client.post(SERVICE, json=hook_request(client, prefetch=True))
         assert response.status_code == 500
 
@@ -176,7 +176,7 @@ def test_failed_client_authentication_never_logs_the_token(
         ),
         clock=lambda: NOW,
     )
-    with respx.mock(assert_all_mocked=True) as mock, TestClient(app, raise_server_exceptions=False) as client:
+    with respx.mock(assert_all_mocked=True) as mock, spec_client(app) as client:
         mock.get(jwks_url).mock(return_value=httpx.Response(200, json={"keys": [key.as_dict(private=False)]}))
         for token in (forged, expired, garbage):
             response = client.post(SERVICE, json={"hook": "patient-view"}, headers={"Authorization": f"Bearer {token}"})

@@ -14,9 +14,8 @@ import httpx
 import pytest
 import respx
 import yaml
-from api_support import NOW, SERVICE, full_request, is_operation_outcome, make_settings
+from api_support import NOW, SERVICE, full_request, is_operation_outcome, make_settings, spec_client
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from joserfc import jwt
 from joserfc.jwk import ECKey
 from structlog.testing import capture_logs
@@ -80,7 +79,7 @@ def assert_401_without_reason(response: httpx.Response) -> None:
 def test_discovery_needs_a_valid_token_and_a_token_works_once(
     jwt_app: FastAPI, jwks: respx.Route, ehr_key: ECKey, forger_key: ECKey
 ) -> None:
-    with TestClient(jwt_app, raise_server_exceptions=False) as client:
+    with spec_client(jwt_app) as client:
         good = token(ehr_key)
         response = client.get("/cds-services", headers=bearer(good))
         assert response.status_code == 200
@@ -101,7 +100,7 @@ def test_discovery_needs_a_valid_token_and_a_token_works_once(
 def test_service_and_feedback_are_guarded_too(
     jwt_app: FastAPI, jwks: respx.Route, ehr_key: ECKey, forger_key: ECKey
 ) -> None:
-    with TestClient(jwt_app, raise_server_exceptions=False) as client:
+    with spec_client(jwt_app) as client:
         body = full_request(client)
         assert_401_without_reason(client.post(SERVICE, json=body))
         assert_401_without_reason(client.post(SERVICE, json=body, headers=bearer(token(forger_key))))
@@ -129,7 +128,7 @@ def test_service_and_feedback_are_guarded_too(
 
 def test_an_unauthenticated_bad_body_still_gets_only_a_401(jwt_app: FastAPI, jwks: respx.Route) -> None:
     # Authentication runs before the body is read: an unauthenticated caller learns nothing about parsing.
-    with TestClient(jwt_app, raise_server_exceptions=False) as client:
+    with spec_client(jwt_app) as client:
         assert_401_without_reason(
             client.post(SERVICE, content=b"{not json", headers={"content-type": "application/json"})
         )
@@ -138,7 +137,7 @@ def test_an_unauthenticated_bad_body_still_gets_only_a_401(jwt_app: FastAPI, jwk
 
 
 def test_health_and_trial_pages_stay_open(jwt_app: FastAPI, jwks: respx.Route) -> None:
-    with TestClient(jwt_app, raise_server_exceptions=False) as client:
+    with spec_client(jwt_app) as client:
         assert client.get("/health").status_code == 200
         missing = client.get("/trials/nope", headers={"Accept": "application/json"})
         assert missing.status_code == 404 and is_operation_outcome(missing.json(), "not-found")
@@ -214,7 +213,7 @@ def test_plain_serve_with_clients_is_jwt_and_refuses_unsigned_calls(
     app = served["app"]
     assert app.state.settings.auth == "jwt" and app.state.settings.fhir_allowlist == []
     assert served["kwargs"]["h11_max_incomplete_event_size"] > app.state.settings.max_header_bytes
-    with capture_logs() as logs, TestClient(app, raise_server_exceptions=False) as client:
+    with capture_logs() as logs, spec_client(app) as client:
         assert_401_without_reason(client.get("/cds-services"))
         assert_401_without_reason(client.post(SERVICE, json={}))
         assert client.get("/openapi.json").status_code == 404  # no schema or docs outside demo mode
@@ -230,7 +229,7 @@ def test_serve_demo_warns_that_authentication_is_off(served: dict[str, Any]) -> 
     result = _serve("--demo")
     assert result.exit_code == 0, result.output
     assert "NO authentication" in result.output
-    with capture_logs() as logs, TestClient(served["app"]) as client:
+    with capture_logs() as logs, spec_client(served["app"], raise_server_exceptions=True) as client:
         assert client.get("/cds-services").status_code == 200
     assert any(e["event"] == "service.auth_disabled" and e["log_level"] == "warning" for e in logs)
 
@@ -238,6 +237,6 @@ def test_serve_demo_warns_that_authentication_is_off(served: dict[str, Any]) -> 
 def test_auth_none_by_environment_warns_at_start_up(served: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRIAL_CDS_AUTH", "none")
     assert _serve().exit_code == 0
-    with capture_logs() as logs, TestClient(served["app"]) as client:
+    with capture_logs() as logs, spec_client(served["app"], raise_server_exceptions=True) as client:
         assert client.get("/cds-services").status_code == 200
     assert any(e["event"] == "service.auth_disabled" and e["log_level"] == "warning" for e in logs)

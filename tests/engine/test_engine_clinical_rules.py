@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from cds.fhir.decoding import decode_resource
 from engine_support import NOW, TRIAL_ID, assess
 from fhir_builders import LOINC, bundle, coded_obs, condition, lab, med_statement, patient, procedure
 
 from cds.engine import evaluate
+from cds.fhir.decoding import decode_resource
 from cds.record import PatientRecord
 from cds.trials import default_trials, load_trial_file
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from api_support import spec_client
 from fastapi.testclient import TestClient
 
 from cds.api.app import create_app
@@ -70,7 +71,7 @@ def make_app_client(base_urls: list[str], database: Path, **overrides: Any) -> T
     }
     values.update(overrides)
     app = create_app(Settings(**values), clock=lambda: NOW)
-    return TestClient(app, raise_server_exceptions=True)
+    return spec_client(app, raise_server_exceptions=True)
 
 
 def hook_request(patient_id: str, base: str, token: str | None) -> dict[str, Any]:

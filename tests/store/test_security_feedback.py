@@ -10,8 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from api_support import NOW, SERVICE, full_request, make_settings
-from fastapi.testclient import TestClient
+from api_support import NOW, SERVICE, full_request, make_settings, spec_client
 from sqlalchemy import select
 
 from cds.api import create_app
@@ -39,7 +38,7 @@ def key(entry: dict[str, Any]) -> tuple[str, str, str]:
 def test_concurrent_feedback_is_stored_exactly_once_and_survives_a_restart(tmp_path: Path, database_url: str) -> None:
     settings = make_settings(tmp_path, database_url=database_url)
     workers = [create_app(settings, clock=lambda: NOW), create_app(settings, clock=lambda: NOW)]
-    with TestClient(workers[0]) as first, TestClient(workers[1]) as second:
+    with spec_client(workers[0]) as first, spec_client(workers[1]) as second:
         clients = [first, second]
         issued = [c.post(SERVICE, json=full_request(c)).json()["cards"][0]["uuid"] for c in clients]
 
@@ -77,7 +76,7 @@ def test_concurrent_feedback_is_stored_exactly_once_and_survives_a_restart(tmp_p
 
     # "Restart": the workers are gone (their lifespans closed the engines); a new instance, same file.
     restarted = create_app(settings, clock=lambda: NOW)
-    with TestClient(restarted):
+    with spec_client(restarted, raise_server_exceptions=True):
         store = restarted.state.cds.store
         with store.engine.connect() as conn:
             rows = [

@@ -6,8 +6,11 @@ written now and one written after a change have the same shape and can be compar
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -246,3 +249,36 @@ def errors_of(screened: Iterable[Screened]) -> Iterator[str]:
     for s in screened:
         for trial_id, error in s.errors.items():
             yield f"{s.path.name} [{trial_id}]: {error}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# The report as a command (scripts/population-report runs it): before and after a change, diff the two.
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("directory", nargs="?", type=Path)
+    parser.add_argument("--output", type=Path, help="also write the report to this file")
+    args = parser.parse_args()
+    directory = args.directory
+    if directory is None:
+        where = subprocess.run(
+            [str(ROOT / "scripts" / "synthea-population"), "--path"], capture_output=True, text=True, check=True
+        )
+        directory = Path(where.stdout.strip())
+    population = load_population(directory)
+    trials = screening_trials()
+    screened = screen_population(population, trials)
+    text = render(population, screened, tally(screened, trials))
+    for s in screened:
+        for trial_id, error in s.errors.items():
+            print(f"error: {s.path.name} [{trial_id}]: {error}", file=sys.stderr)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+    sys.stdout.write(text)
+    return 1 if any(s.errors for s in screened) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import os
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -94,9 +93,6 @@ def serve(
     from cds.api.server import run
     from cds.settings import Settings, SettingsError
 
-    if trials_dir is not None:
-        # The one setting every worker process reads (they build their own app from the environment).
-        os.environ["TRIAL_CDS_TRIALS_DIR"] = str(trials_dir)
     _load_portfolio(trials_dir)  # a broken folder: its validation report, before anything listens
     try:
         settings = Settings()  # a bad setting stops here with a clear message, before anything is started
@@ -112,7 +108,8 @@ def serve(
     if _port_in_use(host, port):
         _fail(f"port {port} is in use on {host}; choose another with --port (make demo PORT=… for the demo)")
     try:
-        run(host, port, demo=demo, workers=workers)  # a configuration that cannot work stops here (no clients, CORS *)
+        # A configuration that cannot work stops here (no clients, CORS *).
+        run(host, port, demo=demo, workers=workers, trials_dir=trials_dir)
     except SettingsError as exc:
         _fail(f"invalid configuration: {exc}")
 

@@ -9,6 +9,7 @@ from fhir_builders import bundle, condition, patient
 from portfolio_support import LOCAL_TRIAL, local_trial, trial_folder, write_yaml
 from typer.testing import CliRunner
 
+import cds.api.server
 from cds.cli import app
 from cds.valuesets import MAPPINGS_DIR
 
@@ -107,5 +108,19 @@ def test_a_value_set_the_folder_lacks_is_named_by_validation(tmp_path: Path) -> 
     folder = trial_folder(tmp_path)
     write_yaml(folder / f"{LOCAL_TRIAL}.yaml", local_trial(valueset="local-not-there"))
     result = runner.invoke(app, ["trials", "--trials-dir", str(folder)])
+    assert result.exit_code == 2
+    assert "unknown value set 'local-not-there'" in result.stderr
+
+
+def test_serve_refuses_a_broken_folder_with_its_report_before_starting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("the service was started")
+
+    monkeypatch.setattr(cds.api.server, "run", refuse)
+    folder = trial_folder(tmp_path)
+    write_yaml(folder / f"{LOCAL_TRIAL}.yaml", local_trial(valueset="local-not-there"))
+    result = runner.invoke(app, ["serve", "--trials-dir", str(folder), "--port", "1"])
     assert result.exit_code == 2
     assert "unknown value set 'local-not-there'" in result.stderr

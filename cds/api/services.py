@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -140,3 +140,9 @@ class AppState:
     @property
     def evaluate(self) -> Evaluator:
         return self.served.evaluate
+
+    @evaluate.setter
+    def evaluate(self, evaluate: Evaluator) -> None:
+        """A stand-in evaluator (tests, tracing) for this portfolio and the ones a reload builds."""
+        self.custom_evaluate = evaluate
+        self.served = replace(self.served, evaluate=evaluate)

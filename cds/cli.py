@@ -159,6 +159,8 @@ def screen(
     portfolio = _load_portfolio(trials_dir)
     trials = portfolio.open_trials
     if trial is None:
+        if not trials:
+            _fail(f"every trial of {portfolio.folder} is closed: nothing to screen")
         if len(trials) != 1:
             _fail(f"{len(trials)} open trials are loaded; choose one with --trial ({', '.join(sorted(trials))})")
         chosen = next(iter(trials.values()))

@@ -47,9 +47,11 @@ def test_a_closed_trial_is_listed_but_neither_discovered_nor_carded(tmp_path: Pa
         cards = client.post(SERVICE, json=full_request(client, "npc-01")).json()["cards"]
         discovery = client.get("/cds-services").json()
         page = client.get("/trials/closed-study")
+        described = client.get("/trials/closed-study", headers={"Accept": "application/json"}).json()
     assert not any("SHUT" in card["summary"] for card in cards)
     assert all("SHUT" not in service["description"] for service in discovery["services"])
-    assert page.status_code == 200
+    assert page.status_code == 200 and "Closed:" in page.text
+    assert described["status"] == "closed"
 
 
 def test_a_reload_serves_a_trial_added_to_the_folder(tmp_path: Path) -> None:

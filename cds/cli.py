@@ -348,12 +348,14 @@ def check(
     token: Annotated[
         str | None, typer.Option("--token", envvar="FHIR_BEARER_TOKEN", help="Bearer token, if /metadata needs one.")
     ] = None,
+    trials_dir: TrialsDirOption = None,
 ) -> None:
     """Read the server's /metadata: does it support every search this service makes? Exit 1 if not."""
-    from cds.fhir.check import CapabilityError, all_supported, check_server, render_table
+    from cds.fhir.check import CapabilityError, all_supported, check_server, render_table, service_templates
 
+    templates = service_templates(_load_portfolio(trials_dir).open_trials)  # the searches of the open trials
     try:
-        rows = check_server(fhir, token=token)
+        rows = check_server(fhir, token=token, templates=templates)
     except CapabilityError as exc:
         _fail(f"{fhir}: {exc}", 1)
         raise

@@ -54,7 +54,7 @@ def test_the_option_overrides_the_setting(tmp_path: Path) -> None:
     assert screened["trial"] == "npc-liver-mets-ldrt"
 
 
-@pytest.mark.parametrize("command", [["screen"], ["trials"], ["serve"]])
+@pytest.mark.parametrize("command", [["screen"], ["trials"], ["serve"], ["check"]])
 def test_trials_dir_is_shown_in_help_with_its_setting(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
     assert "--trials-dir" in result.stdout
@@ -124,3 +124,14 @@ def test_serve_refuses_a_broken_folder_with_its_report_before_starting(
     result = runner.invoke(app, ["serve", "--trials-dir", str(folder), "--port", "1"])
     assert result.exit_code == 2
     assert "unknown value set 'local-not-there'" in result.stderr
+
+
+def test_check_asks_only_the_searches_of_the_folder_s_trials(tmp_path: Path) -> None:
+    from cds.fhir.check import service_templates
+    from cds.portfolio import load_portfolio
+
+    local = service_templates(load_portfolio(trial_folder(tmp_path)).open_trials)
+    bundled = service_templates()
+    assert any(t.startswith("Condition?") for t in local.values())
+    assert not any(t.startswith("Observation?") for t in local.values())
+    assert any(t.startswith("Observation?") for t in bundled.values())

@@ -16,8 +16,9 @@ import cds
 from cds.assessment import Assessment, Status
 from cds.engine import evaluate
 from cds.fhir.decoding import decode_resource
+from cds.portfolio import Portfolio, load_portfolio, override_lines
 from cds.record import PatientRecord, RecordError
-from cds.trials import Trial, TrialError, load_trial_file, load_trials
+from cds.trials import TrialError, load_trial_file
 from cds.valuesets import ValueSetError
 
 app = typer.Typer(
@@ -34,12 +35,27 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _load(trials_dir: Path | None) -> dict[str, Trial]:
+#: The portfolio folder option of every command that loads trials: the setting, overridden on the command line.
+TrialsDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--trials-dir",
+        envvar="TRIAL_CDS_TRIALS_DIR",
+        help="Folder of trial files (*.yaml), with optional valuesets/ layered over the bundled value sets "
+        "(default: the bundled trials).",
+    ),
+]
+
+
+def _load_portfolio(trials_dir: Path | None) -> Portfolio:
     try:
-        return load_trials(trials_dir)
+        portfolio = load_portfolio(trials_dir)
     except (TrialError, ValueSetError) as exc:
         _fail(str(exc))
         raise  # unreachable: _fail exits
+    for line in override_lines(portfolio):
+        typer.echo(f"note: {line}", err=True)
+    return portfolio
 
 
 def _parse_now(now: str | None) -> datetime:
@@ -68,13 +84,16 @@ def serve(
             help="Worker processes, all on the one database of TRIAL_CDS_DATABASE_URL (a file or a server).",
         ),
     ] = 1,
+    trials_dir: TrialsDirOption = None,
 ) -> None:
-    """Run the CDS Hooks service. Without --demo, CDS clients must authenticate (TRIAL_CDS_* settings)."""
+    """Run the CDS Hooks service. Without --demo, CDS clients must authenticate (TRIAL_CDS_* settings).
+    SIGHUP reloads the trial folder; a broken folder is refused and the running portfolio kept."""
     from pydantic import ValidationError
 
     from cds.api.server import run
     from cds.settings import Settings, SettingsError
 
+    _load_portfolio(trials_dir)  # a broken folder: its validation report, before anything listens
     try:
         settings = Settings()  # a bad setting stops here with a clear message, before anything is started
     except (SettingsError, ValidationError) as exc:
@@ -89,7 +108,8 @@ def serve(
     if _port_in_use(host, port):
         _fail(f"port {port} is in use on {host}; choose another with --port (make demo PORT=… for the demo)")
     try:
-        run(host, port, demo=demo, workers=workers)  # a configuration that cannot work stops here (no clients, CORS *)
+        # A configuration that cannot work stops here (no clients, CORS *).
+        run(host, port, demo=demo, workers=workers, trials_dir=trials_dir)
     except SettingsError as exc:
         _fail(f"invalid configuration: {exc}")
 
@@ -130,22 +150,29 @@ def screen(
     trial: Annotated[str | None, typer.Option("--trial", help="Trial id (default: the only trial).")] = None,
     now: Annotated[str | None, typer.Option("--now", help="Evaluation date-time, ISO-8601 (default: now).")] = None,
     output_format: Annotated[str, typer.Option("--format", help="text or json (one JSON object per line).")] = "text",
-    trials_dir: Annotated[Path | None, typer.Option(help="Folder of trial files.", hidden=True)] = None,
+    trials_dir: TrialsDirOption = None,
 ) -> None:
     """Evaluate patient Bundles offline: the same engine as the service, no HTTP. Each Patient of a Bundle
     is screened on its own resources (one JSON line, or one block of text, each)."""
     if output_format not in ("text", "json"):
         _fail("--format must be text or json")
-    trials = _load(trials_dir)
+    portfolio = _load_portfolio(trials_dir)
+    trials = portfolio.open_trials
     if trial is None:
+        if not trials:
+            _fail(f"every trial of {portfolio.folder} is closed: nothing to screen")
         if len(trials) != 1:
-            _fail(f"several trials are loaded; choose one with --trial ({', '.join(sorted(trials))})")
+            _fail(f"{len(trials)} open trials are loaded; choose one with --trial ({', '.join(sorted(trials))})")
         chosen = next(iter(trials.values()))
+    elif trial in portfolio.trials and trial not in trials:
+        _fail(f"trial {trial!r} is closed: it is listed, not screened (status: closed in its file)")
+        raise AssertionError
     elif trial not in trials:
-        _fail(f"unknown trial {trial!r}; known: {', '.join(sorted(trials))}")
+        _fail(f"unknown trial {trial!r}; known: {', '.join(sorted(portfolio.trials))}")
         raise AssertionError
     else:
         chosen = trials[trial]
+    library = portfolio.library
     when = _parse_now(now)
     # The trials and value sets outlive every bundle: out of the cyclic collector's sight (it would walk
     # them again at each collection that reading a bundle triggers).
@@ -175,7 +202,7 @@ def screen(
             failed = True
             continue
         for record in records:
-            assessment = evaluate(chosen, record, when)
+            assessment = evaluate(chosen, record, when, library)
             for note in assessment.notes:  # said where a person sees it, whatever the output format
                 typer.echo(f"warning: {path}: {assessment.patient}: {note}", err=True)
             if output_format == "json":
@@ -213,13 +240,18 @@ def render_text(a: Assessment, path: Path | None = None) -> str:
 @trials_app.callback()
 def trials_list(
     ctx: typer.Context,
-    trials_dir: Annotated[Path | None, typer.Option(help="Folder of trial files.", hidden=True)] = None,
+    trials_dir: TrialsDirOption = None,
 ) -> None:
-    """List the trials and their criteria."""
+    """List the portfolio: each trial's id, status, criteria count, source folder and title, then its criteria."""
     if ctx.invoked_subcommand is not None:
         return
-    for trial in _load(trials_dir).values():
-        typer.echo(f"{trial.id} — {trial.short_name}: {trial.title}")
+    portfolio = _load_portfolio(trials_dir)
+    typer.echo(f"{len(portfolio.trials)} trials from {portfolio.source} folder {portfolio.folder}")
+    for trial in portfolio.trials.values():
+        typer.echo(
+            f"{trial.id} — {trial.short_name}: {trial.title} "
+            f"[{trial.status}, {len(trial.criteria)} criteria, {portfolio.source}]"
+        )
         for c in trial.criteria:
             flag = " [J]" if c.judgement else ""
             typer.echo(f"  {c.kind[:3]} {c.id}{flag}: {c.text}")
@@ -316,12 +348,14 @@ def check(
     token: Annotated[
         str | None, typer.Option("--token", envvar="FHIR_BEARER_TOKEN", help="Bearer token, if /metadata needs one.")
     ] = None,
+    trials_dir: TrialsDirOption = None,
 ) -> None:
     """Read the server's /metadata: does it support every search this service makes? Exit 1 if not."""
-    from cds.fhir.check import CapabilityError, all_supported, check_server, render_table
+    from cds.fhir.check import CapabilityError, all_supported, check_server, render_table, service_templates
 
+    templates = service_templates(_load_portfolio(trials_dir).open_trials)  # the searches of the open trials
     try:
-        rows = check_server(fhir, token=token)
+        rows = check_server(fhir, token=token, templates=templates)
     except CapabilityError as exc:
         _fail(f"{fhir}: {exc}", 1)
         raise

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import Field, ValidationError
@@ -32,6 +33,9 @@ class Trial(StrictModel):
     description: str
     source: str
     url: str | None = None
+    #: Closed trials stay listed (``trial-cds trials``, the trial pages) but are not screened: no card, no
+    #: discovery entry, refused by ``screen``, so that a trial is closed by editing one line.
+    status: Literal["open", "closed"] = "open"
     study_drugs: list[str] = Field(default_factory=list)
     measurement_window: Window = Window(days=28)
     horizons: Horizons = Horizons()

@@ -303,29 +303,40 @@ class ValueSetLibrary:
     def ids(self) -> list[str]:
         return sorted(self._sets)
 
+    def layered(self, local: Mapping[str, ValueSet]) -> ValueSetLibrary:
+        """This library with ``local`` sets added, a local set replacing the one of the same name (a new
+        library: its match memos start empty, as they depend on the sets)."""
+        return ValueSetLibrary({**self._sets, **local}, self.aliases)
+
     @classmethod
     def load(cls, directory: Path | None = None) -> ValueSetLibrary:
         base = directory or MAPPINGS_DIR
-        sets: dict[str, ValueSet] = {}
-        errors: list[str] = []
-        for path in sorted((base / "valuesets").glob("*.yaml")):
-            try:
-                raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
-                data = ValueSetFile.model_validate(raw)
-            except Exception as exc:  # every problem in every file, reported together
-                errors.append(f"{path.name}: {exc}")
-                continue
-            if data.id != path.stem:
-                errors.append(f"{path.name}: id {data.id!r} differs from the file name")
-                continue
-            sets[data.id] = ValueSet.from_file(data)
-        if errors:
-            raise ValueSetError("invalid value sets:\n" + "\n".join(errors))
+        sets = read_valuesets(base / "valuesets")
         aliases_path = base / "systems.yaml"
         aliases_raw: Any = {}
         if aliases_path.exists():
             aliases_raw = yaml.safe_load(aliases_path.read_text(encoding="utf-8")) or {}
         return cls(sets, SystemAliases(aliases_raw))
+
+
+def read_valuesets(folder: Path) -> dict[str, ValueSet]:
+    """The value sets of ``folder/*.yaml`` by id; ``ValueSetError`` with every problem of every file."""
+    sets: dict[str, ValueSet] = {}
+    errors: list[str] = []
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
+            data = ValueSetFile.model_validate(raw)
+        except Exception as exc:  # every problem in every file, reported together
+            errors.append(f"{path.name}: {exc}")
+            continue
+        if data.id != path.stem:
+            errors.append(f"{path.name}: id {data.id!r} differs from the file name")
+            continue
+        sets[data.id] = ValueSet.from_file(data)
+    if errors:
+        raise ValueSetError(f"invalid value sets in {folder}:\n" + "\n".join(errors))
+    return sets
 
 
 @lru_cache(maxsize=4)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -15,15 +15,18 @@ import cds
 from cds.api import errors
 from cds.api.activity import activity_router
 from cds.api.cors import OutcomeCORSMiddleware
+from cds.api.reload import install_sighup, log_overrides, remove_sighup
 from cds.api.routes import cds_router, demo_router, open_router
-from cds.api.services import AppState, Evaluator, trial_eligibility_services
+from cds.api.services import AppState, Evaluator, served_portfolio
 from cds.api.startup import check_cors, print_summary, startup_facts
 from cds.demo import DemoData
 from cds.fhir import http as fhir_http
 from cds.fhir.client import DEMO_FHIR_SERVERS
 from cds.logging_setup import configure_logging, get_logger
+from cds.portfolio import Portfolio, load_portfolio
 from cds.settings import Settings
 from cds.store import FeedbackStore
+from cds.valuesets import default_library
 from hooks import HOOKS
 
 log = get_logger("trial-cds.api")
@@ -44,7 +47,7 @@ def _auth_dependencies(settings: Settings) -> list[Any]:
     return [Depends(require_cds_client)]
 
 
-def _warm_up(trials: dict[str, Any], evaluate: Evaluator) -> None:
+def _warm_up(trials: Mapping[str, Any], evaluate: Evaluator) -> None:
     """One evaluation per trial on an empty record, so the first real request does not pay for loading
     value sets and unit tables."""
     from cds.record import PatientRecord
@@ -71,22 +74,22 @@ def create_app(
     check_cors(settings)
     settings = effective_settings(settings)
     configure_logging(settings.log_level)
+    portfolio: Portfolio | None = None
     if trials is None:
-        from cds.trials import load_trials
-
-        trials = load_trials(settings.trials_dir)
-    if evaluate is None:
-        from cds.engine import evaluate as engine_evaluate
-
-        evaluate = engine_evaluate
+        portfolio = load_portfolio(settings.trials_dir)
+        trials = portfolio.trials
+    library = portfolio.library if portfolio is not None else default_library()
     store = FeedbackStore(settings.database_url)
     store.create_tables()
-    services = trial_eligibility_services(HOOKS, trials)  # patient-view first: the demo uses the first
+    served = served_portfolio(HOOKS, trials, library, evaluate)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         facts = startup_facts(settings, trials, cds.build())
         log.info("service.start", **facts)
+        if portfolio is not None:
+            log_overrides(portfolio)
+        sighup = install_sighup(state)
         print_summary(facts)  # the same facts for a person reading the console
         if not settings.demo and settings.public_base_url is None:
             log.warning(
@@ -114,7 +117,7 @@ def create_app(
                 "service.no_clients",
                 why="TRIAL_CDS_CLIENTS_FILE is not set: every CDS call will be refused (401).",
             )
-        await run_in_threadpool(_warm_up, trials, evaluate)
+        await run_in_threadpool(_warm_up, served.open_trials, served.evaluate)
         # One HTTP client for every FHIR fetch (connection pool, TLS set-up once), not one per request.
         state.http = fhir_http.async_client(settings.time_budget_s)
         # Trials, value sets and unit tables live as long as the process: out of the cyclic garbage
@@ -124,6 +127,8 @@ def create_app(
         thresholds = gc.get_threshold()
         gc.set_threshold(*cds.GC_THRESHOLDS)
         yield
+        if sighup:
+            remove_sighup()
         gc.set_threshold(*thresholds)
         gc.unfreeze()
         http, state.http = state.http, None
@@ -146,10 +151,9 @@ def create_app(
     )
     state = AppState(
         settings=settings,
-        trials=trials,
+        served=served,
         store=store,
-        services=services,
-        evaluate=evaluate,
+        custom_evaluate=evaluate,
         demo=DemoData() if settings.demo else None,
     )
     app.state.cds = state

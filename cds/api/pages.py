@@ -224,6 +224,7 @@ def describe_trial(trial: Any, library: ValueSetLibrary | None = None) -> dict[s
         "title": trial.title,
         "short_name": trial.short_name,
         "description": trial.description,
+        "status": getattr(trial, "status", "open"),
         "measurement_window": trial.measurement_window.describe(),
         "criteria": criteria,
         "tests": {t: describe_test(t, trial) for t in test_ids},
@@ -382,6 +383,11 @@ def trial_html(d: Mapping[str, Any], base_url: str) -> str:
         toc.append("</ol></li>")
     link = f'<a href="{e(d["url"])}">Trial registry record</a> · ' if d.get("url") else ""
     source = f" · source: {e(d['source'])}" if d.get("source") else ""
+    closed = (
+        "<p><strong>Closed:</strong> listed here, not screened (no cards are issued for it).</p>"
+        if d.get("status") == "closed"
+        else ""
+    )
     window = d.get("measurement_window")
     window_text = (
         f"Lab results count when taken within {e(window)} unless a criterion says otherwise. " if window else ""
@@ -392,7 +398,7 @@ def trial_html(d: Mapping[str, Any], base_url: str) -> str:
         f' eligibility criteria</title><link rel="icon" href="data:,"><style>{_STYLE}</style></head><body>'
         '<a class="skip" href="#inclusion">Skip to the criteria</a>'
         f'<header><p class="muted small">Clinical trial eligibility criteria · {e(d["short_name"])}</p>'
-        f"<h1>{e(d['title'])}</h1><p>{e(d['description'])}</p>"
+        f"<h1>{e(d['title'])}</h1><p>{e(d['description'])}</p>{closed}"
         f'<p class="small muted">{link}trial id <code>{e(d["id"])}</code>{source}</p></header>'
         '<main><p class="small">How to read this page: each criterion shows the trial\'s wording, how the '
         "screening service decides it from coded record data, and the codes and thresholds it uses. "

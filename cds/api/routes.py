@@ -23,7 +23,7 @@ from cds.api.models import (
     read_hook_call,
     read_json_object,
 )
-from cds.api.services import AppState, ServiceDefinition
+from cds.api.services import AppState, ServedPortfolio, ServiceDefinition
 from cds.demo import demo_request
 from cds.fhir import DataUnavailable, FhirServerNotAllowed, PrefetchError
 from cds.logging_setup import get_logger
@@ -57,8 +57,8 @@ def base_url(request: Request) -> str:
     return (configured or str(request.base_url)).rstrip("/")
 
 
-def _service(request: Request, service_id: str) -> ServiceDefinition:
-    service = state(request).services.get(service_id)
+def _service(request: Request, service_id: str, served: ServedPortfolio | None = None) -> ServiceDefinition:
+    service = (served or state(request).served).services.get(service_id)
     if service is None:
         raise ApiError.single(404, "not-found", "No CDS service with this id on this server")
     return service
@@ -81,7 +81,8 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
     answer it (hooks/), encode the cards; the hook's errors become their HTTP statuses."""
     started = time.perf_counter()
     st = state(request)
-    service = _service(request, service_id)
+    served = st.served  # read once: a reload (SIGHUP) during this call does not mix two portfolios
+    service = _service(request, service_id, served)
     hook = service.hook
     hook_request, context = await read_hook_call(request, st.settings, hook.name, hook.context_model)
     bound = log.bind(service=service.id, hook=hook.name, hook_instance=hook_request.hookInstance)
@@ -97,8 +98,8 @@ async def call_service(service_id: str, request: Request) -> JSONResponse:
         now=now(request),
         base_url=base_url(request),
         settings=st.settings,
-        trials=st.trials,
-        evaluate=st.evaluate,
+        trials=served.open_trials,
+        evaluate=served.evaluate,
         store=st.store,
         http=st.http,
     )
@@ -178,10 +179,11 @@ async def ready(request: Request) -> JSONResponse:
 
 @open_router.get("/trials/{trial_id}", response_model=None)
 async def trial_page(trial_id: str, request: Request) -> Response:
-    trial = state(request).trials.get(trial_id)
+    served = state(request).served
+    trial = served.trials.get(trial_id)
     if trial is None:
         raise ApiError.single(404, "not-found", "No trial with this id on this server")
-    description = pages.describe_trial(trial)
+    description = pages.describe_trial(trial, served.library)
     if pages.wants_json(request.headers.get("accept", "")):
         return JSONResponse(description)
     return HTMLResponse(pages.trial_html(description, base_url(request)))

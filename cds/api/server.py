@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -31,7 +33,7 @@ def demo_app() -> FastAPI:
     return create_app(Settings().model_copy(update={"demo": True}))
 
 
-def run(host: str, port: int, *, demo: bool, workers: int = 1) -> None:
+def run(host: str, port: int, *, demo: bool, workers: int = 1, trials_dir: Path | None = None) -> None:
     """Serve on ``host:port``; ``demo`` turns demo mode on (synthetic patients, no auth, open CORS).
     ``workers`` > 1 runs that many processes (uvicorn's supervisor) on the one database of the settings,
     which holds what they must share: the feedback and the tokens already used (replay cache).
@@ -41,6 +43,10 @@ def run(host: str, port: int, *, demo: bool, workers: int = 1) -> None:
     settings = Settings()
     if demo:
         settings = settings.model_copy(update={"demo": True})
+    if trials_dir is not None:  # --trials-dir, over TRIAL_CDS_TRIALS_DIR
+        settings = settings.model_copy(update={"trials_dir": trials_dir})
+        # Worker processes build their own app from the environment: the same folder for each.
+        os.environ["TRIAL_CDS_TRIALS_DIR"] = str(trials_dir)
     check_can_serve(settings)
     if demo:
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host

@@ -89,9 +89,10 @@ def needs_of(templates: Mapping[str, str]) -> list[Need]:
     return out
 
 
-def service_templates() -> dict[str, str]:
-    """The prefetch templates of the services (as in discovery), each distinct template once."""
-    types = resource_types(load_trials())
+def service_templates(trials: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The prefetch templates of the services on ``trials`` (default: the bundled ones), as in discovery,
+    each distinct template once."""
+    types = resource_types(trials if trials is not None else load_trials())
     templates: dict[str, str] = {}
     for hook in HOOKS.values():  # every hook's service; the same template is checked once
         for key, template in hook.prefetch_templates(types).items():

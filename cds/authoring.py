@@ -7,7 +7,7 @@ from __future__ import annotations
 import difflib
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -15,11 +15,11 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
 
-from cds.rules.base import Horizons, LabTest, RangeBound, Window
+from cds.rules.base import Horizons, LabTest, LeafRule, RangeBound, Window
 from cds.rules.conditions import ConditionRule, SeverityMap
 from cds.rules.demographics import AgeRule, SexRule
 from cds.rules.events import AllergyRule, ImmunizationRule, JudgementRule, ProcedureRule
-from cds.rules.kinds import LEAF_KINDS, AllRule, AnyRule, NotRule, iter_leaves, kind_tag
+from cds.rules.kinds import LEAF_KINDS, AllRule, AnyRule, NotRule, kind_tag
 from cds.rules.labs import LabRule
 from cds.rules.medications import DoseLimit, MedicationRule
 from cds.rules.observations import NumericRange, ObservationRule
@@ -343,7 +343,9 @@ def _where(loc: tuple[str | int, ...], raw: Any) -> str:
             continue  # the composition's tag, followed by its field of the same name
         else:
             text += f".{step}" if text else str(step)
-    return prefix + (text or "(the file)")
+    if prefix:
+        return prefix + text if text else prefix.removesuffix(": ")
+    return text or "(the file)"
 
 
 def _schema_message(err: Mapping[str, Any], raw: Any) -> str:
@@ -359,7 +361,7 @@ def _schema_message(err: Mapping[str, Any], raw: Any) -> str:
             if close:
                 message += f"; did you mean {close[0]!r}?"
         return f"{_where(loc[:-1], raw)}: {message}"
-    message = str(err["msg"])
+    message = str(err["msg"]).removeprefix("Value error, ")
     value = err.get("input")
     if err["type"] == "invalid_rule" and isinstance(value, Mapping) and isinstance(value.get("type"), str):
         close = difflib.get_close_matches(value["type"], list(_TAGS), n=1)
@@ -375,42 +377,72 @@ def _schema_message(err: Mapping[str, Any], raw: Any) -> str:
     return f"{_where(loc, raw)}: {message}"
 
 
+def schema_problems(exc: ValidationError, raw: Any) -> list[str]:
+    """The schema errors of a trial file, each located by criterion id, unknown fields with the allowed ones."""
+    return list(dict.fromkeys(_schema_message(err, raw) for err in exc.errors()))
+
+
 def _semantic_problems(raw: Mapping[str, Any], library: ValueSetLibrary) -> list[str]:
-    """Value sets, tests and units of every test and criterion that passed the schema on its own."""
+    """Value sets, tests and units of every test and rule that passes the schema on its own, and ids used twice."""
     problems: list[str] = []
     raw_tests = raw.get("tests") or {}
     tests: dict[str, LabTest] = {}
-    tests_complete = isinstance(raw_tests, Mapping)
+    invalid_tests: set[str] = set()  # reported by the schema; lab rules naming them are not checked against them
     for name, body in raw_tests.items() if isinstance(raw_tests, Mapping) else ():
         try:
             test = LabTest.model_validate(body)
         except ValidationError:
-            tests_complete = False  # reported by the schema; lab rules naming it are not checked against it
-            continue
-        tests[str(name)] = test
-        for vs in test.valuesets:
-            if vs not in library:
-                problems.append(f"tests.{name}: unknown value set {vs!r}{_suggest(vs, library)}")
-        if conversion_factor(test.unit, test.unit) is None:
-            problems.append(f"tests.{name}: unit {test.unit!r} is not UCUM")
+            invalid_tests.add(str(name))
+            written = body.get("valuesets") if isinstance(body, Mapping) else None
+            valuesets = [vs for vs in written if isinstance(vs, str)] if isinstance(written, list) else []
+        else:
+            tests[str(name)] = test
+            valuesets = test.valuesets
+            if conversion_factor(test.unit, test.unit) is None:
+                problems.append(f"tests.{name}: unit {test.unit!r} is not UCUM")
+        problems.extend(
+            f"tests.{name}: unknown value set {vs!r}{_suggest(vs, library)}" for vs in valuesets if vs not in library
+        )
     seen: set[str] = set()
     raw_criteria = raw.get("criteria")
-    for item in raw_criteria if isinstance(raw_criteria, list) else ():
-        try:
-            criterion = Criterion.model_validate(item)
-        except ValidationError:
+    for number, item in enumerate(raw_criteria if isinstance(raw_criteria, list) else (), start=1):
+        if not isinstance(item, Mapping):
             continue
-        if criterion.id in seen:
-            problems.append(f"{criterion.id}: id used twice")
-        seen.add(criterion.id)
-        for leaf in iter_leaves(criterion.rule):
+        raw_id = item.get("id")
+        cid = raw_id if isinstance(raw_id, str) else f"criterion {number}"
+        if cid in seen:
+            problems.append(f"{cid}: id used twice")
+        seen.add(cid)
+        for leaf in _leaves(item.get("rule")):
             for vs in dict.fromkeys(leaf.valueset_names()):
                 if vs not in library:
-                    problems.append(f"{criterion.id}: {leaf.type}: unknown value set {vs!r}{_suggest(vs, library)}")
-            for problem in leaf.problems(tests):
-                if tests_complete or not problem.startswith("unknown test"):
-                    problems.append(f"{criterion.id}: {leaf.type}: {problem}")
+                    problems.append(f"{cid}: {leaf.type}: unknown value set {vs!r}{_suggest(vs, library)}")
+            if isinstance(leaf, LabRule) and invalid_tests & {leaf.test, *leaf.derive_from.values()}:
+                continue
+            problems.extend(f"{cid}: {leaf.type}: {problem}" for problem in leaf.problems(tests))
     return problems
+
+
+def _leaves(rule: Any) -> Iterator[LeafRule]:
+    """The leaf rules of a rule tree as written, each that passes the schema on its own: a criterion with a
+    schema error elsewhere still has its value sets and tests checked."""
+    if not isinstance(rule, Mapping):
+        return
+    for key in ("all", "any"):
+        if isinstance(rule.get(key), list):
+            for part in rule[key]:
+                yield from _leaves(part)
+            return
+    if "not" in rule:
+        yield from _leaves(rule["not"])
+        return
+    model = _TAGS.get(str(rule.get("type")))
+    if model is None or not issubclass(model, LeafRule):
+        return
+    try:
+        yield model.model_validate(rule)
+    except ValidationError:
+        return  # reported by the schema
 
 
 def _suggest(name: str, library: ValueSetLibrary) -> str:
@@ -431,7 +463,7 @@ def validation_report(path: Path, library: ValueSetLibrary) -> list[str]:
     try:
         Trial.model_validate(raw)
     except ValidationError as exc:
-        problems.extend(_schema_message(err, raw) for err in exc.errors())
+        problems.extend(schema_problems(exc, raw))
     problems.extend(_semantic_problems(raw, library))
     trial_id = raw.get("id")
     if isinstance(trial_id, str) and trial_id != path.stem:

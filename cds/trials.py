@@ -87,10 +87,10 @@ def load_trial_file(path: Path, library: ValueSetLibrary | None = None) -> Trial
     try:
         trial = Trial.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"{path}: not a valid trial file ({exc.error_count()} problems)"]
-        for err in exc.errors()[:50]:
-            where = ".".join(str(p) for p in err["loc"])
-            lines.append(f"  at {where}: {err['msg']}")
+        from cds.authoring import schema_problems  # the authoring module reads this one's models
+
+        problems = schema_problems(exc, raw)
+        lines = [f"{path}: not a valid trial file ({len(problems)} problems)", *(f"  {p}" for p in problems)]
         raise TrialError("\n".join(lines)) from None
     problems = list(dict.fromkeys(check_trial(trial, library or default_library())))
     if problems:

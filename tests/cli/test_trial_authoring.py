@@ -37,9 +37,7 @@ def test_validate_says_ok_for_the_bundled_trials() -> None:
 def test_validate_names_an_unknown_field_with_the_allowed_ones_and_a_suggestion(tmp_path: Path) -> None:
     trial = _bundled()
     first = trial["criteria"][0]
-    first["rule"] = {
-        "any": [{"type": "medication", "label": "x", "valuesets": ["hiv-antiretrovirals"], "windw": {"days": 3}}]
-    }
+    first["rule"] = {"any": [{"type": "medication", "label": "x", "valuesets": ["cond-hiv"], "windw": {"days": 3}}]}
     result = runner.invoke(app, ["trials", "validate", str(_write(tmp_path, trial))])
     assert result.exit_code == 1
     assert (
@@ -121,3 +119,36 @@ def test_explain_of_a_broken_file_points_to_validate(tmp_path: Path) -> None:
     result = runner.invoke(app, ["trials", "explain", str(_write(tmp_path, trial))])
     assert result.exit_code == 1
     assert "trials validate" in result.stderr
+
+
+def test_validate_checks_the_value_sets_of_a_criterion_that_also_has_a_schema_error(tmp_path: Path) -> None:
+    trial = _bundled()
+    first = trial["criteria"][0]
+    del first["text"]
+    first["rule"] = {
+        "all": [
+            {"type": "condition", "label": "x", "valuesets": ["cond-hivv"]},
+            {"type": "age", "min": 18, "max": 70, "mni": 3},
+        ]
+    }
+    result = runner.invoke(app, ["trials", "validate", str(_write(tmp_path, trial))])
+    assert f"  {first['id']}: field 'text' is required" in result.stderr
+    assert f"{first['id']}: rule.all[1].age: unknown field 'mni'" in result.stderr
+    assert f"{first['id']}: condition: unknown value set 'cond-hivv'; did you mean 'cond-hiv'?" in result.stderr
+
+
+def test_validate_finds_an_id_used_twice_and_a_window_with_both_days_and_months(tmp_path: Path) -> None:
+    trial = _bundled()
+    second = trial["criteria"][1]
+    second["id"] = trial["criteria"][0]["id"]
+    second["rule"] = {
+        "type": "immunization",
+        "label": "x",
+        "valuesets": ["vax-live"],
+        "window": {"days": 3, "months": 1},
+    }
+    result = runner.invoke(app, ["trials", "validate", str(_write(tmp_path, trial))])
+    assert f"{second['id']}: id used twice" in result.stderr
+    assert (
+        f"{second['id']}: rule.immunization.window: a window gives exactly one of `days` or `months`" in result.stderr
+    )

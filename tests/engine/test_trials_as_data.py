@@ -120,11 +120,11 @@ criteria:
 """
 
 
-def test_unknown_rule_kind_is_refused_with_its_location(tmp_path: Path) -> None:
+def test_unknown_rule_kind_is_refused_located_by_its_criterion_id(tmp_path: Path) -> None:
     path = _write(tmp_path, BASE.replace("{RULE}", "{type: horoscope}"))
     with pytest.raises(TrialError) as err:
         load_trial_file(path)
-    assert "criteria.0.rule" in str(err.value)
+    assert "inc_x: rule: unknown rule type 'horoscope'" in str(err.value)
 
 
 def test_unknown_value_set_is_refused_by_name(tmp_path: Path) -> None:

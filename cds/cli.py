@@ -23,7 +23,10 @@ from cds.valuesets import ValueSetError, ValueSetLibrary
 app = typer.Typer(
     help="Clinical-trial eligibility as a CDS Hooks 2.0 service.", no_args_is_help=True, add_completion=False
 )
-trials_app = typer.Typer(help="List the trials and their criteria, or check a trial file.", invoke_without_command=True)
+trials_app = typer.Typer(
+    help="List the trials and their criteria; check, explain or describe (JSON Schema) a trial file.",
+    invoke_without_command=True,
+)
 app.add_typer(trials_app, name="trials")
 
 _MARK = {Status.MET: "[x]", Status.NOT_MET: "[ ]", Status.UNKNOWN: "[?]"}

@@ -3,11 +3,14 @@
 import re
 from pathlib import Path
 
-from pydantic import BaseModel
+import yaml
+from pydantic import BaseModel, TypeAdapter
 
 from cds.authoring import FIELD_NOTES, field_name, field_table, refresh_field_tables
-from cds.rules.kinds import LEAF_KINDS, AllRule, AnyRule, NotRule, kind_tag
+from cds.rules.base import LabTest
+from cds.rules.kinds import LEAF_KINDS, AllRule, AnyRule, NotRule, Rule, iter_leaves, kind_tag
 from cds.trials import Trial
+from cds.valuesets import default_library
 
 GUIDE = (Path(__file__).parents[2] / "docs" / "authoring-trials.md").read_text(encoding="utf-8")
 
@@ -54,3 +57,21 @@ def test_refreshing_the_tables_rewrites_a_stale_one_and_leaves_a_current_guide_u
     stale = GUIDE.replace("| `min` | whole number | — | youngest", "| `min` | whole number | — | oldest", 1)
     assert stale != GUIDE
     assert refresh_field_tables(stale) == GUIDE
+
+
+def _examples() -> list[dict[str, object]]:
+    return [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", GUIDE, flags=re.DOTALL)]
+
+
+def test_every_example_of_the_guide_is_a_valid_rule_or_test_with_bundled_value_sets() -> None:
+    examples = _examples()
+    assert len(examples) >= len(LEAF_KINDS) + 2
+    library = default_library()
+    for example in examples:
+        if "rule" in example:
+            rule = TypeAdapter(Rule).validate_python(example["rule"])
+            names = [vs for leaf in iter_leaves(rule) for vs in leaf.valueset_names()]
+        else:
+            tests = {name: LabTest.model_validate(body) for name, body in example["tests"].items()}  # type: ignore[union-attr]
+            names = [vs for test in tests.values() for vs in test.valuesets]
+        assert [vs for vs in names if vs not in library] == [], example

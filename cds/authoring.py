@@ -484,7 +484,13 @@ def explain(trial: Trial, library: ValueSetLibrary) -> str:
     lines = [f"{trial.title} ({trial.short_name}, {trial.id})", f"Source: {trial.source}"]
     if trial.url:
         lines.append(f"Registry: {trial.url}")
-    lines.append(f"Measurements: latest within {trial.measurement_window.describe()} unless a rule says otherwise")
+    lines.append(
+        f"Lab results: the latest within {trial.measurement_window.describe()}, unless a rule gives its own window"
+    )
+    lines.append(
+        f"Active entries stand without a newer date for {trial.horizons.condition.describe()} (diagnoses), "
+        f"{trial.horizons.medication.describe()} (medicines), unless a rule gives its own horizon"
+    )
     for kind in ("inclusion", "exclusion"):
         lines.append("")
         lines.append(

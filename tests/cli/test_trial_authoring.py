@@ -152,3 +152,9 @@ def test_validate_finds_an_id_used_twice_and_a_window_with_both_days_and_months(
     assert (
         f"{second['id']}: rule.immunization.window: a window gives exactly one of `days` or `months`" in result.stderr
     )
+
+
+def test_explain_says_the_lab_window_and_the_horizons_the_rules_default_to() -> None:
+    result = runner.invoke(app, ["trials", "explain", str(TRIALS[0])])
+    assert "Lab results: the latest within 28 days, unless a rule gives its own window" in result.stdout
+    assert "for 60 months (diagnoses), 6 months (medicines)" in result.stdout

@@ -103,7 +103,7 @@ def rss_kib(pid: int) -> dict[str, int]:
 
 def templates() -> dict[str, str]:
     from cds.api.services import trial_eligibility_services
-    from cds.trials import load_trials
+    from cds.portfolio import load_trials
     from hooks import HOOKS
 
     return trial_eligibility_services(HOOKS, load_trials())["trial-eligibility"].templates
@@ -198,7 +198,7 @@ def service_env(workdir: Path, allow: str | None) -> dict[str, str]:
 
 
 def offline_engine(bundles: dict[int, dict[str, Any]], repeats: int) -> dict[int, float]:
-    from cds.trials import load_trials
+    from cds.portfolio import load_trials
 
     trials = load_trials()
     out: dict[int, float] = {}

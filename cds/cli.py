@@ -16,15 +16,18 @@ import cds
 from cds.assessment import Assessment, Status
 from cds.engine import evaluate
 from cds.fhir.decoding import decode_resource
-from cds.portfolio import Portfolio, load_portfolio, override_lines
+from cds.portfolio import Portfolio, load_portfolio, load_trial_file, override_lines
 from cds.record import PatientRecord, RecordError
-from cds.trials import TrialError, load_trial_file
-from cds.valuesets import ValueSetError
+from cds.trials import TrialError
+from cds.valuesets import ValueSetError, ValueSetLibrary
 
 app = typer.Typer(
     help="Clinical-trial eligibility as a CDS Hooks 2.0 service.", no_args_is_help=True, add_completion=False
 )
-trials_app = typer.Typer(help="List the trials and their criteria, or check a trial file.", invoke_without_command=True)
+trials_app = typer.Typer(
+    help="List the trials and their criteria; check, explain or describe (JSON Schema) a trial file.",
+    invoke_without_command=True,
+)
 app.add_typer(trials_app, name="trials")
 
 _MARK = {Status.MET: "[x]", Status.NOT_MET: "[ ]", Status.UNKNOWN: "[?]"}
@@ -259,18 +262,61 @@ def trials_list(
 
 @trials_app.command("validate")
 def trials_validate(files: Annotated[list[Path], typer.Argument(help="Trial YAML files to check.")]) -> None:
-    """Check trial files: schema, rule kinds, value sets, tests and units. Exit 1 on any problem."""
+    """Check trial files: schema, rule kinds, value sets, tests, units and the id against the file name.
+    Every problem is reported at once, located by criterion id. Exit 1 on any problem."""
+    from cds.authoring import validation_report
+    from cds.portfolio import layered_library
+
+    bundled = _library()
     bad = False
     for path in files:
-        try:
-            trial = load_trial_file(path)
-        except (TrialError, ValueSetError) as exc:
-            typer.echo(str(exc), err=True)
+        try:  # a trial of a local folder is checked on the value sets beside it, as the folder loads
+            library, _ = layered_library(path.parent, bundled)
+        except ValueSetError as exc:
+            _fail(str(exc))
+        problems = validation_report(path, library)
+        if problems:
             bad = True
+            typer.echo(f"{path}: {len(problems)} problem{'s' if len(problems) > 1 else ''}", err=True)
+            for problem in problems:
+                typer.echo(f"  {problem}", err=True)
             continue
+        trial = load_trial_file(path, library)
         typer.echo(f"{path}: ok — trial {trial.id}, {len(trial.criteria)} criteria")
     if bad:
         raise typer.Exit(1)
+
+
+@trials_app.command("schema")
+def trials_schema() -> None:
+    """Print the JSON Schema of a trial file (for editors: YAML language servers, IDEs)."""
+    from cds.authoring import trial_schema
+
+    typer.echo(orjson.dumps(trial_schema(), option=orjson.OPT_INDENT_2).decode())
+
+
+@trials_app.command("explain")
+def trials_explain(file: Annotated[Path, typer.Argument(help="A trial YAML file.")]) -> None:
+    """Print the trial as a person reads it: each criterion with its rule in words, to proofread."""
+    from cds.authoring import explain
+
+    library = _library()
+    try:
+        trial = load_trial_file(file, library)
+    except TrialError as exc:
+        _fail(f"{exc}\n(trial-cds trials validate {file} locates every problem)", 1)
+        raise
+    typer.echo(explain(trial, library))
+
+
+def _library() -> ValueSetLibrary:
+    from cds.valuesets import default_library
+
+    try:
+        return default_library()
+    except ValueSetError as exc:
+        _fail(str(exc))
+        raise
 
 
 @app.command()

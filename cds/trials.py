@@ -1,21 +1,18 @@
 """Trials are data: ``fhir_mappings/trials/<trial-id>.yaml`` declares each criterion as a tree of rule
-kinds with parameters (``cds.rules``). This module reads and validates those files; ``cds.engine``
-evaluates them."""
+kinds with parameters (``cds.rules``). This module holds the format and its checks; ``cds.portfolio``
+reads the files; ``cds.engine`` evaluates them."""
 
 from __future__ import annotations
 
-from functools import lru_cache
-from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from cds.assessment import CriterionKind
 from cds.rules.base import Horizons, LabTest, StrictModel, Window
 from cds.rules.kinds import Rule, iter_leaves
 from cds.units import conversion_factor
-from cds.valuesets import MAPPINGS_DIR, ValueSetLibrary, default_library
+from cds.valuesets import ValueSetLibrary
 
 
 class Criterion(StrictModel):
@@ -81,40 +78,3 @@ def check_trial(trial: Trial, library: ValueSetLibrary) -> list[str]:
                     problems.append(f"criterion {c.id}: unknown value set {vs!r}")
             problems.extend(f"criterion {c.id}: {problem}" for problem in leaf.problems(trial.tests))
     return problems
-
-
-def load_trial_file(path: Path, library: ValueSetLibrary | None = None) -> Trial:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise TrialError(f"{path}: cannot read: {exc}") from exc
-    try:
-        trial = Trial.model_validate(raw)
-    except ValidationError as exc:
-        lines = [f"{path}: not a valid trial file ({exc.error_count()} problems)"]
-        for err in exc.errors()[:50]:
-            where = ".".join(str(p) for p in err["loc"])
-            lines.append(f"  at {where}: {err['msg']}")
-        raise TrialError("\n".join(lines)) from None
-    problems = list(dict.fromkeys(check_trial(trial, library or default_library())))
-    if problems:
-        raise TrialError(f"{path}: {len(problems)} problems\n" + "\n".join(f"  {p}" for p in problems))
-    return trial
-
-
-def load_trials(directory: Path | None = None, library: ValueSetLibrary | None = None) -> dict[str, Trial]:
-    base = directory or (MAPPINGS_DIR / "trials")
-    trials: dict[str, Trial] = {}
-    for path in sorted(base.glob("*.yaml")):
-        trial = load_trial_file(path, library)
-        if trial.id != path.stem:
-            raise TrialError(f"{path}: trial id {trial.id!r} differs from the file name")
-        trials[trial.id] = trial
-    if not trials:
-        raise TrialError(f"no trial files in {base}")
-    return trials
-
-
-@lru_cache(maxsize=1)
-def default_trials() -> dict[str, Trial]:
-    return load_trials()

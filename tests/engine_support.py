@@ -9,8 +9,8 @@ from fhir_builders import patient
 
 from cds.assessment import Assessment, CriterionAssessment
 from cds.engine import evaluate
+from cds.portfolio import default_trials
 from cds.record import PatientRecord
-from cds.trials import default_trials
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 TRIAL_ID = "npc-liver-mets-ldrt"

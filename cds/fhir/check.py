@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 import httpx
 
 from cds.fhir import http as fhir_http
-from cds.trials import load_trials
+from cds.portfolio import load_trials
 from hooks import HOOKS
 from hooks.base import resource_types
 

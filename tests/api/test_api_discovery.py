@@ -28,7 +28,7 @@ from structlog.testing import capture_logs
 from cds.api import create_app
 from cds.cards import ASSESSMENT_EXTENSION, find_empty
 from cds.demo import ANCHOR_DATE, load_demo_patients, shift_date_text, shift_dates
-from cds.trials import load_trials
+from cds.portfolio import load_trials
 
 
 def test_discovery_lists_the_service_with_its_prefetch(tmp_path: Path) -> None:

@@ -32,8 +32,8 @@ from cds.api import create_app
 from cds.cards import ASSESSMENT_EXTENSION, prune
 from cds.engine import evaluate
 from cds.logging_setup import drop_sensitive
+from cds.portfolio import load_trials
 from cds.record import PatientRecord
-from cds.trials import load_trials
 
 
 def extension(card: dict[str, Any]) -> dict[str, Any]:

@@ -8,8 +8,8 @@ from pathlib import Path
 from api_support import NOW, SERVICE, full_request, is_operation_outcome, make_client
 
 from cds.api.pages import describe_trial, trial_html
+from cds.portfolio import default_trials
 from cds.store import FeedbackEntry, FeedbackStore, IssuedCard, feedback_daily
-from cds.trials import default_trials
 from cds.valuesets import default_library
 
 TRIAL = "npc-liver-mets-ldrt"

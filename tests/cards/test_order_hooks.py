@@ -28,8 +28,9 @@ from cds.orders import (
     hypothetical_resource,
     order_impacts,
 )
+from cds.portfolio import load_trials
 from cds.record import PatientRecord
-from cds.trials import Trial, Window, load_trials
+from cds.trials import Trial, Window
 from hooks import HOOKS
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "patients"

@@ -22,8 +22,8 @@ from cds.engine import evaluate
 from cds.fhir.load import LoadResult
 from cds.order_cards import order_warning_card
 from cds.orders import order_impacts
+from cds.portfolio import default_trials, load_trial_file
 from cds.record import PatientRecord
-from cds.trials import default_trials, load_trial_file
 
 runner = CliRunner()
 ROOT = Path(__file__).parents[2]

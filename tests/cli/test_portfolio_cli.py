@@ -135,3 +135,10 @@ def test_check_asks_only_the_searches_of_the_folder_s_trials(tmp_path: Path) -> 
     assert any(t.startswith("Condition?") for t in local.values())
     assert not any(t.startswith("Observation?") for t in local.values())
     assert any(t.startswith("Observation?") for t in bundled.values())
+
+
+def test_validate_checks_a_local_trial_on_the_value_sets_beside_it(tmp_path: Path) -> None:
+    folder = trial_folder(tmp_path)
+    result = runner.invoke(app, ["trials", "validate", str(folder / f"{LOCAL_TRIAL}.yaml")])
+    assert result.exit_code == 0, result.output
+    assert f"trial {LOCAL_TRIAL}" in result.stdout

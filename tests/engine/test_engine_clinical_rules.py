@@ -11,8 +11,8 @@ from fhir_builders import LOINC, bundle, coded_obs, condition, lab, med_statemen
 
 from cds.engine import evaluate
 from cds.fhir.decoding import decode_resource
+from cds.portfolio import default_trials, load_trial_file
 from cds.record import PatientRecord
-from cds.trials import default_trials, load_trial_file
 
 ORAL = ("26643006", "Oral route")
 IV = ("47625008", "Intravenous route")

@@ -19,8 +19,8 @@ from cds.cli import app
 from cds.demo import demo_request
 from cds.engine import evaluate
 from cds.orders import order_impacts
+from cds.portfolio import default_trials
 from cds.record import PatientRecord
-from cds.trials import default_trials
 from hooks import HOOKS
 
 runner = CliRunner()

@@ -52,8 +52,8 @@ def test_a_resource_about_another_patient_never_counts() -> None:
     from engine_support import NOW
 
     from cds.engine import evaluate
+    from cds.portfolio import default_trials
     from cds.record import PatientRecord
-    from cds.trials import default_trials
 
     record = PatientRecord.from_resources([patient(), other, mine], patient_id="pt-1")
     a = evaluate(default_trials()["npc-liver-mets-ldrt"], record, NOW)
@@ -106,8 +106,8 @@ def test_a_patient_whose_id_is_not_a_string_is_read_as_one_without_an_id() -> No
     from engine_support import NOW
 
     from cds.engine import evaluate
+    from cds.portfolio import default_trials
     from cds.record import PatientRecord
-    from cds.trials import default_trials
 
     odd = patient()
     odd["id"] = []

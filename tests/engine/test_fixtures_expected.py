@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from cds.portfolio import load_trials
+
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fixtures"
 PATIENTS_DIR = FIXTURES / "patients"
@@ -28,7 +30,6 @@ JUDGEMENT = {
     "exc_substance_or_condition",
     "exc_investigator_judgement",
 }
-ENGINE_MODULES = {"cds", "cds.trials", "cds.record", "cds.engine"}
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -50,12 +51,6 @@ def _reason(criterion: Any) -> str:
 
 @pytest.fixture(scope="module")
 def trial() -> Any:
-    try:
-        from cds.trials import load_trials
-    except ModuleNotFoundError as exc:  # the engine is not written yet: skip, do not hide other errors
-        if exc.name in ENGINE_MODULES:
-            pytest.skip(f"engine not available: {exc}")
-        raise
     return load_trials()[TRIAL_ID]
 
 

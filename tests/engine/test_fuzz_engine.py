@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cds.engine import evaluate
+from cds.portfolio import default_trials
 from cds.record import PatientRecord
-from cds.trials import default_trials
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 TRIAL = default_trials()["npc-liver-mets-ldrt"]

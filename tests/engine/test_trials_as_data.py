@@ -9,8 +9,9 @@ from typer.testing import CliRunner
 
 from cds.cli import app
 from cds.engine import evaluate
+from cds.portfolio import load_trial_file, load_trials
 from cds.record import PatientRecord
-from cds.trials import TrialError, load_trial_file, load_trials
+from cds.trials import TrialError
 
 DATA = Path(__file__).parent / "data" / "trials"
 SHARED_IDS = [
@@ -120,11 +121,11 @@ criteria:
 """
 
 
-def test_unknown_rule_kind_is_refused_with_its_location(tmp_path: Path) -> None:
+def test_unknown_rule_kind_is_refused_located_by_its_criterion_id(tmp_path: Path) -> None:
     path = _write(tmp_path, BASE.replace("{RULE}", "{type: horoscope}"))
     with pytest.raises(TrialError) as err:
         load_trial_file(path)
-    assert "criteria.0.rule" in str(err.value)
+    assert "inc_x: rule: unknown rule type 'horoscope'" in str(err.value)
 
 
 def test_unknown_value_set_is_refused_by_name(tmp_path: Path) -> None:

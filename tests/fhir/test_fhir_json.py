@@ -47,8 +47,8 @@ from cds.fhir.decoding import (
     decode_hook_request,
     decode_resource,
 )
+from cds.portfolio import default_trials
 from cds.record import PatientRecord
-from cds.trials import default_trials
 from hooks import HOOKS
 
 ROOT = Path(__file__).resolve().parents[2]

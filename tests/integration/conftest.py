@@ -16,7 +16,8 @@ import pytest
 from itest_support import FhirServer, fixture_files, read_json, server_from_env
 
 from cds.fhir.load import prefix_ids, upload_bundle
-from cds.trials import Trial, load_trials
+from cds.portfolio import load_trials
+from cds.trials import Trial
 
 NO_SERVER = (
     "no FHIR server configured: set FHIR_BASE_URL (e.g. `FHIR_BASE_URL=$(scripts/fhir-servers start-sekmet)`, "

@@ -23,8 +23,9 @@ import orjson
 from cds.assessment import Assessment, Verdict
 from cds.engine import evaluate
 from cds.fhir.decoding import decode_resource
+from cds.portfolio import default_trials, load_trial_file
 from cds.record import PatientRecord
-from cds.trials import Trial, default_trials, load_trial_file
+from cds.trials import Trial
 
 ENV = "TRIAL_CDS_SYNTHEA_POPULATION"  # the population's directory; scripts/test.sh sets it
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,8 @@ from population_checks import stale_exclusions
 
 from cds.assessment import Assessment, Status
 from cds.engine import evaluate
+from cds.portfolio import default_trials
 from cds.record import PatientRecord
-from cds.trials import default_trials
 
 IV = ("47625008", "Intravenous route")
 TRIAL = default_trials()[TRIAL_ID]

@@ -34,8 +34,9 @@ from synthea_population import (
 
 from cds.assessment import Assessment, Status, Verdict
 from cds.cards import card
+from cds.portfolio import default_trials
 from cds.record import PatientRecord
-from cds.trials import Trial, default_trials
+from cds.trials import Trial
 
 pytestmark = pytest.mark.population
 

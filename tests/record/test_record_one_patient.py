@@ -19,8 +19,8 @@ from cds.cli import app
 from cds.demo import demo_request
 from cds.engine import evaluate
 from cds.fhir.decoding import decode_resource
+from cds.portfolio import default_trials
 from cds.record import NoPatient, PatientRecord, SeveralPatients
-from cds.trials import default_trials
 from hooks import HOOKS
 
 runner = CliRunner()

@@ -11,10 +11,11 @@ from pydantic import ValidationError
 
 from cds.assessment import CriterionAssessment, Status
 from cds.engine.context import EvalContext
+from cds.portfolio import default_trials
 from cds.record import PatientRecord
 from cds.rules.base import LeafRule
 from cds.rules.kinds import LEAF_KINDS, kind_tag
-from cds.trials import Criterion, default_trials
+from cds.trials import Criterion
 from cds.valuesets import default_library
 
 

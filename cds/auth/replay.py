@@ -116,4 +116,3 @@ class ReplayStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
-

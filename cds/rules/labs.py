@@ -101,7 +101,9 @@ class LabRule(LeafRule):
                 "; without a reported creatinine clearance, calculated from creatinine, age, sex and body weight "
                 "(Cockcroft-Gault); creatinine or weight missing: to confirm"
             )
-        if self.when_missing == "unknown":
+        if self.derive == "cockcroft_gault":
+            pass  # no result at all is to confirm, said above: the rule's `when_missing` is not read
+        elif self.when_missing == "unknown":
             order = f" (order: {test.order})" if test.order else ""
             text += f"; no result: to confirm{order}"
         else:

@@ -236,3 +236,15 @@ def test_the_reasons_survive_lean_decoding() -> None:
     use = PatientRecord.from_resources([r for r in lean if r is not None]).medications[0]
     assert use.reason_refs == ("Condition/adrenal-2",)
     assert [c.label() for c in use.reasons] == ["Addison's disease (disorder)"]
+
+
+def test_the_trial_page_says_each_expression_in_words() -> None:
+    from cds.api.pages import describe_trial
+
+    logic = {c["id"]: c["logic"]["text"] for c in describe_trial(TRIAL)["criteria"]}
+    assert "any final result within 28 days; none recorded: counts as not met" in logic["inc_creatinine_result"]
+    assert "Cockcroft-Gault" in logic["inc_creatinine_clearance"]
+    assert "no result:" not in logic["inc_creatinine_clearance"]  # when_missing is not read: always to confirm
+    assert logic["exc_hiv"].endswith("none recorded: left to confirm")
+    assert "a start dated after the evaluation date is not exposure" in logic["exc_checkpoint_inhibitor"]
+    assert "not when taken for Adrenal insufficiency" in logic["exc_steroids"]

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 from engine_support import NOW
-from fhir_builders import ICD10, SNOMED, condition, lab, med_statement, patient, vital_sign
+from fhir_builders import ICD10, PID, RXNORM, SNOMED, condition, lab, med_statement, patient, vital_sign
 from pydantic import ValidationError
 
 from cds.assessment import CriterionAssessment
@@ -213,6 +213,19 @@ def test_an_r5_reason_codeable_reference_is_read() -> None:
     assert assess("exc_steroids", [hydrocortisone(reason=[{"concept": ADDISON}])]).status == "not_met"
 
 
+def test_a_reason_written_only_in_words_is_read() -> None:
+    assert assess("exc_steroids", [hydrocortisone(reasonCode=[{"text": "Addison disease"}])]).status == "not_met"
+
+
+def test_a_coded_reason_is_not_read_by_its_words() -> None:
+    # Coded in a standard terminology as something else: the code decides, not a phrase in its text.
+    other = {
+        "coding": [{"system": SNOMED, "code": "195967001", "display": "Asthma"}],
+        "text": "asthma; hypopituitarism",
+    }
+    assert assess("exc_steroids", [hydrocortisone(reasonCode=[other])]).status == "met"
+
+
 def test_hydrocortisone_for_another_reason_is_exposure() -> None:
     asthma = {
         "coding": [{"system": ICD10, "code": "J45.901", "display": "Unspecified asthma with (acute) exacerbation"}]
@@ -248,3 +261,22 @@ def test_the_trial_page_says_each_expression_in_words() -> None:
     assert logic["exc_hiv"].endswith("none recorded: left to confirm")
     assert "a start dated after the evaluation date is not exposure" in logic["exc_checkpoint_inhibitor"]
     assert "not when taken for Adrenal insufficiency" in logic["exc_steroids"]
+
+
+def test_an_order_for_replacement_hydrocortisone_keeps_its_reason() -> None:
+    from cds.orders import hypothetical_resource
+
+    order = {
+        "resourceType": "MedicationRequest",
+        "status": "draft",
+        "intent": "order",
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "5492", "display": "hydrocortisone"}]},
+        "reasonCode": [ADDISON],
+    }
+    resource = hypothetical_resource(order, patient_id=PID, now=NOW, number=1)
+    assert resource is not None
+    assert assess("exc_steroids", [resource]).status == "not_met"
+    del order["reasonCode"]
+    plain = hypothetical_resource(order, patient_id=PID, now=NOW, number=1)
+    assert plain is not None
+    assert assess("exc_steroids", [plain]).status == "met"

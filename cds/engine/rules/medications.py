@@ -134,12 +134,13 @@ def exempt_reason(use: MedicationUse, ctx: EvalContext, reasons: list[str]) -> s
     if not reasons or not (use.reasons or use.reason_refs):
         return None
     for code in use.reasons:
-        if ctx.match(code, reasons) is not None:
+        # Codes before words, as for diagnoses: words only where the reason has no standard code.
+        if ctx.match(code, reasons, names="uncoded") is not None:
             return code.label()
     if use.reason_refs:
         for c in ctx.record.conditions:
             if (c.ref in use.reason_refs or _local_id(c.ref) in use.reason_refs) and ctx.match(
-                c.code, reasons
+                c.code, reasons, names="uncoded"
             ) is not None:
                 return c.code.label()
     return None

@@ -10,7 +10,7 @@ GC_THRESHOLDS = (10_000, 10, 10)
 
 
 def build() -> str:
-    """ "compiled" when the hot-path modules run as mypyc extensions (the production wheel, setup.py), else
+    """"compiled" when the hot-path modules run as mypyc extensions (the production wheel, setup.py), else
     "pure-python" (an editable or uncompiled install): said at start-up, so a slow node can be told apart."""
     from importlib.util import find_spec
 

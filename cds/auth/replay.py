@@ -116,3 +116,4 @@ class ReplayStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
+

@@ -61,7 +61,6 @@ def horizon_text(horizon: Horizon) -> str:
         return "; an active entry stands however old (lifelong)"
     return f"; an active entry with no date of its own within {horizon.describe()} is to confirm"
 
-
 #: An outcome as the trial page words it.
 OUTCOME_TEXT: dict[str, str] = {"met": "counts as met", "not_met": "counts as not met", "unknown": "left to confirm"}
 

@@ -133,7 +133,16 @@ def hypothetical_resource(
             "subject": subject,
             "authoredOn": when,
         }
-        for key in ("contained", "medicationCodeableConcept", "medicationReference", "dosageInstruction"):
+        # The order's reasons too: a rule's `except_for` reads them (hydrocortisone ordered for Addison's).
+        for key in (
+            "contained",
+            "medicationCodeableConcept",
+            "medicationReference",
+            "dosageInstruction",
+            "reasonCode",
+            "reasonReference",
+            "reason",
+        ):
             if key in order:
                 resource[key] = order[key]
         return resource

@@ -193,6 +193,9 @@ class LeanResource(_JsonObject, msgspec.Struct, repr_omit_defaults=True, omit_de
     authoredOn: Raw = _ABSENT
     dateAsserted: Raw = _ABSENT
     doNotPerform: Raw = _ABSENT
+    reasonCode: Raw = _ABSENT  # R4; R5 writes `reason` (CodeableReference)
+    reasonReference: Raw = _ABSENT
+    reason: Raw = _ABSENT
     ingredient: Raw = _ABSENT
     # Procedure, Immunization
     performedDateTime: Raw = _ABSENT

@@ -123,6 +123,10 @@ class MedicationUse(msgspec.Struct, frozen=True, gc=False):
     # The latest date the entry states of itself (effective[x], authoredOn, validity period, dosage timing
     # bounds): how current an "active" status can be believed to be. Never meta.lastUpdated.
     latest: FhirDate | None = None
+    # Why it is taken: reasonCode (R4) / reason.concept (R5), and the references of reasonReference /
+    # reason.reference as written ("Condition/abc"), resolved against the record's Conditions by the rules.
+    reasons: tuple[Concept, ...] = ()
+    reason_refs: tuple[str, ...] = ()
 
 
 class Procedure(msgspec.Struct, frozen=True, gc=False):

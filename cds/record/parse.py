@@ -484,6 +484,7 @@ def medication_use(resource: Mapping[str, Any], medications: Mapping[str, Mappin
             start = min((first for first, _ in bounds if first is not None), key=lambda d: d.day, default=None)
     own += [first for first, _ in bounds] + [last for _, last in bounds]
     dosages = tuple(d for d in (dosage(x) for x in dosages_raw) if d is not None)
+    reasons, reason_refs = _reasons(resource)
     return MedicationUse(
         ref=ref_of(resource),
         resource_type=str(rtype),
@@ -494,7 +495,20 @@ def medication_use(resource: Mapping[str, Any], medications: Mapping[str, Mappin
         dosages=dosages,
         point_in_time=point,
         latest=latest_date(*own),
+        reasons=reasons,
+        reason_refs=reason_refs,
     )
+
+
+def _reasons(resource: Mapping[str, Any]) -> tuple[tuple[Concept, ...], tuple[str, ...]]:
+    """Why a drug is taken: R4 ``reasonCode`` and ``reasonReference``; R5 ``reason`` (CodeableReference)."""
+    codes = [concept(x) for x in arr(resource.get("reasonCode"))]
+    refs = [s((obj(x) or {}).get("reference")) for x in arr(resource.get("reasonReference"))]
+    for item in arr(resource.get("reason")):
+        m = obj(item) or {}
+        codes.append(concept(m.get("concept")))
+        refs.append(s((obj(m.get("reference")) or {}).get("reference")))
+    return tuple(c for c in codes if c is not None), tuple(r for r in refs if r)
 
 
 def procedure(resource: Mapping[str, Any]) -> Procedure | None:

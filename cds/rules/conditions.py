@@ -54,6 +54,8 @@ class ConditionRule(LeafRule):
     # What nature bounds (a pregnancy lasts at most ~10 months): an entry whose dates are all older than
     # this is history, whatever its status says.
     lasts_at_most: Window | None = None
+    # No entry of the diagnosis at all: not met (absence is the answer), or left to confirm.
+    when_missing: Outcome = "not_met"
 
     def evaluate(self, ctx: EvalContext) -> RuleResult:
         return evaluate_condition(self, ctx)
@@ -91,4 +93,6 @@ class ConditionRule(LeafRule):
             text += f"; severity not recorded: {OUTCOME_TEXT[self.severity.missing]}"
         if self.when_found != "met":
             text += f"; if found, {OUTCOME_TEXT[self.when_found]}"
+        if self.when_missing != "not_met":
+            text += f"; none recorded: {OUTCOME_TEXT[self.when_missing]}"
         return text

@@ -27,7 +27,7 @@ class LabRule(LeafRule):
     times_uln: float | None = None
     times_lln: float | None = None
     window: Window | None = None
-    derive: Literal["ckd_epi_2021", "corrected_calcium"] | None = None
+    derive: Literal["ckd_epi_2021", "corrected_calcium", "cockcroft_gault"] | None = None
     derive_from: dict[str, str] = Field(default_factory=dict)
     when_missing: Outcome = "unknown"
 
@@ -66,6 +66,14 @@ class LabRule(LeafRule):
             problems.append("ckd_epi_2021 needs derive_from.creatinine")
         if self.derive == "corrected_calcium" and "albumin" not in self.derive_from:
             problems.append("corrected_calcium needs derive_from.albumin")
+        if self.derive == "cockcroft_gault":
+            needed = [r for r in ("creatinine", "weight") if r not in self.derive_from]
+            problems += [f"cockcroft_gault needs derive_from.{r}" for r in needed]
+            if conversion_factor(test.unit, "mL/min") is None:
+                problems.append(f"cockcroft_gault gives mL/min, which does not convert to {test.unit!r}")
+            weight = tests.get(self.derive_from.get("weight", ""))
+            if weight is not None and conversion_factor(weight.unit, "kg") is None:
+                problems.append(f"cockcroft_gault weight test {weight.unit!r} does not convert to kg")
         return problems
 
     def logic_fields(self) -> dict[str, Any]:
@@ -88,7 +96,14 @@ class LabRule(LeafRule):
             text += "; without an eGFR result, calculated from creatinine, age and sex (CKD-EPI 2021)"
         elif self.derive == "corrected_calcium":
             text += "; total calcium corrected for albumin, or ionized calcium"
-        if self.when_missing == "unknown":
+        elif self.derive == "cockcroft_gault":
+            text += (
+                "; without a reported creatinine clearance, calculated from creatinine, age, sex and body weight "
+                "(Cockcroft-Gault); creatinine or weight missing: to confirm"
+            )
+        if self.derive == "cockcroft_gault":
+            pass  # no result at all is to confirm, said above: the rule's `when_missing` is not read
+        elif self.when_missing == "unknown":
             order = f" (order: {test.order})" if test.order else ""
             text += f"; no result: to confirm{order}"
         else:

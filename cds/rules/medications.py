@@ -29,6 +29,11 @@ class MedicationRule(LeafRule):
     route_unknown: Literal["systemic", "unknown"] = "systemic"
     dose: DoseLimit | None = None
     horizon: Horizon = None  # None: the trial's `horizons.medication`
+    # Only a use that has begun by the evaluation date is exposure (a course dated to start later is not).
+    started_by_evaluation: bool = False
+    # Condition value sets naming uses that do not count: a use whose reason (reasonCode, or the Condition
+    # its reasonReference names) is in one of them is not exposure (replacement steroids).
+    except_for: list[str] = Field(default_factory=list)
 
     orders_read: ClassVar[frozenset[str]] = frozenset({"MedicationRequest"})
 
@@ -39,7 +44,7 @@ class MedicationRule(LeafRule):
         return ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
 
     def valueset_names(self) -> list[str]:
-        return self.valuesets + self.exclude_valuesets
+        return self.valuesets + self.exclude_valuesets + self.except_for
 
     def order_window(self) -> Window | None:
         return self.window
@@ -54,6 +59,10 @@ class MedicationRule(LeafRule):
         if self.systemic_only:
             unknown = "counts as systemic" if self.route_unknown == "systemic" else "left to confirm"
             text += f"; systemic routes only (oral, IV, IM, SC; route not recorded: {unknown})"
+        if self.started_by_evaluation:
+            text += "; only once started (a start dated after the evaluation date is not exposure)"
+        if self.except_for:
+            text += f"; not when taken for {page.titles(self.except_for)}"
         if self.dose is not None:
             text += (
                 f"; only above {number(self.dose.max_mg_per_day)} mg/day {self.dose.reference}-equivalent "

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from cds.engine.context import EvalContext
 from cds.engine.formatting import number
@@ -44,6 +44,23 @@ class ObservationRule(LeafRule):
     when_missing: Outcome = "unknown"
     below_detection: Outcome = "unknown"  # a quantity written "<N": below the assay's limit
     order: str | None = None
+    # "Has a result": met by any final result in the window, whatever its value. None recorded is then
+    # not met unless the rule says otherwise (`when_missing` defaults to not_met for such a rule).
+    presence: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _presence_absence(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("presence") is True and "when_missing" not in data:
+            return {**data, "when_missing": "not_met"}
+        return data
+
+    @model_validator(mode="after")
+    def _presence_reads_no_value(self) -> ObservationRule:
+        valued = self.met_values or self.not_met_values or self.met_range or self.not_met_range
+        if self.presence and valued:
+            raise ValueError("a `presence` rule is met by any result: it takes no met_/not_met_ values or ranges")
+        return self
 
     def evaluate(self, ctx: EvalContext) -> RuleResult:
         return evaluate_observation(self, ctx)
@@ -57,6 +74,9 @@ class ObservationRule(LeafRule):
 
     def describe(self, page: Describer) -> str:
         text = f"{self.label[:1].upper()}{self.label[1:]} ({page.titles(self.valuesets)})"
+        if self.presence:
+            window = f" within {window_text(self.window)}" if self.window is not None else " (ever)"
+            return text + f": any final result{window}; none recorded: {OUTCOME_TEXT[self.when_missing]}"
         if self.window is not None:
             text += f", latest within {window_text(self.window)}"
         met = []

@@ -77,6 +77,8 @@ EXPECTED_IDS = [
     "cond-npc-local-recurrence",
     "cond-major-vessel-invasion",
     "cond-gilbert",
+    "cond-adrenal-insufficiency",
+    "obs-body-weight",
     "cond-hiv",
     "cond-hbv-chronic",
     "cond-hcv",
@@ -457,6 +459,7 @@ def test_exact_loinc_lists(vs_id: str, expected: set[str]) -> None:
         ("lab-calcium-ionized", {"1995-0"}),
         ("lab-albumin", {"1751-7", "61151-7", "61152-5"}),
         ("lab-pregnancy-hcg", {"2106-3", "2118-8"}),
+        ("obs-body-weight", {"29463-7"}),  # Cockcroft-Gault reads weight in kg
     ],
 )
 def test_required_loinc_codes(vs_id: str, required: set[str]) -> None:
@@ -556,6 +559,7 @@ def test_other_malignancy_ranges_and_exclusions() -> None:
     ("vs_id", "required"),
     [
         ("cond-gilbert", {"E80.4"}),
+        ("cond-adrenal-insufficiency", {"E27.1", "E27.2", "E27.40", "E27.49", "E23.0"}),
         ("cond-hiv", {"B20", "Z21"}),
         ("cond-hbv-chronic", {"B18.0", "B18.1", "Z22.51"}),
         ("cond-hcv", {"B18.2", "B17.1"}),

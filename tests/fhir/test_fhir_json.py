@@ -393,6 +393,7 @@ NESTED_ONLY = {
     "boundsPeriod",  # Timing.repeat.boundsPeriod
     "coding",  # CodeableConcept.coding
     "comparator",  # Quantity.comparator
+    "concept",  # CodeableReference.concept (R5 MedicationStatement.reason …)
     "display",  # Coding.display, Reference.display (medicationReference)
     "dose",  # MedicationAdministration.dosage.dose
     "doseAndRate",  # Dosage.doseAndRate

@@ -68,6 +68,9 @@ class ConditionCriterion(Protocol):
     @property
     def lasts_at_most(self) -> WindowSpec | None: ...
 
+    @property
+    def when_missing(self) -> Outcome: ...
+
 
 ACTIVE = frozenset({"active", "recurrence", "relapse"})
 HISTORY = frozenset({"inactive", "remission", "resolved"})
@@ -291,8 +294,14 @@ def evaluate_condition(rule: ConditionCriterion, ctx: EvalContext) -> RuleResult
 
 
 def _absent(rule: ConditionCriterion) -> RuleResult:
+    """No entry of the diagnosis at all. Most diagnoses a trial asks about are absent and absence means
+    not met; a rule may instead leave it to confirm (``when_missing: unknown``), where a record that is
+    silent is no evidence (a diagnosis often kept outside the EHR)."""
     scope = f" within {rule.onset_within.describe()}" if rule.onset_within else ""
-    return RuleResult(Status.NOT_MET, f"no {rule.label}{scope} in the record")
+    status = outcome(rule.when_missing)
+    if status is Status.UNKNOWN:
+        return RuleResult(status, f"no {rule.label}{scope} in the record: to confirm", missing=(rule.label,))
+    return RuleResult(status, f"no {rule.label}{scope} in the record")
 
 
 def _in_note(rule: ConditionCriterion, c: Condition, ctx: EvalContext) -> str:

@@ -1,5 +1,5 @@
 """The lab rule: a test's measured value (``labs``), else one computed from other results where the record
-allows: CKD-EPI 2021 eGFR, corrected calcium."""
+allows: CKD-EPI 2021 eGFR, corrected calcium, Cockcroft-Gault creatinine clearance."""
 
 from __future__ import annotations
 
@@ -19,6 +19,13 @@ def ckd_epi_2021(creatinine_mg_dl: float, age: int, sex: str) -> float:
     ratio = creatinine_mg_dl / kappa
     egfr = 142 * min(ratio, 1.0) ** alpha * max(ratio, 1.0) ** -1.200 * 0.9938**age
     return float(egfr * (1.012 if female else 1.0))
+
+
+def cockcroft_gault(creatinine_mg_dl: float, age: int, weight_kg: float, sex: str) -> float:
+    """Cockcroft-Gault creatinine clearance, mL/min: (140 − age) × weight kg × (0.85 if female) /
+    (72 × Scr mg/dL) (Cockcroft & Gault, Nephron 1976; ../shared/references/code-map.md, "Formulas")."""
+    clearance = (140 - age) * weight_kg / (72 * creatinine_mg_dl)
+    return float(clearance * (0.85 if sex == "female" else 1.0))
 
 
 #: Calcium is corrected only below this albumin (40 g/L): ../shared/references/code-map.md, "Formulas".
@@ -52,6 +59,8 @@ def evaluate_derived(
         return _egfr(rule, ctx, test, window, pick)
     if rule.derive == "corrected_calcium":
         return _calcium(rule, ctx, test, window, pick)
+    if rule.derive == "cockcroft_gault":
+        return _creatinine_clearance(rule, ctx, test, window, pick)
     return None
 
 
@@ -150,4 +159,82 @@ def _calcium(
         derived_note=note,
         extra_evidence=(albumin.value.obs.ref,),
         extra_facts=(fact,),
+    )
+
+
+def _input_fact(label: str, lab: LabValue) -> Fact:
+    return Fact(label=label, value=lab.shown, date=day(lab.obs.when), resource=lab.obs.ref)
+
+
+def _creatinine_clearance(
+    rule: LabCriterion, ctx: EvalContext, test: LabTestSpec, window: WindowSpec, pick: LabPick
+) -> RuleResult:
+    """No creatinine clearance reported: Cockcroft-Gault from the latest creatinine and body weight in the
+    window, age and sex. Whatever input is missing leaves it to confirm (never not met: the record's
+    silence says nothing of the kidneys)."""
+    creat_test = ctx.trial.tests[rule.derive_from["creatinine"]]
+    weight_test = ctx.trial.tests[rule.derive_from["weight"]]
+    creat = pick_latest(ctx, creat_test, window)
+    weight = pick_latest(ctx, weight_test, window)
+    patient = ctx.record.patient
+    ages = ctx.age()
+    lacking: list[str] = []
+    why: list[str] = [pick.why_missing]
+    evidence: list[str] = []
+    facts: list[Fact] = []
+    for spec, found in ((creat_test, creat), (weight_test, weight)):
+        if found.value is None:
+            lacking.append(spec.label + (f" ({spec.order})" if spec.order else ""))
+            why.append(found.why_missing)
+        elif found.value.low != found.value.high:
+            lacking.append(f"{spec.label} as an exact value")
+            why.append(f"{spec.label} {found.value.shown} is not an exact value")
+        else:
+            evidence.append(found.value.obs.ref)
+            facts.append(_input_fact(spec.label, found.value))
+    if patient is None or ages is None or ages[0] != ages[1]:
+        lacking.append("age")
+        why.append("age not known to the year")
+    if patient is None or patient.gender not in ("male", "female"):
+        lacking.append("sex")
+        why.append("sex not recorded as male or female")
+    if lacking:
+        return RuleResult(
+            Status.UNKNOWN,
+            "; ".join(why) + f"; {test.label} cannot be computed (Cockcroft-Gault)",
+            tuple(evidence),
+            tuple(facts),
+            tuple(lacking),
+        )
+    assert creat.value is not None and weight.value is not None and patient is not None and ages is not None
+    sex = patient.gender or ""
+    mg_dl = convert(creat.value.value, creat_test.unit, "mg/dL", creat_test.molar_mass_g_per_mol)
+    kg = convert(weight.value.value, weight_test.unit, "kg")
+    if mg_dl is None or kg is None or mg_dl <= 0:  # units checked at load; a zero creatinine is an error
+        return RuleResult(
+            Status.UNKNOWN,
+            f"{pick.why_missing}; creatinine {creat.value.shown} cannot be used for Cockcroft-Gault",
+            tuple(evidence),
+            tuple(facts),
+            (test.label,),
+        )
+    ml_min = cockcroft_gault(mg_dl, ages[0], kg, sex)
+    in_unit = convert(ml_min, "mL/min", test.unit)
+    assert in_unit is not None  # checked when the trial was loaded
+    lab = LabValue(creat.value.obs, in_unit, in_unit, quantity(in_unit, test.unit, test.display_unit))
+    female = " × 0.85" if sex == "female" else ""
+    note = (
+        f" (computed: Cockcroft-Gault (140 − {ages[0]}) × {quantity(kg, 'kg')}{female} / "
+        f"(72 × creatinine {quantity(mg_dl, 'mg/dL')}), {sex}; "
+        f"no {test.label} reported within {window.describe()})"
+    )
+    return compare(
+        rule,
+        ctx,
+        test,
+        lab,
+        label=f"{test.label} (Cockcroft-Gault)",
+        derived_note=note,
+        extra_evidence=(weight.value.obs.ref, patient.ref),
+        extra_facts=tuple(facts),  # the inputs, each with its date and resource
     )

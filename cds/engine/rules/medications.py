@@ -60,6 +60,12 @@ class MedicationCriterion(Protocol):
     @property
     def horizon(self) -> WindowSpec | Literal["lifelong"] | None: ...
 
+    @property
+    def started_by_evaluation(self) -> bool: ...
+
+    @property
+    def except_for(self) -> list[str]: ...
+
 
 ROUTE_SYSTEMIC = "route-systemic"
 ROUTE_NON_SYSTEMIC = "route-non-systemic"
@@ -74,6 +80,7 @@ class Exposure(msgspec.Struct, frozen=True, gc=False):
     match: Match
     inside: bool | None  # in the window; None where the dates do not say
     stale: FhirDate | None = None  # inside only by an "ongoing" status this old: to confirm
+    why_not: str = ""  # set where the use is not exposure whatever its dates (a future start, an exempt use)
 
 
 def stale_since(use: MedicationUse, ctx: EvalContext, horizon: WindowSpec) -> FhirDate | None:
@@ -113,6 +120,34 @@ def exposure_in_window(use: MedicationUse, ctx: EvalContext, rule: MedicationCri
     if start is not None and start.day >= window_start:
         return True
     return None
+
+
+def starts_later(use: MedicationUse, ctx: EvalContext) -> bool:
+    """A use dated to start after the evaluation date (a planned course, a prescription for later)."""
+    return use.start is not None and use.start.day > ctx.today
+
+
+def exempt_reason(use: MedicationUse, ctx: EvalContext, reasons: list[str]) -> str | None:
+    """The reason the use is recorded for, where it is one of the rule's ``except_for`` value sets (a
+    replacement dose of hydrocortisone for adrenal insufficiency is not immunosuppression): its label,
+    else None. Read from the use's own reason codes and from the Conditions its reason references name."""
+    if not reasons or not (use.reasons or use.reason_refs):
+        return None
+    for code in use.reasons:
+        # Codes before words, as for diagnoses: words only where the reason has no standard code.
+        if ctx.match(code, reasons, names="uncoded") is not None:
+            return code.label()
+    if use.reason_refs:
+        for c in ctx.record.conditions:
+            if (c.ref in use.reason_refs or _local_id(c.ref) in use.reason_refs) and ctx.match(
+                c.code, reasons, names="uncoded"
+            ) is not None:
+                return c.code.label()
+    return None
+
+
+def _local_id(ref: str) -> str:
+    return ref.rsplit("/", 1)[-1]
 
 
 def route_kind(ctx: EvalContext, dosages: tuple[Dosage, ...], medication_text: list[str]) -> str | None:
@@ -192,6 +227,15 @@ def evaluate_medication(rule: MedicationCriterion, ctx: EvalContext) -> RuleResu
             found = matches[use.medication] = ctx.match(use.medication, rule.valuesets, exclude=rule.exclude_valuesets)
         if found is None:
             continue
+        if rule.started_by_evaluation and starts_later(use, ctx):
+            start = use.start
+            assert start is not None
+            exposures.append(Exposure(use, found, False, why_not=f"starts {day(start)}, after {ctx.today}"))
+            continue
+        exempt = exempt_reason(use, ctx, rule.except_for)
+        if exempt is not None:
+            exposures.append(Exposure(use, found, False, why_not=f"for {exempt}, not {rule.label}"))
+            continue
         inside = exposure_in_window(use, ctx, rule)
         if inside and rule.window is not None:
             # An order left "active" for years is not exposure today by its status alone (what the
@@ -211,7 +255,7 @@ def evaluate_medication(rule: MedicationCriterion, ctx: EvalContext) -> RuleResu
     outside: list[tuple[Exposure, str]] = []
     for exp in exposures:
         if exp.inside is False:
-            outside.append((exp, ""))
+            outside.append((exp, exp.why_not))
             continue
         # What rules the use out whatever its dates comes first (a topical cream, a weekly low dose); then
         # what leaves it to confirm: a stale "active" status, dates that do not say, a missing route or dose.

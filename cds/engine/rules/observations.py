@@ -64,6 +64,9 @@ class ObservationCriterion(Protocol):
     @property
     def order(self) -> str | None: ...
 
+    @property
+    def presence(self) -> bool: ...
+
 
 def _in_range(value: float, rng: RangeCriterion | None) -> bool:
     if rng is None:
@@ -176,7 +179,7 @@ def evaluate_observation(rule: ObservationCriterion, ctx: EvalContext) -> RuleRe
         if rule.window is not None and not ctx.in_window(obs.when, rule.window):
             older = obs
             break
-        status = classify(rule, obs.value, ctx)
+        status = Status.MET if rule.presence else classify(rule, obs.value, ctx)
         shown = _shown_for(rule, obs.value, ctx)
         fact = Fact(label=rule.label, value=shown, date=day(obs.when), resource=obs.ref)
         reason = f"{rule.label}: {shown} on {day(obs.when)}"

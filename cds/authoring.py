@@ -105,6 +105,7 @@ FIELD_NOTES: dict[type[BaseModel], dict[str, str]] = {
         "severity": "decides by a severity or CTCAE grade written on the diagnosis",
         "horizon": _HORIZON,
         "lasts_at_most": "an entry whose dates are all older than this is history whatever its status",
+        "when_missing": "what a record with no matching Condition gives: `not_met` (default), `unknown` or `met`",
     },
     SeverityMap: {
         "met": "value sets of severities that meet the rule",
@@ -121,7 +122,7 @@ FIELD_NOTES: dict[type[BaseModel], dict[str, str]] = {
         "times_uln": "threshold as a multiple of the upper limit of normal",
         "times_lln": "threshold as a multiple of the lower limit of normal",
         "window": "how far back the latest result may be (default: the trial's `measurement_window`)",
-        "derive": "`ckd_epi_2021` (eGFR from creatinine, age and sex) or `corrected_calcium` (for albumin)",
+        "derive": "`ckd_epi_2021` (eGFR), `corrected_calcium` (albumin) or `cockcroft_gault` (creatinine clearance)",
         "derive_from": "the tests a derived value is computed from, by role (`creatinine`, `albumin`)",
         "when_missing": f"outcome when no usable result is found: {_OUTCOME}",
     },
@@ -139,6 +140,7 @@ FIELD_NOTES: dict[type[BaseModel], dict[str, str]] = {
         "when_missing": f"outcome when no observation is found: {_OUTCOME}",
         "below_detection": f"outcome for a quantity written `<N` (below the assay's limit): {_OUTCOME}",
         "order": "what to order when it is missing (said on the card)",
+        "presence": "\"has a result\": met by any final result in the window, whatever its value",
     },
     NumericRange: {
         "min": "lowest value, inclusive",
@@ -155,6 +157,8 @@ FIELD_NOTES: dict[type[BaseModel], dict[str, str]] = {
         "route_unknown": "with `systemic_only`, a route not recorded counts as `systemic`, or is `unknown`",
         "dose": "counts only above a daily dose equivalent",
         "horizon": _HORIZON,
+        "started_by_evaluation": "a use that starts after the evaluation date is not exposure, even without a window",
+        "except_for": "condition value sets: a use recorded for one of those reasons is not exposure",
     },
     DoseLimit: {
         "reference": "the drug doses are expressed in",

@@ -187,7 +187,9 @@ class RecordReader:
 
     def _add_observation(self, resource: Mapping[str, Any], item: Observation) -> None:
         self.record.observations.append(item)
-        if "component" in resource:  # a panel: its components are results too
+        # A panel: its components are results too. A lean resource is asked for its field (its ``in`` is a
+        # Python method, and this runs once per Observation).
+        if resource.component if type(resource) is LeanResource else "component" in resource:
             parts = guarded(parse.components, resource, item)
             if parts is None:
                 self.record.unreadable.append(item.ref)

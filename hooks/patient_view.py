@@ -69,7 +69,8 @@ class PatientViewHook:
             description=(
                 "Screens the patient in context against the eligibility criteria of "
                 f"{trial_count} clinical trial{plural} from coded FHIR R4 data, and "
-                f"returns a card for each trial the patient may be eligible for: {trial_names}."
+                "returns a card for each trial the patient may be eligible for, the most promising first "
+                f"(beyond a few, the others are named on one card): {trial_names}."
             ),
         )
 

@@ -132,7 +132,10 @@ class RecordIndex:
     read the same lists, and the index is the fixed part of a trial's cost."""
 
     def __init__(self, record: PatientRecord, library: ValueSetLibrary) -> None:
-        self.record = record
+        # The lists the index is built from, not the record: the record holds its index, and a reference
+        # back would make a cycle that only the garbage collector frees (a record per request).
+        self.observations = record.observations
+        self.conditions = record.conditions
         self.library = library
         # Matches per value-set tuple: many criteria (of one trial and of the others) read the same lists.
         self.condition_matches: dict[tuple[tuple[str, ...], tuple[str, ...], str], list[Condition]] = {}
@@ -147,7 +150,12 @@ class RecordIndex:
         """The record's index for this library: kept on the record (a record is read, never changed, once
         built), so that evaluations of several trials on one record build it once."""
         held = record.engine_index
-        if isinstance(held, RecordIndex) and held.record is record and held.library is library:
+        if (
+            isinstance(held, RecordIndex)
+            and held.observations is record.observations  # not a copy made with other lists
+            and held.conditions is record.conditions
+            and held.library is library
+        ):
             return held
         index = RecordIndex(record, library)
         record.engine_index = index
@@ -187,7 +195,7 @@ class RecordIndex:
         then matched once per distinct diagnosis, not once per Condition."""
         if self._conditions_by_concept is None:
             index: dict[tuple[Concept, tuple[Concept, ...]], list[int]] = {}
-            for i, c in enumerate(self.record.conditions):
+            for i, c in enumerate(self.conditions):
                 index.setdefault((c.code, c.morphology), []).append(i)
             self._conditions_by_concept = index
         return self._conditions_by_concept
@@ -199,7 +207,7 @@ class RecordIndex:
         if self._observations_by_code is None:
             # By concept first (a long record repeats a few concepts, shared objects), then by coding.
             by_concept: dict[Concept, list[Observation]] = {}
-            for o in self.record.observations:
+            for o in self.observations:
                 same = by_concept.get(o.code)
                 if same is None:
                     by_concept[o.code] = [o]
@@ -219,7 +227,7 @@ class RecordIndex:
                         found.extend(observations)
                         merged.add(key)
             if merged:  # a code under several concepts: as if indexed one by one in record order, sorted
-                position = {id(o): i for i, o in enumerate(self.record.observations)}
+                position = {id(o): i for i, o in enumerate(self.observations)}
                 for key in merged:
                     index[key].sort(key=lambda o: position[id(o)])
                     index[key].sort(key=newest_first_key, reverse=True)

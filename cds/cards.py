@@ -423,6 +423,22 @@ def shown(a: Assessment, *, show_not_eligible: bool) -> bool:
     return a.verdict is not Verdict.NOT_ELIGIBLE or show_not_eligible
 
 
+#: The order of verdicts on the screen: the most promising first.
+_VERDICT_ORDER = {Verdict.LIKELY_ELIGIBLE: 0, Verdict.NEEDS_REVIEW: 1, Verdict.NOT_ELIGIBLE: 2}
+
+
+def to_confirm(a: Assessment) -> int:
+    """How many of the assessment's criteria are still to confirm (unknown)."""
+    return sum(1 for c in a.criteria if c.status is Status.UNKNOWN)
+
+
+def screen_order(ta: tuple[TrialInfo, Assessment]) -> tuple[int, int, str]:
+    """Likely eligible first, then needs review, then not eligible; within a verdict, the trial with the
+    fewest criteria to confirm first (the least work for the clinician); then by trial id (stable)."""
+    trial, a = ta
+    return (_VERDICT_ORDER[a.verdict], to_confirm(a), trial.id)
+
+
 def cards_for(
     results: Iterable[tuple[TrialInfo, Assessment]],
     *,
@@ -431,10 +447,70 @@ def cards_for(
     user_id: str | None = None,
     show_not_eligible: bool = False,
 ) -> list[tuple[TrialInfo, Assessment, dict[str, Any]]]:
-    """The cards to return, each with its trial and assessment, most promising verdict first."""
-    order = {Verdict.LIKELY_ELIGIBLE: 0, Verdict.NEEDS_REVIEW: 1, Verdict.NOT_ELIGIBLE: 2}
+    """The cards to return, each with its trial and assessment, in :func:`screen_order`."""
     chosen: Sequence[tuple[TrialInfo, Assessment]] = sorted(
-        ((t, a) for t, a in results if shown(a, show_not_eligible=show_not_eligible)),
-        key=lambda ta: (order[ta[1].verdict], ta[0].id),
+        ((t, a) for t, a in results if shown(a, show_not_eligible=show_not_eligible)), key=screen_order
     )
     return [(t, a, card(a, t, base_url=base_url, patient_id=patient_id, user_id=user_id)) for t, a in chosen]
+
+
+def capped_cards(
+    results: Iterable[tuple[TrialInfo, Assessment]],
+    *,
+    max_cards: int,
+    base_url: str,
+    patient_id: str,
+    user_id: str | None = None,
+    show_not_eligible: bool = False,
+) -> tuple[list[tuple[TrialInfo, Assessment, dict[str, Any]]], list[dict[str, Any]]]:
+    """A portfolio's answer: a card for each of the first ``max_cards`` trials in :func:`screen_order`,
+    and, when more trials are to be shown, one card naming the rest (:func:`more_trials_card`) — a
+    clinician reads three cards, not thirty. The trials' cards come with their trial and assessment; the
+    card naming the rest is about no single trial."""
+    chosen = sorted(((t, a) for t, a in results if shown(a, show_not_eligible=show_not_eligible)), key=screen_order)
+    first, rest = chosen[:max_cards], chosen[max_cards:]
+    cards = [(t, a, card(a, t, base_url=base_url, patient_id=patient_id, user_id=user_id)) for t, a in first]
+    return cards, [more_trials_card(rest, base_url=base_url)] if rest else []
+
+
+def _trial_name(trial: TrialInfo) -> str:
+    return " ".join((trial.short_name or trial.title or trial.id).split())
+
+
+def more_trials_card(
+    rest: Sequence[tuple[TrialInfo, Assessment]],
+    *,
+    base_url: str,
+    new_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
+) -> dict[str, Any]:
+    """One info card naming the trials beyond the cap, in screen order, each with its verdict and a link
+    to its trial page: "2 more trials may fit: NPC-LDRT, NPC-IMMUNO"."""
+    base = base_url.rstrip("/")
+    n = len(rest)
+    may_fit = all(a.verdict is not Verdict.NOT_ELIGIBLE for _, a in rest)
+    head = f"{n} more trial{'s' if n != 1 else ''} {'may fit' if may_fit else 'screened'}: "
+    text = head + ", ".join(_trial_name(t) for t, _ in rest)
+    if len(text) > SUMMARY_MAX:
+        text = text[: SUMMARY_MAX - 1].rstrip(" ,") + "…"
+    lines = [
+        f"- [{md_escape(_trial_name(t))}]({base}/trials/{t.id}): {VERDICT_LABEL[a.verdict]} — {counts_line(a)}"
+        for t, a in rest
+    ]
+    out = {
+        "uuid": new_uuid(),
+        "summary": text,
+        "indicator": "info",
+        "detail": "Also screened, not shown one by one:\n\n" + "\n".join(lines),
+        "source": {
+            "label": "Trial eligibility screening",
+            "url": f"{base}/trials",
+            "topic": {
+                "system": TOPIC_SYSTEM,
+                "code": "trial-eligibility",
+                "display": "Clinical trial eligibility",
+            },
+        },
+        "links": [link(f"Trial criteria: {_trial_name(t)}", f"{base}/trials/{t.id}") for t, _ in rest],
+    }
+    pruned: dict[str, Any] = prune(out)
+    return pruned

@@ -95,6 +95,8 @@ class Settings(BaseSettings):
 
     # What the service shows.
     show_not_eligible: bool = False
+    #: Cards of single trials in a patient-view answer; the trials beyond are named on one more card.
+    max_cards: int = Field(default=3, ge=1, le=100)
     public_base_url: str | None = None
     demo: bool = False
     trials_dir: Path | None = None

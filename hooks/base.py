@@ -128,11 +128,17 @@ def resource_types(trials: Mapping[str, Any]) -> frozenset[str]:
 Decision: TypeAlias = tuple[list[tuple[Any, Assessment]], list[IssuedTriple]]
 
 
+#: A decision with, after the trials' cards, cards about no single trial (the card naming the trials beyond
+#: the cap): returned, noted when the record is incomplete, not stored as issued (no trial to count their
+#: feedback against). A plain tuple, as :data:`Decision`: made by the hook without calling back here.
+Screening: TypeAlias = tuple[list[tuple[Any, Assessment]], list[IssuedTriple], list[dict[str, Any]]]
+
+
 async def run(
     call: HookCall,
     *,
     user_id: str,
-    decide: Callable[[list[Mapping[str, Any]]], Decision],
+    decide: Callable[[list[Mapping[str, Any]]], Decision | Screening],
     extra_resources: Sequence[Mapping[str, Any]] = (),
 ) -> HookAnswer:
     """The steps every hook shares, around its own ``decide``:
@@ -164,8 +170,12 @@ async def run(
     resources = [*gathered.resources, *extra_resources] if extra_resources else gathered.resources
 
     def work() -> HookAnswer:
-        results, chosen = decide(resources)
-        cards = [c for _, _, c in chosen]
+        decided = decide(resources)
+        if len(decided) == 3:
+            results, chosen, overview = decided
+        else:
+            (results, chosen), overview = decided, []
+        cards = [*(c for _, _, c in chosen), *overview]
         _note_incomplete(cards, gathered.key_sources, gathered.problems)
         if chosen:
             call.store.record_issued(

@@ -5,7 +5,9 @@ Context: ``userId`` (REQUIRED, ``Practitioner|PractitionerRole|Patient|RelatedPe
 (REQUIRED) and ``encounterId`` (OPTIONAL); all three may be prefetch tokens.
 
 The use case: read every resource type the trials need (prefetched, else fetched), screen the patient
-against every trial, and return a card per trial the patient may be eligible for.
+against every trial, and return a card per trial the patient may be eligible for: at most
+``TRIAL_CDS_MAX_CARDS`` of them, likely eligible first, then those with the fewest criteria to confirm,
+and one card naming the rest.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cds.cards import cards_for
+from cds.cards import capped_cards
 from cds.record import PatientRecord
 from hooks.base import (
     FHIR_ID_PATTERN,
     SERVICE_ID,
-    Decision,
     HookAnswer,
     HookCall,
+    Screening,
     ServiceText,
     prefetch_key,
     run,
@@ -67,7 +69,8 @@ class PatientViewHook:
             description=(
                 "Screens the patient in context against the eligibility criteria of "
                 f"{trial_count} clinical trial{plural} from coded FHIR R4 data, and "
-                f"returns a card for each trial the patient may be eligible for: {trial_names}."
+                "returns a card for each trial the patient may be eligible for, the most promising first "
+                f"(beyond a few, the others are named on one card): {trial_names}."
             ),
         )
 
@@ -78,17 +81,20 @@ class PatientViewHook:
         if not isinstance(context, PatientViewContext):
             raise TypeError("patient-view needs a PatientViewContext")
 
-        def decide(resources: list[Mapping[str, Any]]) -> Decision:
+        def decide(resources: list[Mapping[str, Any]]) -> Screening:
+            # One record for every trial of the call; the engine keeps its index on it (built by the first
+            # trial's evaluation, read by the others: cds.engine.context.RecordIndex).
             record = PatientRecord.from_resources(resources, patient_id=context.patientId, deduplicated=True)
             results = [(trial, call.evaluate(trial, record, call.now)) for trial in call.trials.values()]
-            chosen = cards_for(
+            chosen, overview = capped_cards(
                 results,
+                max_cards=call.settings.max_cards,
                 base_url=call.base_url,
                 patient_id=context.patientId,
                 user_id=context.userId,
                 show_not_eligible=call.settings.show_not_eligible,
             )
-            return results, chosen
+            return results, chosen, overview
 
         return await run(call, user_id=context.userId, decide=decide)
 

@@ -237,6 +237,27 @@ def describe_trial(trial: Any, library: ValueSetLibrary | None = None) -> dict[s
     return out
 
 
+def describe_portfolio(trials: Mapping[str, Any], base_url: str) -> dict[str, Any]:
+    """Every trial the service screens against, in id order, with its title and the link to its page
+    (and, where the trial file says them, its open or closed status and its registry record)."""
+    listed = []
+    for trial_id in sorted(trials):
+        trial = trials[trial_id]
+        item: dict[str, Any] = {
+            "id": trial.id,
+            "title": trial.title,
+            "short_name": trial.short_name,
+            "criteria": len(trial.criteria),
+            "page": f"{base_url}/trials/{trial.id}",
+        }
+        for optional in ("status", "url"):
+            value = getattr(trial, optional, None)
+            if value:
+                item[optional] = getattr(value, "value", value)
+        listed.append(item)
+    return {"trials": listed}
+
+
 # ---------------------------------------------------------------------------------------------------
 # HTML.
 
@@ -406,8 +427,35 @@ def trial_html(d: Mapping[str, Any], base_url: str) -> str:
         "ULN and LLN come from the result's own reference range when it has one.</p>"
         f'<nav aria-label="Criteria"><ol>{"".join(toc)}</ol></nav>{"".join(body)}</main>'
         f'<footer class="small muted"><p>Machine-readable: <code>GET {e(base_url)}/trials/{e(d["id"])}</code> '
-        "with <code>Accept: application/json</code>.</p></footer>"
+        f'with <code>Accept: application/json</code>. <a href="{e(base_url)}/trials">All trials</a>.</p></footer>'
         f"{_PRINT_SCRIPT}</body></html>"
+    )
+
+
+def portfolio_html(d: Mapping[str, Any], base_url: str) -> str:
+    e = html.escape
+    with_status = any("status" in t for t in d["trials"])  # trial files that say whether they are open
+    rows = []
+    for t in d["trials"]:
+        status = f"<td>{e(str(t.get('status', '')))}</td>" if with_status else ""
+        registry = f'<a href="{e(t["url"])}">registry record</a>' if t.get("url") else ""
+        rows.append(
+            f'<tr><td><a href="{e(t["page"])}">{e(t["short_name"])}</a></td><td>{e(t["title"])}</td>'
+            f"{status}<td>{t['criteria']}</td><td><code>{e(t['id'])}</code></td><td>{registry}</td></tr>"
+        )
+    status_head = "<th>Status</th>" if with_status else ""
+    n = len(d["trials"])
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1"><title>Trials screened</title>'
+        f'<link rel="icon" href="data:,"><style>{_STYLE}</style></head><body>'
+        f"<header><h1>Trials screened</h1><p>This service screens patients against {n} "
+        f"trial{'s' if n != 1 else ''}; each page lists a trial's criteria and how they are decided.</p>"
+        "</header><main><table><caption>Trials</caption><thead><tr><th>Trial</th><th>Title</th>"
+        f"{status_head}<th>Criteria</th><th>Id</th><th>Registry</th></tr></thead><tbody>{''.join(rows)}"
+        "</tbody></table></main>"
+        f'<footer class="small muted"><p>Machine-readable: <code>GET {e(base_url)}/trials</code> '
+        "with <code>Accept: application/json</code>.</p></footer></body></html>"
     )
 
 

@@ -177,6 +177,16 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "trials": len(st.trials), "database": "ok"})
 
 
+@open_router.get("/trials", response_model=None)
+async def trials_page(request: Request) -> Response:
+    """The portfolio: every trial with its title and the link to its page (JSON on ``Accept:
+    application/json``, else HTML), as the trial pages themselves."""
+    listing = pages.describe_portfolio(state(request).trials, base_url(request))
+    if pages.wants_json(request.headers.get("accept", "")):
+        return JSONResponse(listing)
+    return HTMLResponse(pages.portfolio_html(listing, base_url(request)))
+
+
 @open_router.get("/trials/{trial_id}", response_model=None)
 async def trial_page(trial_id: str, request: Request) -> Response:
     served = state(request).served

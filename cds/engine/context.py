@@ -125,26 +125,41 @@ class TrialSettings(Protocol):
     def horizons(self) -> HorizonsSpec: ...
 
 
-@dataclass
-class EvalContext:
-    record: PatientRecord
-    now: datetime
-    trial: TrialSettings
-    library: ValueSetLibrary
-    # Matches per value-set tuple, computed once per evaluation: many criteria read the same lists.
-    condition_matches: dict[tuple[tuple[str, ...], tuple[str, ...], str], list[Condition]] = field(default_factory=dict)
-    observation_matches: dict[tuple[str, ...], list[Observation]] = field(default_factory=dict)
-    _observations_by_code: dict[tuple[str, str], list[Observation]] | None = None
-    _conditions_by_concept: dict[tuple[Concept, tuple[Concept, ...]], list[int]] | None = None
-    _observation_groups: list[tuple[Verdicts, tuple[str, str], list[Observation]]] | None = None
-    _condition_groups: list[tuple[Verdicts, Diagnosis, list[int]]] | None = None
-    # The evaluation date, read by most rules: computed once, not by every `now.date()`.
-    today: date = field(init=False)
-    _today_ordinal: int = field(init=False)
+class RecordIndex:
+    """What the rules derive from a record and the value sets alone, whatever the trial and the date: the
+    record's results by code, its diagnoses, and the matches per value-set tuple. Built once per record
+    and library (:meth:`of`), so that every trial evaluated on the record in a call shares it: many trials
+    read the same lists, and the index is the fixed part of a trial's cost."""
 
-    def __post_init__(self) -> None:
-        self.today = self.now.date()
-        self._today_ordinal = self.today.toordinal()
+    def __init__(self, record: PatientRecord, library: ValueSetLibrary) -> None:
+        # The lists the index is built from, not the record: the record holds its index, and a reference
+        # back would make a cycle that only the garbage collector frees (a record per request).
+        self.observations = record.observations
+        self.conditions = record.conditions
+        self.library = library
+        # Matches per value-set tuple: many criteria (of one trial and of the others) read the same lists.
+        self.condition_matches: dict[tuple[tuple[str, ...], tuple[str, ...], str], list[Condition]] = {}
+        self.observation_matches: dict[tuple[str, ...], list[Observation]] = {}
+        self._observations_by_code: dict[tuple[str, str], list[Observation]] | None = None
+        self._conditions_by_concept: dict[tuple[Concept, tuple[Concept, ...]], list[int]] | None = None
+        self._observation_groups: list[tuple[Verdicts, tuple[str, str], list[Observation]]] | None = None
+        self._condition_groups: list[tuple[Verdicts, Diagnosis, list[int]]] | None = None
+
+    @staticmethod
+    def of(record: PatientRecord, library: ValueSetLibrary) -> RecordIndex:
+        """The record's index for this library: kept on the record (a record is read, never changed, once
+        built), so that evaluations of several trials on one record build it once."""
+        held = record.engine_index
+        if (
+            isinstance(held, RecordIndex)
+            and held.observations is record.observations  # not a copy made with other lists
+            and held.conditions is record.conditions
+            and held.library is library
+        ):
+            return held
+        index = RecordIndex(record, library)
+        record.engine_index = index
+        return index
 
     def observation_groups(self) -> list[tuple[Verdicts, tuple[str, str], list[Observation]]]:
         """:meth:`observations_by_code` as (verdicts, code, Observations): ``verdicts`` says, per tuple of
@@ -180,7 +195,7 @@ class EvalContext:
         then matched once per distinct diagnosis, not once per Condition."""
         if self._conditions_by_concept is None:
             index: dict[tuple[Concept, tuple[Concept, ...]], list[int]] = {}
-            for i, c in enumerate(self.record.conditions):
+            for i, c in enumerate(self.conditions):
                 index.setdefault((c.code, c.morphology), []).append(i)
             self._conditions_by_concept = index
         return self._conditions_by_concept
@@ -192,7 +207,7 @@ class EvalContext:
         if self._observations_by_code is None:
             # By concept first (a long record repeats a few concepts, shared objects), then by coding.
             by_concept: dict[Concept, list[Observation]] = {}
-            for o in self.record.observations:
+            for o in self.observations:
                 same = by_concept.get(o.code)
                 if same is None:
                     by_concept[o.code] = [o]
@@ -212,12 +227,51 @@ class EvalContext:
                         found.extend(observations)
                         merged.add(key)
             if merged:  # a code under several concepts: as if indexed one by one in record order, sorted
-                position = {id(o): i for i, o in enumerate(self.record.observations)}
+                position = {id(o): i for i, o in enumerate(self.observations)}
                 for key in merged:
                     index[key].sort(key=lambda o: position[id(o)])
                     index[key].sort(key=newest_first_key, reverse=True)
             self._observations_by_code = index
         return self._observations_by_code
+
+
+@dataclass
+class EvalContext:
+    record: PatientRecord
+    now: datetime
+    trial: TrialSettings
+    library: ValueSetLibrary
+    #: What the rules derive from the record alone, shared by every trial evaluated on it (RecordIndex.of).
+    index: RecordIndex | None = None
+    condition_matches: dict[tuple[tuple[str, ...], tuple[str, ...], str], list[Condition]] = field(init=False)
+    observation_matches: dict[tuple[str, ...], list[Observation]] = field(init=False)
+    # The evaluation date, read by most rules: computed once, not by every `now.date()`.
+    today: date = field(init=False)
+    _today_ordinal: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.today = self.now.date()
+        self._today_ordinal = self.today.toordinal()
+        if self.index is None:
+            self.index = RecordIndex.of(self.record, self.library)
+        self.condition_matches = self.index.condition_matches
+        self.observation_matches = self.index.observation_matches
+
+    def observation_groups(self) -> list[tuple[Verdicts, tuple[str, str], list[Observation]]]:
+        assert self.index is not None
+        return self.index.observation_groups()
+
+    def condition_groups(self) -> list[tuple[Verdicts, Diagnosis, list[int]]]:
+        assert self.index is not None
+        return self.index.condition_groups()
+
+    def conditions_by_concept(self) -> dict[tuple[Concept, tuple[Concept, ...]], list[int]]:
+        assert self.index is not None
+        return self.index.conditions_by_concept()
+
+    def observations_by_code(self) -> dict[tuple[str, str], list[Observation]]:
+        assert self.index is not None
+        return self.index.observations_by_code()
 
     def window_start(self, window: WindowSpec) -> date:
         if window.days is not None:

@@ -50,6 +50,9 @@ class PatientRecord:
     about_other_patients: int = 0
     #: Resources of an earlier FHIR version (STU3, DSTU2) that an R4 reader cannot read: "MedicationOrder/7".
     earlier_fhir: list[str] = field(default_factory=list)
+    #: The engine's index of this record (cds.engine.context.RecordIndex), built by the first evaluation
+    #: and shared by the trials evaluated after it; opaque here (the record knows no engine).
+    engine_index: object = field(default=None, compare=False, repr=False)
 
     @property
     def patient_ref(self) -> str:

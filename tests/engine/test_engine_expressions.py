@@ -15,9 +15,9 @@ from cds.assessment import CriterionAssessment
 from cds.engine import evaluate
 from cds.engine.rules.derived import cockcroft_gault
 from cds.fhir.decoding import decode_resource
+from cds.portfolio import load_trial_file
 from cds.record import PatientRecord
 from cds.rules.observations import ObservationRule
-from cds.trials import load_trial_file
 
 TRIAL = load_trial_file(Path(__file__).parent / "data" / "trials" / "expressions-trial.yaml")
 NIVOLUMAB = ("1597876", "nivolumab")

@@ -9,8 +9,8 @@ from api_support import NOW, patients
 
 from cds.engine import evaluate
 from cds.engine.context import RecordIndex
+from cds.portfolio import default_trials
 from cds.record import PatientRecord
-from cds.trials import default_trials
 from cds.valuesets import default_library
 
 TRIAL = default_trials()["npc-liver-mets-ldrt"]

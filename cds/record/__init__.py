@@ -51,8 +51,9 @@ class PatientRecord:
     #: Resources of an earlier FHIR version (STU3, DSTU2) that an R4 reader cannot read: "MedicationOrder/7".
     earlier_fhir: list[str] = field(default_factory=list)
     #: The engine's index of this record (cds.engine.context.RecordIndex), built by the first evaluation
-    #: and shared by the trials evaluated after it; opaque here (the record knows no engine).
-    engine_index: object = field(default=None, compare=False, repr=False)
+    #: and shared by the trials evaluated after it; opaque here (the record knows no engine). Typed Any:
+    #: typed ``object``, the mypyc-compiled dataclass failed at import (KeyError: 'object').
+    engine_index: Any = field(default=None, compare=False, repr=False)
 
     @property
     def patient_ref(self) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from served_support import free_port
 
 from cds.demo import load_demo_patients
 
@@ -54,13 +54,6 @@ class Service:
     app: Any
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """``trial-cds serve --demo`` in a thread: demo mode, a fresh database, the real clock (the demo data is
@@ -72,7 +65,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
     db = tmp_path_factory.mktemp("browser-db") / "cds.sqlite3"
     app = create_app(Settings(demo=True, database_url=f"sqlite:///{db}", log_level="WARNING"))
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

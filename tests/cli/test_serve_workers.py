@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -21,15 +20,10 @@ import pytest
 import yaml
 from joserfc import jwt
 from joserfc.jwk import ECKey
+from served_support import free_port
 
 AUDIENCE = "https://cds.example.org/cds-services"
 ISS = "https://ehr.example.com/"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -16,16 +16,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from served_support import free_port
 
 TRIAL_CDS = Path(sys.executable).with_name("trial-cds")
 MAX_HEADER_BYTES = 4096
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 from portfolio_support import LOCAL_TRIAL, local_trial, trial_folder, write_yaml
+from served_support import free_port
 
 TRIAL_CDS = Path(sys.executable).with_name("trial-cds")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _until(condition: Callable[[], bool], what: str, seconds: float = 60) -> None:
@@ -51,7 +44,7 @@ def served_folder(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[
         "TRIAL_CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'served.sqlite3'}",
         "TRIAL_CDS_TRIALS_DIR": str(folder),
     }
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [str(TRIAL_CDS), "serve", "--port", str(port)],
         env=env,

@@ -23,7 +23,7 @@ from cds.rules.kinds import LEAF_KINDS, AllRule, AnyRule, NotRule, kind_tag
 from cds.rules.labs import LabRule
 from cds.rules.medications import DoseLimit, MedicationRule
 from cds.rules.observations import NumericRange, ObservationRule
-from cds.trials import Criterion, Trial
+from cds.trials import Criterion, LeftOut, Trial
 from cds.units import conversion_factor
 from cds.valuesets import ValueSetLibrary
 
@@ -48,6 +48,12 @@ FIELD_NOTES: dict[type[BaseModel], dict[str, str]] = {
         "horizons": "the default horizons of condition and medication rules",
         "tests": "the lab tests that `lab` rules name, by a name of the trial's choosing",
         "criteria": "the criteria, in the order of the protocol",
+        "left_out": "registry criteria not screened (consent, contraception …), listed on the trial page",
+    },
+    LeftOut: {
+        "text": "the criterion's words, as registered",
+        "reason": "`administrative` (consent, visits), `permissive` (restricts nothing) or `optional`",
+        "note": "why it is left out, where the reason alone does not say",
     },
     Criterion: {
         "id": "lower-case id (`inc_age`, `exc_hiv`), unique in the trial; errors and cards name it",

@@ -23,6 +23,16 @@ class Criterion(StrictModel):
     rule: Rule
 
 
+class LeftOut(StrictModel):
+    """A criterion of the registry text that the service does not screen: administrative (consent,
+    contraception), permissive ("prior platinum allowed") or optional. Listed on the trial page so that a
+    reader sees nothing was silently dropped."""
+
+    text: str
+    reason: Literal["administrative", "permissive", "optional"]
+    note: str | None = None
+
+
 class Trial(StrictModel):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     title: str
@@ -38,6 +48,7 @@ class Trial(StrictModel):
     horizons: Horizons = Horizons()
     tests: dict[str, LabTest] = Field(default_factory=dict)
     criteria: list[Criterion] = Field(min_length=1)
+    left_out: list[LeftOut] = Field(default_factory=list)
 
     def criterion(self, criterion_id: str) -> Criterion:
         for c in self.criteria:

@@ -234,6 +234,9 @@ def describe_trial(trial: Any, library: ValueSetLibrary | None = None) -> dict[s
         value = getattr(trial, optional, None)
         if value:
             out[optional] = value
+    left_out = getattr(trial, "left_out", [])
+    if left_out:
+        out["left_out"] = [item.model_dump(exclude_none=True) for item in left_out]
     return out
 
 
@@ -402,6 +405,15 @@ def trial_html(d: Mapping[str, Any], base_url: str) -> str:
                 f"{logic_html}{codes}</section>"
             )
         toc.append("</ol></li>")
+    left_out: list[Mapping[str, Any]] = d.get("left_out", [])
+    if left_out:
+        body.append('<h2 id="left-out">Not screened</h2><p class="small">Registry criteria the service does not '
+                    "decide from the record; the study team checks them at enrolment.</p><ul>")
+        for item in left_out:
+            note = f" — {e(item['note'])}" if item.get("note") else ""
+            body.append(f"<li>{e(item['text'])} <span class=\"muted small\">({e(item['reason'])}{note})</span></li>")
+        body.append("</ul>")
+        toc.append('<li><a href="#left-out">Not screened</a></li>')
     link = f'<a href="{e(d["url"])}">Trial registry record</a> · ' if d.get("url") else ""
     source = f" · source: {e(d['source'])}" if d.get("source") else ""
     closed = (

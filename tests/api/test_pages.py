@@ -10,6 +10,7 @@ from api_support import NOW, SERVICE, full_request, is_operation_outcome, make_c
 from cds.api.pages import describe_trial, trial_html
 from cds.portfolio import default_trials
 from cds.store import FeedbackEntry, FeedbackStore, IssuedCard, feedback_daily
+from cds.trials import LeftOut
 from cds.valuesets import default_library
 
 TRIAL = "npc-liver-mets-ldrt"
@@ -198,3 +199,19 @@ def test_activity_needs_client_authentication_when_auth_is_on(tmp_path: Path) ->
     response = client.get(f"/trials/{TRIAL}/activity", headers={"Accept": "application/json"})
     assert response.status_code == 401
     assert client.get(f"/trials/{TRIAL}").status_code == 200  # the criteria page stays open
+
+
+def test_criteria_left_out_of_screening_are_listed_on_the_trial_page() -> None:
+    trial = default_trials()[TRIAL].model_copy(
+        update={"left_out": [LeftOut(text="Signs informed consent.", reason="administrative")]}
+    )
+    d = describe_trial(trial)
+    assert d["left_out"] == [{"text": "Signs informed consent.", "reason": "administrative"}]
+    page = trial_html(d, "https://cds.example.org")
+    assert 'id="left-out"' in page and "Signs informed consent. <span" in page and "(administrative)" in page
+
+
+def test_a_trial_without_criteria_left_out_has_no_such_section() -> None:
+    d = described()
+    assert "left_out" not in d
+    assert 'id="left-out"' not in trial_html(d, "https://cds.example.org")

@@ -9,7 +9,7 @@ from pydantic import BaseModel, TypeAdapter
 from cds.authoring import FIELD_NOTES, field_name, field_table, refresh_field_tables
 from cds.rules.base import LabTest
 from cds.rules.kinds import LEAF_KINDS, AllRule, AnyRule, NotRule, Rule, iter_leaves, kind_tag
-from cds.trials import Trial
+from cds.trials import LeftOut, Trial
 from cds.valuesets import default_library
 
 GUIDE = (Path(__file__).parents[2] / "docs" / "authoring-trials.md").read_text(encoding="utf-8")
@@ -68,6 +68,9 @@ def test_every_example_of_the_guide_is_a_valid_rule_or_test_with_bundled_value_s
     assert len(examples) >= len(LEAF_KINDS) + 2
     library = default_library()
     for example in examples:
+        if "left_out" in example:
+            assert [LeftOut.model_validate(item) for item in example["left_out"]]  # type: ignore[union-attr]
+            continue
         if "rule" in example:
             rule = TypeAdapter(Rule).validate_python(example["rule"])
             names = [vs for leaf in iter_leaves(rule) for vs in leaf.valueset_names()]

@@ -23,6 +23,7 @@ from cds.rules.kinds import LEAF_KINDS, AllRule, AnyRule, NotRule, kind_tag
 from cds.rules.labs import LabRule
 from cds.rules.medications import DoseLimit, MedicationRule
 from cds.rules.observations import NumericRange, ObservationRule
+from cds.rules.therapy_lines import LineCount, TherapyLinesRule
 from cds.trials import Criterion, LeftOut, Trial
 from cds.units import conversion_factor
 from cds.valuesets import ValueSetLibrary
@@ -170,6 +171,27 @@ FIELD_NOTES: dict[type[BaseModel], dict[str, str]] = {
         "reference": "the drug doses are expressed in",
         "reference_mg": "the value set's `value` of a drug is the dose equal to this many mg of the reference",
         "max_mg_per_day": "met when the daily equivalent is above this",
+    },
+    TherapyLinesRule: {
+        "type": "`therapy_lines`",
+        "label": "the lines in words (\"lines of chemotherapy for metastatic disease\")",
+        "valuesets": "value sets of the drugs that make up the lines (RxNorm ingredients, ATC classes, names)",
+        "exclude_valuesets": "drugs that do not count although the value sets hold them",
+        "after_onset_of": "condition value sets: only lines begun on or after the earliest onset of one of "
+        "these diagnoses count (the setting); none recorded: no line counts",
+        "onset_names": "`uncoded`: a diagnosis's words count only where it has no standard code; `always`: words "
+        "of coded diagnoses count too (\"locally recurrent\", which no code says)",
+        "count": "how many lines meet the rule: `{min: 2}`, `{max: 1}`, or both",
+        "including": "drug value sets: at least one counted line must contain one of these drugs",
+        "regimen_days": "drugs begun within this many days of a line's first drug are one regimen",
+        "gap_days": "a drug begun more than this many days after the line's last exposure starts a new line, "
+        "even a drug of the regimen",
+        "when_missing": "outcome when none of the drugs is recorded at all: unset counts zero lines; "
+        + _OUTCOME,
+    },
+    LineCount: {
+        "min": "fewest lines, inclusive",
+        "max": "most lines, inclusive",
     },
     ProcedureRule: {
         "type": "`procedure`",

@@ -18,6 +18,7 @@ from cds.rules.events import AllergyRule, ImmunizationRule, JudgementRule, Proce
 from cds.rules.labs import LabRule
 from cds.rules.medications import MedicationRule
 from cds.rules.observations import ObservationRule
+from cds.rules.therapy_lines import TherapyLinesRule
 
 # The table: one entry per leaf kind, in the order the error message lists them.
 LeafRules = (
@@ -27,6 +28,7 @@ LeafRules = (
     | LabRule
     | ObservationRule
     | MedicationRule
+    | TherapyLinesRule
     | ProcedureRule
     | ImmunizationRule
     | AllergyRule

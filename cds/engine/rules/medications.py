@@ -263,7 +263,7 @@ def evaluate_medication(rule: MedicationCriterion, ctx: EvalContext) -> RuleResu
         if kind == "local":
             outside.append((exp, "not a systemic route"))
             continue
-        dose_class = _dose_class(exp.use, ctx, rule)
+        dose_class = dose_class_of(exp.use, ctx, rule.valuesets, rule.label)
         if dose_class is not None and dose_class[0] is Status.NOT_MET:
             outside.append((exp, dose_class[1]))
             continue
@@ -340,14 +340,14 @@ _MORE_OFTEN_TEXT = re.compile(r"\b(?:twice|two\s+times|three\s+times|daily|a\s+d
 _EPS = 1e-9
 
 
-def _dose_class(use: MedicationUse, ctx: EvalContext, rule: MedicationCriterion) -> tuple[Status, str] | None:
+def dose_class_of(use: MedicationUse, ctx: EvalContext, valuesets: list[str], label: str) -> tuple[Status, str] | None:
     """A drug whose class depends on its dose and schedule (a value set's ``dose_exceptions``: methotrexate
     ≤ 25 mg once weekly is immunosuppression, not anticancer therapy). (NOT_MET, why) at or below the
     exception's dose and schedule, (UNKNOWN, why) where they are not recorded; None where no exception
     names the drug or the use is above it (then it is in the class as usual)."""
     canonical = ctx.library.aliases.canonical
     texts = use.medication.texts()
-    for vs_name in rule.valuesets:
+    for vs_name in valuesets:
         for dr in ctx.library[vs_name].dose_rules:
             named = any(dr.drugs.match_code(canonical(c.system), c.code) for c in use.medication.codings) or any(
                 dr.drugs.match_text(t) for t in texts
@@ -377,8 +377,8 @@ def _dose_class(use: MedicationUse, ctx: EvalContext, rule: MedicationCriterion)
                     + ("once weekly" if abs((per_week or 0) - 1) < 1e-6 else f"{number(per_week or 0)} times a week")
                     for mg, per_week in doses
                 )
-                return Status.NOT_MET, f"{shown}: {limit}, not {rule.label}"
-            return Status.UNKNOWN, f"dose and schedule not recorded ({limit}, not {rule.label})"
+                return Status.NOT_MET, f"{shown}: {limit}, not {label}"
+            return Status.UNKNOWN, f"dose and schedule not recorded ({limit}, not {label})"
     return None
 
 

@@ -5,13 +5,18 @@ a server sends them. The convention: docs/authoring-trials.md, "therapy_lines"."
 from pathlib import Path
 from typing import Any
 
+import pytest
 from engine_support import NOW
 from fhir_builders import ATC, condition, med_admin, med_statement, patient
+from pydantic import ValidationError
 
-from cds.assessment import CriterionAssessment
+from cds.assessment import CriterionAssessment, Status
 from cds.engine import evaluate
+from cds.engine.context import EvalContext
 from cds.portfolio import load_trial_file
 from cds.record import PatientRecord
+from cds.rules.therapy_lines import LineCount, TherapyLinesRule
+from cds.valuesets import default_library
 
 TRIAL = load_trial_file(Path(__file__).parent / "data" / "trials" / "therapy-lines-trial.yaml")
 TWO_WITH_PLATINUM = "inc_two_lines_with_platinum"
@@ -184,3 +189,30 @@ def test_a_start_known_only_to_the_month_leaves_the_count_to_confirm() -> None:
     result = assess(TWO_EVER, [cisplatin("2025-02-01"), given("docetaxel", "72962", "2025-03")])
     assert result.status == "unknown"
     assert "start known only as 2025-03" in result.reason
+
+
+def test_the_setting_may_be_read_from_the_words_of_a_coded_diagnosis() -> None:
+    rule = TherapyLinesRule(
+        type="therapy_lines",
+        label="lines for recurrent disease",
+        valuesets=["med-systemic-chemotherapy"],
+        after_onset_of=["text-local-recurrence"],
+        onset_names="always",
+        count=LineCount(min=1),
+    )
+    recurrence = condition("C11.9", "Locally recurrent nasopharyngeal carcinoma", onset="2025-01-20")
+    record = PatientRecord.from_resources([patient(), recurrence, cisplatin("2023-03-01"), docetaxel("2025-02-01")])
+    result = rule.evaluate(EvalContext(record, NOW, TRIAL, default_library()))
+    assert result.status is Status.MET
+    assert "since 2025-01-20 (Locally recurrent nasopharyngeal carcinoma): 1 (line 1 from 2025-02-01: docetaxel)" in (
+        result.reason
+    )
+    words_ignored = rule.model_copy(update={"onset_names": "uncoded"})
+    assert words_ignored.evaluate(EvalContext(record, NOW, TRIAL, default_library())).status is Status.NOT_MET
+
+
+def test_a_count_needs_a_bound() -> None:
+    with pytest.raises(ValidationError):
+        LineCount()
+    with pytest.raises(ValidationError):
+        LineCount(min=3, max=1)

@@ -1,5 +1,6 @@
 """The `trial-cds` command line: screen prints the documented shapes; bad input gets a clear error."""
 
+import itertools
 import json
 from pathlib import Path
 
@@ -73,5 +74,7 @@ def test_screen_rejects_a_bad_evaluation_date() -> None:
 def test_trials_lists_every_criterion() -> None:
     result = runner.invoke(app, ["trials"])
     assert result.exit_code == 0
-    assert "npc-liver-mets-ldrt" in result.stdout
-    assert result.stdout.count("\n  ") == 38
+    # One block per trial of the portfolio: its heading line, then one indented line per criterion.
+    assert "\nnpc-liver-mets-ldrt " in result.stdout
+    after = result.stdout.split("\nnpc-liver-mets-ldrt ", 1)[1].split("\n")[1:]
+    assert len(list(itertools.takewhile(lambda line: line.startswith("  "), after))) == 38

@@ -12,7 +12,9 @@ fresh folder (the spill included) as its own process tree, and measured:
 
 * patients/s and resources/s, in all and per worker (wall time);
 * peak memory: the largest sum of the RSS of the command's process tree (/proc), sampled every 50 ms;
-* the floor: orjson parsing every line of the same NDJSON once, in this process.
+* the floor: orjson parsing every line of the same NDJSON once, in this process;
+* between two sizes, the marginal patients/s per worker (the fixed costs of a run cancel out) and how the
+  peak memory grew.
 
 The generated NDJSON needs about 3.8 MB per patient on disk (10,000 patients: 38 GB, and the spill about a
 third of it): the run refuses a size the disk cannot hold. Results also go to
@@ -231,6 +233,17 @@ def main() -> None:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     results = list(measure(args))
+    # The fixed costs of a run (start-up, the trials, the unit registry, the outputs) cancel out between
+    # two sizes: the marginal rate is the steady one a larger population sees.
+    for small, large in zip(results, results[1:], strict=False):
+        for a, b in zip(small["runs"], large["runs"], strict=False):
+            rate = (large["patients"] - small["patients"]) / max(b["seconds"] - a["seconds"], 1e-9)
+            b["marginal_patients_per_s_per_worker"] = rate / b["workers"]
+            print(
+                f"{small['patients']} → {large['patients']} patients, {b['workers']} worker(s): marginal "
+                f"{rate / b['workers']:.1f} patients/s per worker; peak RSS {a['peak_rss_bytes'] / 1e6:.0f} → "
+                f"{b['peak_rss_bytes'] / 1e6:.0f} MB"
+            )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     report = ROOT / "var" / "bench" / f"prescreen-{stamp}.json"
     report.write_text(json.dumps({"when": stamp, "python": sys.executable, "results": results}, indent=2))

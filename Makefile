@@ -47,7 +47,7 @@ bench:
 
 # `trial-cds prescreen` on cloned Synthea patients (benchmarks/prescreen.py; docs/performance.md): patients/s
 # per worker at 1 and 2 workers, peak memory of the process tree, the orjson parse floor. Needs the cached
-# Synthea population (scripts/synthea-population) and about 5 GB of disk per 1,000 patients.
+# Synthea population (scripts/synthea-population) and about 3.5 GB of disk per 1,000 patients.
 bench-prescreen:
 	benchmarks/setup-service
 	PYTHONPATH=fixtures benchmarks/.venv-service/bin/python benchmarks/prescreen.py $(ARGS)

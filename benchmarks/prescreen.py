@@ -10,7 +10,8 @@ by urn:uuid rewritten to Patient/<id>; only the Patient id is new, the other res
 ids — the grouping is by patient). For each population size and worker count the whole command is run in a
 fresh folder (the spill included) as its own process tree, and measured:
 
-* patients/s and resources/s, in all and per worker (wall time);
+* patients/s and resources/s, in all and per worker (wall time), and patients per CPU-second (user +
+  system time of the whole process tree: the per-core figure that other jobs on the machine disturb least);
 * peak memory: the largest sum of the RSS of the command's process tree (/proc), sampled every 50 ms;
 * the floor: orjson parsing every line of the same NDJSON once, in this process;
 * between two sizes, the marginal patients/s per worker (the fixed costs of a run cancel out) and how the
@@ -28,6 +29,7 @@ import argparse
 import itertools
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -115,14 +117,14 @@ def generate(folder: Path, patients: int, sources: list[tuple[bytes, dict[str, l
     return resources, size
 
 
-def parse_floor(folder: Path) -> float:
-    """Seconds for orjson to parse every line of the NDJSON once."""
-    started = time.perf_counter()
+def parse_floor(folder: Path) -> tuple[float, float]:
+    """Wall and CPU seconds for orjson to parse every line of the NDJSON once."""
+    started, cpu = time.perf_counter(), time.process_time()
     for path in sorted(folder.glob("*.ndjson")):
         with path.open("rb") as handle:
             for line in handle:
                 orjson.loads(line)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def _tree_rss(root: int) -> int:
@@ -148,11 +150,13 @@ def _tree_rss(root: int) -> int:
     return total
 
 
-def run_prescreen(ndjson: Path, out: Path, workers: int) -> tuple[float, int]:
-    """Wall seconds and peak RSS of the process tree of one `trial-cds prescreen` run."""
+def run_prescreen(ndjson: Path, out: Path, workers: int) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds (user + system, every process of the tree) and peak RSS of the process
+    tree of one `trial-cds prescreen` run."""
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-c", "from cds.cli import main; main()", "prescreen", "--ndjson", str(ndjson)]
     command += ["--out", str(out), "--now", NOW, "--workers", str(workers)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0
@@ -167,11 +171,13 @@ def run_prescreen(ndjson: Path, out: Path, workers: int) -> tuple[float, int]:
     sampler.start()
     _, err = process.communicate()
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers too: each was waited for by its parent
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     stop.set()
     sampler.join()
     if process.returncode != 0:
         sys.exit(f"prescreen failed ({process.returncode}):\n{err.decode(errors='replace')}")
-    return elapsed, peak
+    return elapsed, cpu, peak
 
 
 def measure(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
@@ -186,26 +192,35 @@ def measure(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         shutil.rmtree(work, ignore_errors=True)
         ndjson = work / "ndjson"
         resources, size = generate(ndjson, patients, sources)
-        floor = parse_floor(ndjson)
+        floor, floor_cpu = parse_floor(ndjson)
         result: dict[str, Any] = {
             "patients": patients,
             "resources": resources,
             "ndjson_bytes": size,
-            "floor": {"seconds": floor, "patients_per_s": patients / floor, "resources_per_s": resources / floor},
+            "floor": {
+                "seconds": floor,
+                "cpu_seconds": floor_cpu,
+                "patients_per_s": patients / floor,
+                "resources_per_s": resources / floor,
+                "patients_per_cpu_s": patients / floor_cpu,
+            },
             "runs": [],
         }
         print(
             f"{patients} patients, {resources} resources, {size / 1e9:.2f} GB of NDJSON; floor (orjson parse "
-            f"once): {floor:.1f} s = {patients / floor:.0f} patients/s, {resources / floor:,.0f} resources/s"
+            f"once): {floor:.1f} s = {patients / floor:.0f} patients/s, {resources / floor:,.0f} resources/s; "
+            f"{patients / floor_cpu:.0f} patients per CPU-second"
         )
         for workers in args.workers:
-            seconds, peak = run_prescreen(ndjson, work / f"out-{workers}", workers)
+            seconds, cpu, peak = run_prescreen(ndjson, work / f"out-{workers}", workers)
             run = {
                 "workers": workers,
                 "seconds": seconds,
                 "patients_per_s": patients / seconds,
                 "patients_per_s_per_worker": patients / seconds / workers,
                 "resources_per_s_per_worker": resources / seconds / workers,
+                "cpu_seconds": cpu,
+                "patients_per_cpu_s": patients / cpu,
                 "peak_rss_bytes": peak,
                 "times_floor": seconds / floor,
             }
@@ -214,7 +229,8 @@ def measure(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
                 f"  local, {workers} worker{'s' if workers > 1 else ''}: {seconds:.1f} s, "
                 f"{run['patients_per_s']:.1f} patients/s ({run['patients_per_s_per_worker']:.1f} per worker, "
                 f"{run['resources_per_s_per_worker']:,.0f} resources/s per worker), "
-                f"{run['times_floor']:.1f}× the floor, peak RSS {peak / 1e6:.0f} MB"
+                f"{run['times_floor']:.1f}× the floor; {run['patients_per_cpu_s']:.1f} patients per CPU-second "
+                f"({cpu / floor_cpu:.1f}× the floor's CPU); peak RSS {peak / 1e6:.0f} MB"
             )
         if len(result["runs"]) > 1:
             first, last = result["runs"][0], result["runs"][-1]
@@ -240,10 +256,12 @@ def main() -> None:
         for a, b in zip(small["runs"], large["runs"], strict=False):
             rate = (large["patients"] - small["patients"]) / max(b["seconds"] - a["seconds"], 1e-9)
             b["marginal_patients_per_s_per_worker"] = rate / b["workers"]
+            cpu_rate = (large["patients"] - small["patients"]) / max(b["cpu_seconds"] - a["cpu_seconds"], 1e-9)
+            b["marginal_patients_per_cpu_s"] = cpu_rate
             print(
                 f"{small['patients']} → {large['patients']} patients, {b['workers']} worker(s): marginal "
-                f"{rate / b['workers']:.1f} patients/s per worker; peak RSS {a['peak_rss_bytes'] / 1e6:.0f} → "
-                f"{b['peak_rss_bytes'] / 1e6:.0f} MB"
+                f"{rate / b['workers']:.1f} patients/s per worker, {cpu_rate:.1f} per CPU-second; "
+                f"peak RSS {a['peak_rss_bytes'] / 1e6:.0f} → {b['peak_rss_bytes'] / 1e6:.0f} MB"
             )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     report = ROOT / "var" / "bench" / f"prescreen-{stamp}.json"

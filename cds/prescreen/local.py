@@ -5,6 +5,7 @@ marker: a re-run skips every partition with a marker (cds.prescreen.run)."""
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -167,8 +168,14 @@ def run_local(
         for part in parts:
             on_done(screener.screen_partition(part, results_dir))
         return
+    # Workers started from a clean process (forkserver, else spawn), not forked from this one: the progress
+    # bar's thread may hold a lock at the moment of a fork, which a forked worker would then wait on forever.
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     with ProcessPoolExecutor(
-        max_workers=min(workers, len(parts)), initializer=_start_worker, initargs=(screening, spill_dir)
+        max_workers=min(workers, len(parts)),
+        mp_context=multiprocessing.get_context(method),
+        initializer=_start_worker,
+        initargs=(screening, spill_dir),
     ) as pool:
         # A bounded number in flight: submitted as workers free up, so that an interrupted run leaves
         # little half-done work and the order of completion stays close to the partitions' order.

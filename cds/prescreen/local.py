@@ -35,6 +35,8 @@ class PartitionDone:
     index: int
     patients: int
     resources: int
+    #: Patient ids that resources name but no Patient resource of the data has: not screened.
+    without_patient: int = 0
 
 
 @dataclass(frozen=True)
@@ -63,14 +65,18 @@ class Screener:
 
     def screen_partition(self, part: Path, results_dir: Path) -> PartitionDone:
         rows: list[CandidateRow] = []
-        patients = resources = 0
+        patients = resources = without_patient = 0
         for _, entries, medication_refs in read_partition(part):
-            patients += 1
             resources += len(entries)
-            rows.extend(screen_entries(entries, medication_refs, self.shared, self.trials, self.library, self.now))
+            screened = screen_entries(entries, medication_refs, self.shared, self.trials, self.library, self.now)
+            if screened:
+                patients += 1
+                rows.extend(screened)
+            else:  # resources naming a Patient the data does not hold: nobody to screen
+                without_patient += 1
         index = int(part.stem.rsplit("-", 1)[1])
         write_results(results_dir, index, rank(rows), [t.id for t in self.trials])
-        done = PartitionDone(index, patients, resources)
+        done = PartitionDone(index, patients, resources, without_patient)
         _write_atomic(results_dir / f"{partition_name(index)}{DONE_SUFFIX}", orjson.dumps(done))
         return done
 

@@ -33,7 +33,8 @@ _IGNORED_STATUS: dict[str, frozenset[str]] = {
 _IGNORED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
 _NONE: frozenset[str] = frozenset()
 _IGNORED_OBSERVATION = _IGNORED_STATUS["Observation"]
-_SUBJECT_FIELDS = ("subject", "patient")
+#: The fields that name the patient a resource is about, in the order they are read.
+SUBJECT_FIELDS = ("subject", "patient")
 # The patient of a record made from several Patients with none named: not a FHIR id, so no reference
 # names it, and every resource about a patient is left out (counted), never merged into one record.
 NOBODY = "(several patients, none named)"
@@ -300,10 +301,19 @@ def _refers_to(target: str, patient_id: str, full_urls: Mapping[str, str]) -> bo
         return named == patient_id
     if target.startswith("urn:"):
         return patient_id not in full_urls.values()
+    return referenced_patient_id(target) == patient_id
+
+
+def referenced_patient_id(target: str) -> str | None:
+    """The Patient id a reference text names: "Patient/id", or a URL ending so (a version "/_history/n"
+    after it); None for a reference to anything else (another resource type, a urn). The one reading of a
+    patient reference, for the record and for grouping a population by patient (cds.prescreen.keys)."""
     parts = target.rstrip("/").split("/")
     if len(parts) >= 4 and parts[-2] == "_history":
         del parts[-2:]
-    return parts[-2:] == ["Patient", patient_id]
+    if len(parts) >= 2 and parts[-2] == "Patient" and parts[-1]:
+        return parts[-1]
+    return None
 
 
 class _Belonging:
@@ -320,7 +330,7 @@ class _Belonging:
         patient_id = self.patient_id
         if patient_id is None:
             return True
-        for name in _SUBJECT_FIELDS:
+        for name in SUBJECT_FIELDS:
             ref = resource.get(name)
             if type(ref) is dict or isinstance(ref, Mapping):
                 target = ref.get("reference")

@@ -18,6 +18,7 @@ from cds.rules.events import AllergyRule, ImmunizationRule, JudgementRule, Proce
 from cds.rules.labs import LabRule
 from cds.rules.medications import MedicationRule
 from cds.rules.observations import ObservationRule
+from cds.rules.staging import StagingRule
 
 # The table: one entry per leaf kind, in the order the error message lists them.
 LeafRules = (
@@ -26,6 +27,7 @@ LeafRules = (
     | ConditionRule
     | LabRule
     | ObservationRule
+    | StagingRule
     | MedicationRule
     | ProcedureRule
     | ImmunizationRule

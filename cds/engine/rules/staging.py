@@ -474,7 +474,8 @@ def evaluate_staging(rule: StagingCriterion, ctx: EvalContext) -> RuleResult:
         reason = f"staged under {recorded} ({described}); the trial asks {asked}: restage or confirm"
         return RuleResult(Status.UNKNOWN, reason, evidence, (fact,), (_asked(rule),))
     status, reasons, missing = decide(rule, assessment)
-    reason = described + (": " + "; ".join(reasons) if reasons else ": as asked")
+    asked = _combination_text(wanted_lists(rule))
+    reason = described + (": " + "; ".join(reasons) if reasons else f": {asked}, as asked")
     if rule.edition is not None and not assessment.editions:
         system = f" (method {assessment.unread_system!r} not read as one)" if assessment.unread_system else ""
         reason += f"; edition not recorded{system}, read as {edition_name(rule.edition)}"

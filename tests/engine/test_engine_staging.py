@@ -265,3 +265,9 @@ def test_a_category_that_is_not_one_is_refused_when_the_file_loads() -> None:
 def test_a_rule_names_at_least_one_axis() -> None:
     with pytest.raises(ValidationError, match="at least one"):
         StagingRule.model_validate({"type": "staging", "label": "x", "edition": 8})
+
+
+def test_a_stage_group_written_with_its_tnm_gives_the_categories_too() -> None:
+    resources = [staging_obs("G", "T3N1M0, stage III", DAY)]
+    assert assess("inc_t3n1m0", resources).status == "met"
+    assert assess("inc_stage_range", resources).status == "met"

@@ -285,6 +285,8 @@ def assessments(rule: StagingCriterion, ctx: EvalContext) -> list[Assessment]:
             group = groups[key] = Assessment(obs.when, obs.sort_key)
         category, written = read_value(ctx, axis, obs.value.concept, obs.value.string)
         group.add(axis, category, written, obs.ref)
+        if axis == "G":  # a stage group written with its TNM ("T3N1M0, stage III"): its categories too
+            _add_written_tnm(group, obs.value.concept, obs.value.string, obs.ref)
     for key, group in groups.items():
         refs = [*group.refs, key[1]] if key[0] == "panel" else group.refs
         for ref in refs:
@@ -296,6 +298,15 @@ def assessments(rule: StagingCriterion, ctx: EvalContext) -> list[Assessment]:
     _add_condition_stages(rule, ctx, found, cancers)
     found.sort(key=Assessment.order, reverse=True)
     return found
+
+
+def _add_written_tnm(group: Assessment, concept: Concept | None, string: str | None, ref: str) -> None:
+    texts = [*(concept.texts() if concept is not None else []), *([string] if string else [])]
+    for axis in ("T", "N", "M"):
+        if axis not in group.values:
+            found = next((c for t in texts if (c := parse_category(t, axis)) is not None), None)
+            if found is not None:
+                group.add(axis, found, "", ref)
 
 
 def _merge_unfocused(groups: dict[tuple[str, ...], Assessment]) -> None:
@@ -347,16 +358,11 @@ def _add_condition_stages(
 def _read_stage(
     ctx: EvalContext, condition: Condition, summary: Concept | None, kind: Concept | None, target: Assessment
 ) -> None:
-    for axis in _AXES:
-        if axis in target.values:
-            continue
-        if axis == "G":
-            category, written = read_value(ctx, "G", summary, None)
-        else:
-            category = next((c for t in (summary.texts() if summary else []) if (c := parse_category(t, axis))), None)
-            written = ""
+    if "G" not in target.values:
+        category, written = read_value(ctx, "G", summary, None)
         if category is not None or written:
-            target.add(axis, category, written, condition.ref)
+            target.add("G", category, written, condition.ref)
+    _add_written_tnm(target, summary, None, condition.ref)
     if condition.ref not in target.refs:
         target.refs.append(condition.ref)
     target.editions.update(_editions(ctx, kind) or _editions(ctx, summary))

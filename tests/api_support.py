@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import uuid
 from datetime import UTC, datetime
 from functools import cache
@@ -22,6 +23,7 @@ from cds.api import create_app
 from cds.cards import find_empty
 from cds.demo import ANCHOR_DATE, DemoPatient, demo_request, load_demo_patients, searchset
 from cds.settings import Settings
+from cds.valuesets import MAPPINGS_DIR
 from hooks import HOOKS
 
 FHIR = "https://fhir.example.org/r4"
@@ -40,6 +42,15 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
+
+
+def seed_trial_only(tmp_path: Path) -> Path:
+    """A trials folder holding the seed trial alone, for tests of one trial's cards whatever else is bundled."""
+    folder = tmp_path / "seed-trial"
+    folder.mkdir(exist_ok=True)
+    seed = MAPPINGS_DIR / "trials" / "npc-liver-mets-ldrt.yaml"
+    shutil.copyfile(seed, folder / seed.name)
+    return folder
 
 
 def make_client(tmp_path: Path, **overrides: Any) -> TestClient:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_support import NOW, is_operation_outcome, make_client, make_settings, spec_client
+from api_support import NOW, is_operation_outcome, make_client, make_settings, seed_trial_only, spec_client
 from fastapi.testclient import TestClient
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
@@ -331,7 +331,9 @@ def test_non_surgical_service_request_changes_nothing(client: TestClient) -> Non
 # Whose verdict counts.
 
 
-def test_no_card_for_a_patient_already_not_eligible(client: TestClient) -> None:
+def test_no_card_for_a_patient_already_not_eligible(tmp_path: Path) -> None:
+    # The seed trial alone: npc-12 may be a candidate for another bundled trial, which would warn.
+    client = make_client(tmp_path, trials_dir=seed_trial_only(tmp_path))
     patient = fixture_patients()["npc-12"]
     record = PatientRecord.from_resources(patient.resources, patient_id="npc-12")
     assert evaluate(load_trials()[TRIAL], record, NOW).verdict.value == "not_eligible"

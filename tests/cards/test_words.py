@@ -121,7 +121,7 @@ def test_the_order_card_writes_dates_as_the_patient_view_card_does() -> None:
 
 def test_screen_text_writes_dates_as_the_card_does() -> None:
     bundle = next(p for p in FIXTURES if p.name.startswith("43-"))  # cisplatin 10 days ago: dated reasons
-    result = runner.invoke(app, ["screen", str(bundle), "--now", NOW.isoformat()])
+    result = runner.invoke(app, ["screen", str(bundle), "--trial", "npc-liver-mets-ldrt", "--now", NOW.isoformat()])
     assert result.exit_code == 0, result.output
     assert "(evaluated 1 Nov 2026)" in result.stdout
     assert ISO_DAY.search(result.stdout) is None, result.stdout

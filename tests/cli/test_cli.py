@@ -7,14 +7,16 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from cds.cli import app
+from cds.portfolio import load_trials
 
 FIXTURES = sorted((Path(__file__).parents[2] / "fixtures" / "patients").glob("*.json"))
 NOW = "2026-11-01T12:00:00Z"
+SEED = ["--trial", "npc-liver-mets-ldrt"]  # several trials are bundled: screen names the one
 runner = CliRunner()
 
 
 def test_screen_json_prints_one_object_per_bundle_with_all_38_criteria() -> None:
-    result = runner.invoke(app, ["screen", *map(str, FIXTURES), "--now", NOW, "--format", "json"])
+    result = runner.invoke(app, ["screen", *map(str, FIXTURES), *SEED, "--now", NOW, "--format", "json"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
     assert len(lines) == len(FIXTURES)
@@ -34,13 +36,13 @@ def test_screen_json_prints_one_object_per_bundle_with_all_38_criteria() -> None
 
 def test_screen_json_matches_the_expected_outcome_of_a_fixture() -> None:
     bundle = next(p for p in FIXTURES if p.name.startswith("01-"))
-    result = runner.invoke(app, ["screen", str(bundle), "--now", NOW, "--format", "json"])
+    result = runner.invoke(app, ["screen", str(bundle), *SEED, "--now", NOW, "--format", "json"])
     assert json.loads(result.stdout)["verdict"] == "likely_eligible"
 
 
 def test_screen_text_is_a_checklist() -> None:
     bundle = next(p for p in FIXTURES if p.name.startswith("01-"))
-    result = runner.invoke(app, ["screen", str(bundle), "--now", NOW])
+    result = runner.invoke(app, ["screen", str(bundle), *SEED, "--now", NOW])
     assert result.exit_code == 0
     assert "LIKELY ELIGIBLE" in result.stdout
     assert "[x] inc_anc: ANC" in result.stdout
@@ -49,7 +51,7 @@ def test_screen_text_is_a_checklist() -> None:
 def test_screen_rejects_a_file_that_is_not_a_bundle(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"resourceType": "Patient", "id": "x"}')
-    result = runner.invoke(app, ["screen", str(bad)])
+    result = runner.invoke(app, ["screen", str(bad), *SEED])
     assert result.exit_code == 1
     assert "not a FHIR Bundle" in result.output
 
@@ -57,7 +59,7 @@ def test_screen_rejects_a_file_that_is_not_a_bundle(tmp_path: Path) -> None:
 def test_screen_rejects_malformed_json(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    assert runner.invoke(app, ["screen", str(bad)]).exit_code == 1
+    assert runner.invoke(app, ["screen", str(bad), *SEED]).exit_code == 1
 
 
 def test_screen_rejects_an_unknown_trial() -> None:

@@ -49,7 +49,8 @@ def test_the_option_overrides_the_setting(tmp_path: Path) -> None:
     folder = trial_folder(tmp_path)
     has_it = _bundle(tmp_path, condition("I10", "Essential (primary) hypertension"))
     screened = _screen(
-        [str(has_it), "--trials-dir", str(MAPPINGS_DIR / "trials")], env={"TRIAL_CDS_TRIALS_DIR": str(folder)}
+        [str(has_it), "--trials-dir", str(MAPPINGS_DIR / "trials"), "--trial", "npc-liver-mets-ldrt"],
+        env={"TRIAL_CDS_TRIALS_DIR": str(folder)},
     )
     assert screened["trial"] == "npc-liver-mets-ldrt"
 

@@ -128,9 +128,13 @@ def test_screen_prints_the_verdict_with_the_reason(tmp_path: Path) -> None:
     }
     path.write_text(json.dumps(bundle))
     when = NOW.isoformat()
-    text = runner.invoke(app, ["screen", str(path), "--now", when])
+    text = runner.invoke(app, ["screen", str(path), "--trial", "npc-liver-mets-ldrt", "--now", when])
     assert text.exit_code == 0, text.output
     assert "NOT ELIGIBLE" in text.stdout
     assert "deceased on 30 Jun 2026" in text.stdout
-    line = json.loads(runner.invoke(app, ["screen", str(path), "--now", when, "--format", "json"]).stdout)
+    line = json.loads(
+        runner.invoke(
+            app, ["screen", str(path), "--trial", "npc-liver-mets-ldrt", "--now", when, "--format", "json"]
+        ).stdout
+    )
     assert (line["verdict"], line["verdict_reason"]) == ("not_eligible", "deceased on 2026-06-30")

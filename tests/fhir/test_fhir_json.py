@@ -24,7 +24,7 @@ import httpx
 import msgspec
 import orjson
 import pytest
-from api_support import SERVICE, is_operation_outcome, make_client, with_server
+from api_support import SERVICE, is_operation_outcome, make_client, seed_trial_only, with_server
 from cards import test_order_hooks as order_hooks
 from engine import test_engine_review as review
 from fastapi.testclient import TestClient
@@ -389,6 +389,7 @@ READER_MODULES = [
 NESTED_ONLY = {
     "profile",  # Resource.meta.profile
     "appliesTo",  # Observation.referenceRange.appliesTo
+    "assessment",  # Condition.stage.assessment
     "boundsDuration",  # Timing.repeat.boundsDuration
     "boundsPeriod",  # Timing.repeat.boundsPeriod
     "coding",  # CodeableConcept.coding
@@ -414,6 +415,7 @@ NESTED_ONLY = {
     "route",  # Dosage.route
     "start",  # Period.start
     "substance",  # AllergyIntolerance.reaction.substance
+    "summary",  # Condition.stage.summary
     "system",  # Coding.system
     "text",  # CodeableConcept.text, Dosage.text
     "timing",  # Dosage.timing
@@ -772,7 +774,7 @@ def test_a_number_beyond_a_double_in_a_read_field_of_a_condition_makes_it_unread
 def test_a_number_beyond_a_double_in_a_read_field_is_200_over_http(
     tmp_path: Path, lean_requests: list[Any], number: bytes
 ) -> None:
-    client = make_client(tmp_path, show_not_eligible=True)
+    client = make_client(tmp_path, show_not_eligible=True, trials_dir=seed_trial_only(tmp_path))
     body = patient_request("npc-01")
     anc = next(e["resource"] for e in body["prefetch"]["observation"]["entry"] if e["resource"]["id"] == "npc-01-obs-4")
     anc["valueQuantity"]["value"] = PLACEHOLDER
@@ -898,7 +900,9 @@ def test_a_string_over_the_limit_in_a_prefetched_resource_is_400_lean(
 
 
 def screen_json(paths: list[Path]) -> str:
-    result = CliRunner().invoke(cli_app, ["screen", *map(str, paths), "--now", NOW_TEXT, "--format", "json"])
+    result = CliRunner().invoke(
+        cli_app, ["screen", *map(str, paths), "--trial", "npc-liver-mets-ldrt", "--now", NOW_TEXT, "--format", "json"]
+    )
     assert result.exit_code == 0, result.output
     return result.stdout
 

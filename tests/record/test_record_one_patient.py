@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_support import make_client, patients
+from api_support import make_client, patients, seed_trial_only
 from engine_support import NOW, TRIAL_ID, assess_all
 from fhir_builders import condition, lab, patient
 from typer.testing import CliRunner
@@ -24,6 +24,7 @@ from cds.record import NoPatient, PatientRecord, SeveralPatients
 from hooks import HOOKS
 
 runner = CliRunner()
+SEED_TRIAL = "npc-liver-mets-ldrt"  # several trials are bundled: screen names the one
 NPC = ("C11.9", "Malignant neoplasm of nasopharynx, unspecified")
 
 
@@ -131,7 +132,10 @@ def test_a_bundle_of_several_patients_one_without_an_id_is_an_input_error() -> N
 
 def test_screen_prints_one_json_line_per_patient_of_a_bundle(tmp_path: Path) -> None:
     bundle = synthea_bundle((patient(pid="ann"), [condition(*NPC)]), (patient(pid="bob"), []))
-    result = runner.invoke(app, ["screen", str(write(tmp_path, bundle)), "--now", NOW.isoformat(), "--format", "json"])
+    result = runner.invoke(
+        app,
+        ["screen", str(write(tmp_path, bundle)), "--trial", SEED_TRIAL, "--now", NOW.isoformat(), "--format", "json"],
+    )
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["patient"] for line in lines] == ["Patient/ann", "Patient/bob"]
@@ -140,7 +144,9 @@ def test_screen_prints_one_json_line_per_patient_of_a_bundle(tmp_path: Path) -> 
 
 def test_screen_text_has_one_block_per_patient(tmp_path: Path) -> None:
     bundle = synthea_bundle((patient(pid="ann"), []), (patient(pid="bob"), []))
-    result = runner.invoke(app, ["screen", str(write(tmp_path, bundle)), "--now", NOW.isoformat()])
+    result = runner.invoke(
+        app, ["screen", str(write(tmp_path, bundle)), "--trial", SEED_TRIAL, "--now", NOW.isoformat()]
+    )
     assert result.exit_code == 0, result.output
     assert "Patient/ann (bundle.json) —" in result.stdout
     assert "Patient/bob (bundle.json) —" in result.stdout
@@ -148,7 +154,9 @@ def test_screen_text_has_one_block_per_patient(tmp_path: Path) -> None:
 
 def test_screen_of_a_bundle_without_a_patient_exits_1_with_a_clear_message(tmp_path: Path) -> None:
     bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": condition(*NPC)}]}
-    result = runner.invoke(app, ["screen", str(write(tmp_path, bundle)), "--now", NOW.isoformat()])
+    result = runner.invoke(
+        app, ["screen", str(write(tmp_path, bundle)), "--trial", SEED_TRIAL, "--now", NOW.isoformat()]
+    )
     assert result.exit_code == 1
     assert "no Patient resource in the Bundle" in result.stderr
     assert result.stdout == ""
@@ -204,7 +212,7 @@ def test_no_patient_to_be_had_is_answered_412(tmp_path: Path) -> None:
 
 
 def test_the_card_notes_resources_about_another_patient(tmp_path: Path) -> None:
-    client = make_client(tmp_path, show_not_eligible=True)
+    client = make_client(tmp_path, show_not_eligible=True, trials_dir=seed_trial_only(tmp_path))
     body = request_body(client)
     body["prefetch"]["condition"]["entry"].append({"resource": about(condition(*NPC), "Patient/someone-else")})
     response = client.post("/cds-services/trial-eligibility", json=body)
@@ -247,7 +255,10 @@ def test_a_stu3_profile_on_the_patient_is_named_in_a_note() -> None:
 
 def test_screen_warns_on_stderr_about_earlier_fhir_content(tmp_path: Path) -> None:
     bundle = synthea_bundle((patient(), [medication_order()]))
-    result = runner.invoke(app, ["screen", str(write(tmp_path, bundle)), "--now", NOW.isoformat(), "--format", "json"])
+    result = runner.invoke(
+        app,
+        ["screen", str(write(tmp_path, bundle)), "--trial", SEED_TRIAL, "--now", NOW.isoformat(), "--format", "json"],
+    )
     assert result.exit_code == 0, result.output
     assert "warning:" in result.stderr and "MedicationOrder" in result.stderr
     assert json.loads(result.stdout)["notes"]

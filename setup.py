@@ -39,6 +39,7 @@ COMPILED = [
     "cds/engine/rules/labs.py",
     "cds/engine/rules/medications.py",
     "cds/engine/rules/observations.py",
+    "cds/engine/rules/radiotherapy.py",
     "cds/fhir/json_limits.py",
     "cds/fhir/prefetch.py",
     "cds/fhir/resources.py",

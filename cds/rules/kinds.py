@@ -18,6 +18,7 @@ from cds.rules.events import AllergyRule, ImmunizationRule, JudgementRule, Proce
 from cds.rules.labs import LabRule
 from cds.rules.medications import MedicationRule
 from cds.rules.observations import ObservationRule
+from cds.rules.radiotherapy import RadiotherapyRule
 
 # The table: one entry per leaf kind, in the order the error message lists them.
 LeafRules = (
@@ -28,6 +29,7 @@ LeafRules = (
     | ObservationRule
     | MedicationRule
     | ProcedureRule
+    | RadiotherapyRule
     | ImmunizationRule
     | AllergyRule
     | JudgementRule

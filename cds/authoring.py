@@ -24,6 +24,7 @@ from cds.rules.labs import LabRule
 from cds.rules.medications import DoseLimit, MedicationRule
 from cds.rules.observations import NumericRange, ObservationRule
 from cds.rules.radiotherapy import CourseCount, DoseRange, RadiotherapyRule
+from cds.rules.staging import StagingCombination, StagingRule
 from cds.trials import Criterion, LeftOut, Trial
 from cds.units import conversion_factor
 from cds.valuesets import ValueSetLibrary
@@ -153,6 +154,24 @@ FIELD_NOTES: dict[type[BaseModel], dict[str, str]] = {
         "min": "lowest value, inclusive",
         "max": "highest value, inclusive",
         "gt": "values above this",
+    },
+    StagingRule: {
+        "type": "`staging`",
+        "label": "the staging asked for, in words",
+        "edition": "the AJCC/UICC TNM edition (8 for the 8th); another edition recorded is left to confirm",
+        "stage": "stage groups that meet it (`III`, `IVA`; `IV` covers `IVA` and `IVB`)",
+        "t": "T categories that meet it (`T3`, `T4`; `T4` covers `T4a` and `T4b`)",
+        "n": "N categories that meet it (`N0`, `N1`)",
+        "m": "M categories that meet it (`M0`)",
+        "except": "combinations that do not meet it although the lists above do (T3N0M0)",
+        "recurrence": "read the staging of a recurrence (rTNM) instead of the staging at diagnosis",
+        "cancer": "condition value sets: only staging of these cancers counts (Observation.focus, Condition.stage)",
+    },
+    StagingCombination: {
+        "stage": "stage groups of the combination",
+        "t": "T categories of the combination",
+        "n": "N categories of the combination",
+        "m": "M categories of the combination",
     },
     MedicationRule: {
         "type": "`medication`",

@@ -167,6 +167,9 @@ class LeanResource(_JsonObject, msgspec.Struct, repr_omit_defaults=True, omit_de
     referenceRange: Raw = _ABSENT
     component: Raw = _ABSENT
     dataAbsentReason: Raw = _ABSENT
+    method: Raw = _ABSENT  # the staging system of a staging Observation
+    hasMember: Raw = _ABSENT
+    focus: Raw = _ABSENT
     # Condition, AllergyIntolerance
     clinicalStatus: Raw = _ABSENT
     verificationStatus: Raw = _ABSENT
@@ -182,6 +185,7 @@ class LeanResource(_JsonObject, msgspec.Struct, repr_omit_defaults=True, omit_de
     abatementBoolean: Raw = _ABSENT
     abatementString: Raw = _ABSENT
     recordedDate: Raw = _ABSENT
+    stage: Raw = _ABSENT  # Condition.stage
     criticality: Raw = _ABSENT
     reaction: Raw = _ABSENT
     # MedicationStatement, MedicationRequest, MedicationAdministration, Medication

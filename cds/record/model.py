@@ -27,6 +27,7 @@ __all__ = [
     "Coding",
     "Concept",
     "Condition",
+    "ConditionStage",
     "Dosage",
     "Immunization",
     "MedicationUse",
@@ -88,6 +89,15 @@ def new_observation(
     return Observation(ref, status, code, when, sort_key, raw)
 
 
+class ConditionStage(msgspec.Struct, frozen=True, gc=False):
+    """One ``Condition.stage``: its summary (a stage group, or TNM written as text), its type (clinical,
+    pathological; sometimes naming the staging system) and the staging Observations it cites."""
+
+    summary: Concept | None
+    type: Concept | None
+    assessments: tuple[str, ...] = ()  # references as written ("Observation/abc")
+
+
 class Condition(msgspec.Struct, frozen=True, gc=False):
     ref: str
     code: Concept
@@ -103,6 +113,7 @@ class Condition(msgspec.Struct, frozen=True, gc=False):
     # "active" status can be believed to be. Never meta.lastUpdated, which is the server's, not the clinician's.
     latest: FhirDate | None = None
     notes: tuple[str, ...] = ()  # Condition.note texts, read for words no code expresses
+    stages: tuple[ConditionStage, ...] = ()  # Condition.stage, read by staging rules
 
 
 class Dosage(msgspec.Struct, frozen=True, gc=False):

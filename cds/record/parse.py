@@ -19,6 +19,7 @@ from cds.record.model import (
     Allergy,
     Concept,
     Condition,
+    ConditionStage,
     Dosage,
     Immunization,
     MedicationUse,
@@ -322,6 +323,41 @@ def condition(resource: Mapping[str, Any], birth: FhirDate | None = None) -> Con
         morphology=tuple(morphology),
         latest=latest_date(began, began_end, recorded, abatement),
         notes=tuple(notes),
+        stages=condition_stages(resource),
+    )
+
+
+def condition_stages(resource: Mapping[str, Any]) -> tuple[ConditionStage, ...]:
+    """``Condition.stage``: each entry with a summary or cited staging Observations."""
+    found: list[ConditionStage] = []
+    for item in arr(resource.get("stage")):
+        m = obj(item)
+        if m is None:
+            continue
+        summary = concept(m.get("summary"))
+        cited = reference_list(m.get("assessment"))
+        if summary is not None or cited:
+            found.append(ConditionStage(summary, concept(m.get("type")), cited))
+    return tuple(found)
+
+
+def reference_list(value: object) -> tuple[str, ...]:
+    """The ``reference`` strings of a list of References, as written."""
+    refs: list[str] = []
+    for item in arr(value):
+        m = obj(item)
+        ref = s(m.get("reference")) if m is not None else None
+        if ref:
+            refs.append(ref)
+    return tuple(refs)
+
+
+def staging_context(resource: Mapping[str, Any]) -> tuple[Concept | None, tuple[str, ...], tuple[str, ...]]:
+    """What ties a staging Observation to its assessment: ``method`` (the staging system and edition),
+    ``hasMember`` (a panel's T, N and M) and ``focus`` (the cancer staged), read when a staging rule
+    reads the Observation."""
+    return concept(resource.get("method")), reference_list(resource.get("hasMember")), reference_list(
+        resource.get("focus")
     )
 
 

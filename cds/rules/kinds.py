@@ -19,6 +19,7 @@ from cds.rules.labs import LabRule
 from cds.rules.medications import MedicationRule
 from cds.rules.observations import ObservationRule
 from cds.rules.radiotherapy import RadiotherapyRule
+from cds.rules.staging import StagingRule
 
 # The table: one entry per leaf kind, in the order the error message lists them.
 LeafRules = (
@@ -27,6 +28,7 @@ LeafRules = (
     | ConditionRule
     | LabRule
     | ObservationRule
+    | StagingRule
     | MedicationRule
     | ProcedureRule
     | RadiotherapyRule

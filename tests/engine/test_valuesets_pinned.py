@@ -404,9 +404,37 @@ def test_monoclonal_suffix_entry() -> None:
 
 def test_ecog_is_89247_1_never_karnofsky() -> None:
     assert set(codes("obs-ecog", LOINC)) == {"89247-1"}
+    assert set(codes("obs-karnofsky", LOINC)) == {"89243-0"}
     for vs_id, data in ALL.items():
         for entry in data.get("include") or []:
-            assert entry.get("code") != "89243-0", f"89243-0 is Karnofsky, found in {vs_id}"
+            if vs_id != "obs-karnofsky":
+                assert entry.get("code") != "89243-0", f"89243-0 is Karnofsky, found in {vs_id}"
+
+
+def test_staging_systems_carry_their_edition() -> None:
+    editions = {c: e["value"] for c, e in codes("staging-systems", SCT).items()}
+    assert editions == {"444256004": 6, "443830009": 7, "897275008": 8}
+
+
+def test_staging_observation_codes_are_the_mcode_loinc_classes() -> None:
+    assert set(codes("obs-t-category", LOINC)) == {"21905-5", "21899-0"}
+    assert set(codes("obs-n-category", LOINC)) == {"21906-3", "21900-6"}
+
+
+@pytest.mark.parametrize(
+    ("vs_id", "code", "value"),
+    [
+        ("tnm-t-values", "1228938002", "cT3"),
+        ("tnm-t-values", "1228945002", "cT4a"),
+        ("tnm-n-values", "1229973008", "cN1"),
+        ("tnm-m-values", "1229901006", "cM0"),
+        ("tnm-m-values", "1229903009", "cM1"),
+        ("stage-group-values", "1222838008", "IVA"),
+        ("stage-group-values", "1222841004", "IVB"),
+    ],
+)
+def test_ajcc_qualifiers_carry_their_category(vs_id: str, code: str, value: str) -> None:
+    assert codes(vs_id, SCT)[code]["value"] == value
     answers = {c: e["value"] for c, e in codes("ecog-answers", LOINC).items()}
     assert answers == {"LA9622-7": 0, "LA9623-5": 1, "LA9624-3": 2, "LA9625-0": 3, "LA9626-8": 4, "LA9627-6": 5}
 

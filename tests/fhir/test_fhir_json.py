@@ -389,6 +389,7 @@ READER_MODULES = [
 NESTED_ONLY = {
     "profile",  # Resource.meta.profile
     "appliesTo",  # Observation.referenceRange.appliesTo
+    "assessment",  # Condition.stage.assessment
     "boundsDuration",  # Timing.repeat.boundsDuration
     "boundsPeriod",  # Timing.repeat.boundsPeriod
     "coding",  # CodeableConcept.coding
@@ -414,6 +415,7 @@ NESTED_ONLY = {
     "route",  # Dosage.route
     "start",  # Period.start
     "substance",  # AllergyIntolerance.reaction.substance
+    "summary",  # Condition.stage.summary
     "system",  # Coding.system
     "text",  # CodeableConcept.text, Dosage.text
     "timing",  # Dosage.timing

@@ -71,6 +71,12 @@ def test_a_planned_course_is_not_radiotherapy_given() -> None:
     assert assess("exc_prior_rt", [summary("2026-11-10", "2026-12-20", None, status="preparation")]).status == "not_met"
 
 
+def test_radiotherapy_whose_status_is_unknown_is_to_confirm() -> None:
+    result = assess("exc_prior_rt", [summary("2022-01-10", "2022-02-25", 7000, status="unknown")])
+    assert result.status == "unknown"
+    assert result.missing == ["whether the course of 2022-01-10 to 2022-02-25 was given"]
+
+
 # --- grouping fractions into courses
 def test_thirty_three_fractions_are_one_course_naming_every_record() -> None:
     daily = fractions("2022-01-10", 33)

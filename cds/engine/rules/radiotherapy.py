@@ -309,7 +309,7 @@ def evaluate_radiotherapy(rule: RadiotherapyCriterion, ctx: EvalContext) -> Rule
             event = f"{first.code.label()} ({day(onset)})"
         else:
             onset_refs = (conditions[0].ref,)
-            event = f"{conditions[0].code.label()} (undated)"
+            event = conditions[0].code.label()
     courses = group_courses(procs, rule.course_gap_days)
     verdicts = [_judge(course, rule, ctx, onset, event) for course in courses]
     if len(courses) > 1 and courses[-1].start is None:
@@ -362,7 +362,7 @@ def _course_line(n: int, v: _Verdict) -> str:
     if v.dose:
         text += f", {v.dose}"
     if v.notes:
-        text += " — " + ", ".join(v.notes)
+        text += " — " + ", ".join(dict.fromkeys(v.notes))
     return text
 
 
@@ -379,6 +379,9 @@ def _judge(
 ) -> _Verdict:
     v = _Verdict(course)
     when = f"the course of {course.dates()}"
+    if all(p.status == "unknown" for p in course.procedures):
+        # FHIR's "unknown": the source system does not know whether it was done.
+        v.check(Status.UNKNOWN, "status unknown: given or not?", f"whether {when} was given")
     if rule.window is not None:
         if course.start is None or course.end is None:
             v.check(Status.UNKNOWN, "undated", f"dates of {when}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -9,7 +10,8 @@ from pydantic import Field, model_validator
 from cds.engine.context import EvalContext
 from cds.engine.result import RuleResult
 from cds.engine.rules.radiotherapy import dose_bounds_text, evaluate_radiotherapy
-from cds.rules.base import Describer, LeafRule, StrictModel, Window
+from cds.rules.base import Describer, LabTest, LeafRule, StrictModel, Window
+from cds.units import conversion_factor
 
 
 class DoseRange(StrictModel):
@@ -71,6 +73,11 @@ class RadiotherapyRule(LeafRule):
 
     def evaluate(self, ctx: EvalContext) -> RuleResult:
         return evaluate_radiotherapy(self, ctx)
+
+    def problems(self, tests: Mapping[str, LabTest]) -> list[str]:
+        if self.dose is not None and conversion_factor("cGy", self.dose.unit) is None:
+            return [f"dose.unit: {self.dose.unit!r} is not a UCUM unit of absorbed dose (write Gy or cGy)"]
+        return []
 
     def resource_types(self) -> tuple[str, ...]:
         return ("Procedure", "Condition") if self.before_onset_of else ("Procedure",)

@@ -227,3 +227,14 @@ def test_an_interval_without_the_diagnosis_it_is_measured_to_is_refused() -> Non
 def test_a_dose_range_needs_a_bound() -> None:
     with pytest.raises(ValidationError, match="at least one of"):
         RadiotherapyRule.model_validate({"type": "radiotherapy", "label": "rt", "dose": {"unit": "Gy"}})
+
+
+def test_a_dose_unit_that_is_not_a_dose_is_a_problem_of_the_trial_file() -> None:
+    rule = RadiotherapyRule.model_validate({"type": "radiotherapy", "label": "rt", "dose": {"gt": 66, "unit": "gray"}})
+    assert rule.problems({}) == ["dose.unit: 'gray' is not a UCUM unit of absorbed dose (write Gy or cGy)"]
+    assert (
+        RadiotherapyRule.model_validate(
+            {"type": "radiotherapy", "label": "rt", "dose": {"gt": 6600, "unit": "cGy"}}
+        ).problems({})
+        == []
+    )

@@ -40,6 +40,7 @@ COMPILED = [
     "cds/engine/rules/medications.py",
     "cds/engine/rules/observations.py",
     "cds/engine/rules/therapy_lines.py",
+    "cds/engine/rules/radiotherapy.py",
     "cds/fhir/json_limits.py",
     "cds/fhir/prefetch.py",
     "cds/fhir/resources.py",

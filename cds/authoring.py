@@ -23,8 +23,9 @@ from cds.rules.kinds import LEAF_KINDS, AllRule, AnyRule, NotRule, kind_tag
 from cds.rules.labs import LabRule
 from cds.rules.medications import DoseLimit, MedicationRule
 from cds.rules.observations import NumericRange, ObservationRule
-from cds.rules.therapy_lines import LineCount, TherapyLinesRule
+from cds.rules.radiotherapy import CourseCount, DoseRange, RadiotherapyRule
 from cds.rules.staging import StagingCombination, StagingRule
+from cds.rules.therapy_lines import LineCount, TherapyLinesRule
 from cds.trials import Criterion, LeftOut, Trial
 from cds.units import conversion_factor
 from cds.valuesets import ValueSetLibrary
@@ -221,6 +222,31 @@ FIELD_NOTES: dict[type[BaseModel], dict[str, str]] = {
         "before_onset_of": "value sets of a diagnosis the procedure must precede",
         "ended_more_than_months_before_onset": "with `before_onset_of`: ended at least this long before it",
         "when_found": f"outcome when a matching procedure is found: {_OUTCOME}",
+    },
+    RadiotherapyRule: {
+        "type": "`radiotherapy`",
+        "label": "the radiotherapy in words",
+        "valuesets": "value sets of the radiotherapy procedure codes",
+        "exclude_valuesets": "codes that do not count although the value sets hold them",
+        "course_summaries": "value sets of the codes of a course summary, whose dose is the course's",
+        "course_gap_days": "a Procedure starting more than this many days after a course's last date starts another",
+        "window": "a course overlapping this window (default: ever)",
+        "dose": "bounds on a course's total dose delivered (not recorded: unknown)",
+        "before_onset_of": "value sets of a later diagnosis (a relapse) the course must have started before",
+        "onset_clinical_status": "only diagnoses of these clinicalStatus codes (`recurrence`) are that diagnosis",
+        "ended_more_than_months_before_onset": "the course ended more than this many months before that diagnosis",
+        "courses": "how many courses satisfying the rule are asked for (default: at least 1)",
+    },
+    DoseRange: {
+        "gt": "doses above this",
+        "min": "lowest dose, inclusive",
+        "lt": "doses below this",
+        "max": "highest dose, inclusive",
+        "unit": "the unit of the bounds (UCUM: `Gy`, `cGy`)",
+    },
+    CourseCount: {
+        "min": "fewest qualifying courses",
+        "max": "most qualifying courses (default: no limit)",
     },
     ImmunizationRule: {
         "type": "`immunization`",

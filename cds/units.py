@@ -25,6 +25,8 @@ _SPELLINGS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^cells/", re.I), "/"),  # "cells/uL": a count per volume
     (re.compile(r"^(sec|secs|second|seconds)$", re.I), "s"),
     (re.compile(r"^gm/", re.I), "g/"),
+    # A viral load counted in copies ("copies/mL", "cp/mL"): UCUM writes the count as an annotation.
+    (re.compile(r"^(?:\{?copies\}?|cp|copy)\s*/\s*ml$", re.I), "{copies}/mL"),
 ]
 
 # Units whose case lab feeds lose ("mg/dl", "u/l", "ml/min"), written as UCUM spells them.

@@ -38,6 +38,7 @@ __all__ = [
     "Quantity",
     "Reaction",
     "RefRange",
+    "VolumeDose",
     "new_observation",
 ]
 
@@ -140,6 +141,14 @@ class MedicationUse(msgspec.Struct, frozen=True, gc=False):
     reason_refs: tuple[str, ...] = ()
 
 
+class VolumeDose(msgspec.Struct, frozen=True, gc=False):
+    """The total radiation dose a Procedure says was delivered to one volume (mCODE
+    RadiotherapyDoseDeliveredToVolume: ``totalDoseDelivered``, usually in cGy)."""
+
+    volume: str | None  # the volume's reference as written ("BodyStructure/ptv-70"), if given
+    dose: Quantity
+
+
 class Procedure(msgspec.Struct, frozen=True, gc=False):
     ref: str
     status: str | None
@@ -147,6 +156,7 @@ class Procedure(msgspec.Struct, frozen=True, gc=False):
     category: Concept | None
     start: FhirDate | None
     end: FhirDate | None
+    doses: tuple[VolumeDose, ...] = ()  # radiotherapy: dose delivered per volume, where recorded
 
 
 class Immunization(msgspec.Struct, frozen=True, gc=False):

@@ -28,6 +28,7 @@ from cds.record.model import (
     Procedure,
     Quantity,
     Reaction,
+    VolumeDose,
     new_observation,
 )
 
@@ -45,6 +46,10 @@ from cds.record.values import s as s
 from cds.record.values import status_code as status_code
 
 MCODE_HISTOLOGY_SUFFIX = "histology-morphology-behavior"
+# mCODE's RadiotherapyDoseDeliveredToVolume (http://hl7.org/fhir/us/mcode/StructureDefinition/
+# mcode-radiotherapy-dose-delivered-to-volume, STU2-STU4; CodeX Radiation Therapy reuses it): read by the
+# end of its URL, as local profiles copy it under their own base.
+RADIOTHERAPY_DOSE_SUFFIX = "radiotherapy-dose-delivered-to-volume"
 
 # How many administrations a day a timing code means (HL7 v3 GTSAbbreviation).
 TIMING_CODES_PER_DAY: dict[str, float] = {
@@ -563,7 +568,33 @@ def procedure(resource: Mapping[str, Any]) -> Procedure | None:
         category=concept(resource.get("category")),
         start=start,
         end=end,
+        doses=_volume_doses(resource.get("extension")),
     )
+
+
+def _volume_doses(extensions: object) -> tuple[VolumeDose, ...]:
+    """Each dose-delivered-to-volume extension with a ``totalDoseDelivered`` quantity; one without is
+    skipped (its dose is not recorded)."""
+    doses: list[VolumeDose] = []
+    for item in arr(extensions):
+        ext = obj(item)
+        url = s(ext.get("url")) if ext is not None else None
+        if ext is None or url is None or not url.endswith(RADIOTHERAPY_DOSE_SUFFIX):
+            continue
+        volume: str | None = None
+        dose: Quantity | None = None
+        for part_item in arr(ext.get("extension")):
+            part = obj(part_item)
+            if part is None:
+                continue
+            name = s(part.get("url"))
+            if name == "volume":
+                volume = s((obj(part.get("valueReference")) or {}).get("reference"))
+            elif name == "totalDoseDelivered":
+                dose = quantity(part.get("valueQuantity"))
+        if dose is not None:
+            doses.append(VolumeDose(volume=volume, dose=dose))
+    return tuple(doses)
 
 
 def immunization(resource: Mapping[str, Any]) -> Immunization | None:

@@ -18,8 +18,9 @@ from cds.rules.events import AllergyRule, ImmunizationRule, JudgementRule, Proce
 from cds.rules.labs import LabRule
 from cds.rules.medications import MedicationRule
 from cds.rules.observations import ObservationRule
-from cds.rules.therapy_lines import TherapyLinesRule
+from cds.rules.radiotherapy import RadiotherapyRule
 from cds.rules.staging import StagingRule
+from cds.rules.therapy_lines import TherapyLinesRule
 
 # The table: one entry per leaf kind, in the order the error message lists them.
 LeafRules = (
@@ -32,6 +33,7 @@ LeafRules = (
     | MedicationRule
     | TherapyLinesRule
     | ProcedureRule
+    | RadiotherapyRule
     | ImmunizationRule
     | AllergyRule
     | JudgementRule

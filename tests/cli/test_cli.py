@@ -7,7 +7,6 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from cds.cli import app
-from cds.portfolio import load_trials
 
 FIXTURES = sorted((Path(__file__).parents[2] / "fixtures" / "patients").glob("*.json"))
 NOW = "2026-11-01T12:00:00Z"

@@ -424,6 +424,7 @@ NESTED_ONLY = {
     "url",  # Extension.url
     "validityPeriod",  # MedicationRequest.dispenseRequest.validityPeriod
     "value",  # Quantity.value
+    "valueReference",  # Extension.valueReference (mCODE dose-delivered-to-volume's volume)
 }
 # Literal keys that are not FHIR JSON at all.
 NOT_RESOURCE_KEYS = {

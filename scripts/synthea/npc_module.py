@@ -46,7 +46,8 @@ ANCHORS = {
     # Diagnosis of the newly diagnosed, 5 to 7 weeks before the reference date.
     "diagnosis": (2026, 9, 14),
     # The screening visit (ECOG, Karnofsky, labs): within the last 14 days, as the trials' windows ask
-    # (albumin 14 days, most labs 28 days). A Guard is checked once per 7-day time step, hence the margin.
+    # (albumin 14 days, most labs 28 days). A Guard is checked once per 7-day time step, so the visit falls
+    # in the week from the anchor; no Delay follows it (a Delay ends at a later step, maybe after the end).
     "screening": (2026, 10, 19),
 }
 
@@ -180,7 +181,6 @@ EBV_DNA = loinc("32585-2", "Epstein Barr virus DNA [#/volume] (viral load) in Sp
 # Procedures (proc-radiotherapy; the biopsy is in proc-minor, so it is no "major surgery").
 BIOPSY = snomed("86273004", "Biopsy (procedure)")
 RADIOTHERAPY = snomed("1287742003", "Radiotherapy (procedure)")
-CHEMORADIOTHERAPY = snomed("703423002", "Combined chemotherapy and radiation therapy (procedure)")
 
 # Medicines (med-systemic-anticancer; the two PD-1 antibodies also med-checkpoint-inhibitors). RxNorm
 # ingredients, as the value sets list them. Toripalimab, the PD-1 antibody approved for NPC, has no RxNorm
@@ -393,9 +393,10 @@ def diagnosis(
 def screening(
     c: Course, p: str, *, ecog: int, coagulation: bool, abnormal: dict[str, tuple[float, float]] | None = None
 ) -> None:
-    """The visit before treatment: performance status and labs, within the trials' windows."""
+    """The visit before treatment: performance status and labs, within the trials' windows. No Delay after
+    the Guard: a Delay ends only at the next 7-day step, which may fall after the simulation's end; the Guard
+    passes at the first step on or after the anchor, which differs from patient to patient anyway."""
     c.wait_until(f"{p} screening date", ANCHORS["screening"])
-    c.delay(f"{p} screening delay", 0, 4, "days")
     c.encounter(f"{p} screening encounter", "npc")
     c.performance(p, ecog)
     c.labs(p, FULL_PANEL + (COAGULATION if coagulation else []), abnormal)
@@ -438,14 +439,13 @@ def chemotherapy(c: Course, p: str, drugs: list[Code], cycles: int, *, labs: boo
 
 
 def chemoradiotherapy(c: Course, p: str) -> None:
-    """Curative intensity-modulated radiotherapy, 70 Gy in 33-35 fractions over ~7 weeks, with weekly
-    cisplatin; the chemoradiotherapy code on the course, cisplatin as orders."""
+    """Curative intensity-modulated radiotherapy, 70 Gy in 33-35 fractions over ~7 weeks (one Procedure
+    with its period), with concurrent cisplatin ordered at its start. A Procedure's duration moves the
+    module's clock on: the order comes first, and is stopped when the course ends."""
     c.encounter(f"{p} radiotherapy encounter", "npc")
-    c.procedure(f"{p} radiotherapy", RADIOTHERAPY, "npc", 45, 50, "days")
-    c.procedure(f"{p} chemoradiotherapy", CHEMORADIOTHERAPY, "npc", 45, 50, "days")
     c.order(f"{p} concurrent cisplatin", CISPLATIN, "npc", f"{p}_concurrent_cisplatin")
+    c.procedure(f"{p} radiotherapy", RADIOTHERAPY, "npc", 45, 50, "days")
     c.end_encounter(f"{p} radiotherapy encounter end")
-    c.delay(f"{p} radiotherapy course", 7, 7, "weeks")
     c.stop(f"{p} concurrent cisplatin stop", f"{p}_concurrent_cisplatin")
 
 

@@ -87,7 +87,6 @@ READ_BY: dict[tuple[str, str], list[str]] = {
     key(b.APTT[0]): ["lab-aptt"],
     # Procedures: radiotherapy (inc_liver_metastasis, exc_local_recurrence); the biopsy is minor surgery.
     key(b.RADIOTHERAPY): ["proc-radiotherapy"],
-    key(b.CHEMORADIOTHERAPY): ["proc-radiotherapy"],
     key(b.BIOPSY): ["proc-minor"],
     # Medicines (exc_recent_anticancer_therapy, exc_prior_checkpoint_inhibitor).
     key(b.CISPLATIN): ["med-systemic-anticancer"],

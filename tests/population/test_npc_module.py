@@ -63,10 +63,10 @@ def test_the_module_is_anchored_to_the_population_reference_date() -> None:
     reference = date(*map(int, found.groups()))
     assert reference == date(*b.REFERENCE_DATE)
     screening = date(*b.ANCHORS["screening"])
-    # A Guard is checked once per 7-day step, then up to 4 days' delay: the visit falls within the last
-    # 14 days (the albumin window) and before the simulation ends.
+    # A Guard is checked once per 7-day step, and the visit follows at once (no Delay): it falls in the week
+    # from the anchor, within the last 14 days (the albumin window) and before the simulation ends.
     assert reference - timedelta(days=14) <= screening
-    assert screening + timedelta(days=7 + 4) < reference
+    assert screening + timedelta(days=7) < reference
     # Ten years of history are exported: the risk is drawn inside them.
     assert date(*b.ANCHORS["risk"]) >= reference.replace(year=reference.year - 10)
 

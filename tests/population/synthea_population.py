@@ -30,9 +30,9 @@ from cds.trials import Trial
 ENV = "TRIAL_CDS_SYNTHEA_POPULATION"  # the population's directory; scripts/test.sh sets it
 ROOT = Path(__file__).resolve().parents[2]
 REPORT = ROOT / "var" / "reports" / "synthea-population.md"
-# Besides the bundled trials, the small test trial (adults 40–80, platelets, no HIV): the bundled trial
-# asks for a nasopharyngeal carcinoma no Synthea patient has, so under it nobody is ever a candidate and
-# "never a candidate" would hold of the dead whatever the engine did. Under this one it is a real check.
+# Besides the bundled trials, the small test trial (adults 40–80, platelets, no HIV): the bundled trials ask
+# for a nasopharyngeal carcinoma only our module's few patients have (docs/synthea-population.md), so
+# "never a candidate" is checked of the dead of Synthea's ordinary modules under this one.
 SECOND_TRIAL = ROOT / "tests" / "engine" / "data" / "trials" / "second-trial.yaml"
 WRITTEN_REPORTS: list[Path] = []  # the reports this test run wrote, printed at its end (conftest.py here)
 

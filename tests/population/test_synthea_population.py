@@ -2,11 +2,11 @@
 screened with every bundled trial on the population's reference date.
 
 scripts/test.sh generates (or reuses) the population and names it in TRIAL_CDS_SYNTHEA_POPULATION. Without
-it these tests skip, except in CI (CI=true), where a missing population is a failure."""
+it these tests skip, except in CI (CI=true), where a missing population is a failure (the fixtures:
+conftest.py here)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,19 +16,14 @@ import pytest
 from api_support import assert_spec_card
 from population_checks import stale_exclusions
 from synthea_population import (
-    ENV,
     REPORT,
     SECOND_TRIAL,
     WRITTEN_REPORTS,
     Population,
-    PopulationError,
     Screened,
     errors_of,
-    population_from_env,
     read_bundle,
     render,
-    screen_population,
-    screening_trials,
     tally,
 )
 
@@ -39,30 +34,6 @@ from cds.record import PatientRecord
 from cds.trials import Trial
 
 pytestmark = pytest.mark.population
-
-
-@pytest.fixture(scope="module")
-def population() -> Population:
-    try:
-        found = population_from_env()
-    except PopulationError as exc:
-        pytest.fail(f"{ENV}: {exc}")
-    if found is None:
-        reason = f"no Synthea population: {ENV} is not set (scripts/test.sh sets it from scripts/synthea-population)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return found
-
-
-@pytest.fixture(scope="module")
-def trials() -> dict[str, Trial]:
-    return screening_trials()
-
-
-@pytest.fixture(scope="module")
-def screened(population: Population, trials: dict[str, Trial]) -> list[Screened]:
-    return screen_population(population, trials)
 
 
 def assessments(screened: list[Screened], trials: dict[str, Trial]) -> Iterator[tuple[Screened, Trial, Assessment]]:

@@ -116,13 +116,16 @@ def screen(
     bundles: Annotated[
         list[Path], typer.Argument(help="FHIR R4 Bundle files (JSON); each Patient of a Bundle is screened.")
     ],
-    trial: Annotated[str | None, typer.Option("--trial", help="Trial id (default: the only trial).")] = None,
+    trial: Annotated[
+        str | None, typer.Option("--trial", help="Trial id (default: every open trial of the portfolio).")
+    ] = None,
     now: Annotated[str | None, typer.Option("--now", help="Evaluation date-time, ISO-8601 (default: now).")] = None,
     output_format: Annotated[str, typer.Option("--format", help="text or json (one JSON object per line).")] = "text",
     trials_dir: TrialsDirOption = None,
 ) -> None:
     """Evaluate patient Bundles offline: the same engine as the service, no HTTP. Each Patient of a Bundle
-    is screened on its own resources (one JSON line, or one block of text, each)."""
+    is screened on its own resources against every open trial, or the one named (one JSON line, or one block
+    of text, per patient and trial)."""
     if output_format not in ("text", "json"):
         _fail("--format must be text or json")
     portfolio = _load_portfolio(trials_dir)
@@ -130,9 +133,7 @@ def screen(
     if trial is None:
         if not trials:
             _fail(f"every trial of {portfolio.folder} is closed: nothing to screen")
-        if len(trials) != 1:
-            _fail(f"{len(trials)} open trials are loaded; choose one with --trial ({', '.join(sorted(trials))})")
-        chosen = next(iter(trials.values()))
+        chosen = [trials[t] for t in sorted(trials)]
     elif trial in portfolio.trials and trial not in trials:
         _fail(f"trial {trial!r} is closed: it is listed, not screened (status: closed in its file)")
         raise AssertionError
@@ -140,7 +141,7 @@ def screen(
         _fail(f"unknown trial {trial!r}; known: {', '.join(sorted(portfolio.trials))}")
         raise AssertionError
     else:
-        chosen = trials[trial]
+        chosen = [trials[trial]]
     library = portfolio.library
     when = _parse_now(now)
     # The trials and value sets outlive every bundle: out of the cyclic collector's sight (it would walk
@@ -171,13 +172,14 @@ def screen(
             failed = True
             continue
         for record in records:
-            assessment = evaluate(chosen, record, when, library)
-            for note in assessment.notes:  # said where a person sees it, whatever the output format
-                typer.echo(f"warning: {path}: {assessment.patient}: {note}", err=True)
-            if output_format == "json":
-                sys.stdout.write(orjson.dumps(assessment.screen_json()).decode() + "\n")
-            else:
-                typer.echo(render_text(assessment, path))
+            for one_trial in chosen:
+                assessment = evaluate(one_trial, record, when, library)
+                for note in assessment.notes:  # said where a person sees it, whatever the output format
+                    typer.echo(f"warning: {path}: {assessment.patient}: {note}", err=True)
+                if output_format == "json":
+                    sys.stdout.write(orjson.dumps(assessment.screen_json()).decode() + "\n")
+                else:
+                    typer.echo(render_text(assessment, path))
     if failed:
         raise typer.Exit(1)
 

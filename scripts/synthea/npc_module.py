@@ -175,8 +175,8 @@ APTT: Lab = (loinc("3173-2", "aPTT in Blood by Coagulation assay"), "s", 27, 34)
 # Serum pregnancy test (lab-pregnancy-hcg), negative (answers-negative), for women under 55 at screening.
 HCG = loinc("2118-8", "Choriogonadotropin (pregnancy test) [Presence] in Serum or Plasma")
 NEGATIVE = snomed("260385009", "Negative (qualifier value)")
-# Plasma EBV DNA: CODES_UNVERIFIED. High at diagnosis of advanced disease, low after treatment.
-EBV_DNA = loinc("32585-2", "Epstein Barr virus DNA [#/volume] (viral load) in Specimen by NAA with probe detection")
+# Plasma EBV DNA (lab-ebv-dna): high at diagnosis of advanced disease, low after treatment.
+EBV_DNA = loinc("47982-4", "Epstein Barr virus DNA [#/volume] (viral load) in Serum or Plasma by NAA with probe detection")
 
 # Procedures (proc-radiotherapy; the biopsy is in proc-minor, so it is no "major surgery").
 BIOPSY = snomed("86273004", "Biopsy (procedure)")
@@ -193,10 +193,8 @@ PEMBROLIZUMAB = rxnorm("1547545", "pembrolizumab")
 NIVOLUMAB = rxnorm("1597876", "nivolumab")
 
 CODES_UNVERIFIED = {
-    "LOINC 32585-2": "EBV DNA viral load: the specimen-unspecified code; a plasma-specific LOINC code was not "
-    "confirmed this session, and no value set of the project holds EBV DNA yet",
-    "LOINC 89243-0": "Karnofsky score: confirmed as Karnofsky (not ECOG) in the project's code map; no value set yet",
-    "LOINC 6690-2, 6768-6": "WBC and ALP: the codes Synthea's own modules use; no value set of the project yet",
+    "LOINC 47982-4": "EBV DNA viral load in serum or plasma, copies/mL: as the project's value set lab-ebv-dna "
+    "(its sources there)",
 }
 
 

@@ -16,22 +16,23 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def screened() -> dict[str, bytes]:
-    """`trial-cds screen --format json` on each Bundle, by patient."""
+def screened() -> dict[tuple[str, str], bytes]:
+    """`trial-cds screen --format json` on each Bundle, by patient and trial (every open trial)."""
     result = runner.invoke(app, ["screen", *map(str, PATIENT_BUNDLES), "--now", NOW, "--format", "json"])
     assert result.exit_code == 0, result.output
     lines = [orjson.loads(line) for line in result.stdout.splitlines()]
-    assert len(lines) == len(PATIENT_BUNDLES)
-    return {line["patient"]: orjson.dumps(line) for line in lines}
+    trials = {line["trial"] for line in lines}
+    assert len(trials) > 1 and len(lines) == len(PATIENT_BUNDLES) * len(trials)
+    return {(line["patient"], line["trial"]): orjson.dumps(line) for line in lines}
 
 
-def _prescreened(out: Path) -> dict[str, bytes]:
-    lines = (out / "npc-liver-mets-ldrt.jsonl").read_bytes().splitlines()
-    return {orjson.loads(line)["patient"]: line for line in lines}
+def _prescreened(out: Path) -> dict[tuple[str, str], bytes]:
+    lines = [line for path in sorted(out.glob("*.jsonl")) for line in path.read_bytes().splitlines()]
+    return {(orjson.loads(line)["patient"], orjson.loads(line)["trial"]): line for line in lines}
 
 
 def test_prescreen_of_the_bundles_gives_each_patient_the_screen_answer(
-    screened: dict[str, bytes], tmp_path: Path
+    screened: dict[tuple[str, str], bytes], tmp_path: Path
 ) -> None:
     bundles = str(PATIENT_BUNDLES[0].parent)
     result = runner.invoke(
@@ -42,7 +43,7 @@ def test_prescreen_of_the_bundles_gives_each_patient_the_screen_answer(
 
 
 def test_prescreen_of_the_same_data_as_ndjson_gives_each_patient_the_screen_answer(
-    screened: dict[str, bytes], tmp_path: Path
+    screened: dict[tuple[str, str], bytes], tmp_path: Path
 ) -> None:
     resources = [r for path in PATIENT_BUNDLES for r in exported(orjson.loads(path.read_bytes()))]
     folder = write_ndjson(tmp_path / "export", resources)

@@ -17,7 +17,7 @@ from cds.record import PatientRecord
 
 NOW = datetime(2026, 11, 1, 12, tzinfo=UTC)
 PORTFOLIO = load_portfolio()
-TRIALS = list(PORTFOLIO.open_trials.values())
+TRIALS = [PORTFOLIO.open_trials["npc-liver-mets-ldrt"]]  # one trial: one row per patient
 
 
 def test_a_row_carries_the_screen_line_and_what_it_counts() -> None:

@@ -1,0 +1,1 @@
+"""Pre-screening a population: every patient against every trial (issue 18)."""

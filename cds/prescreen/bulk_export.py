@@ -102,7 +102,7 @@ def export_to_ndjson(
     types: Sequence[str] | None = None,
     progress: ProgressCallback | None = None,
     *,
-    level: Literal["auto", "system", "patient"] = "auto",
+    level: Literal["auto", "system", "patient", "search"] = "auto",
     http: httpx.Client | None = None,
     max_wait_s: float = 6 * 3600.0,
     max_retry_after_s: float | None = None,
@@ -114,7 +114,8 @@ def export_to_ndjson(
     (every one when None; a naive datetime is taken as UTC) to ``out_dir/<Type>.ndjson``.
 
     ``level`` "auto" uses the system-level ``$export`` when the CapabilityStatement declares it, else the
-    Patient-level one, else paged search. ``max_retry_after_s`` caps a server's ``Retry-After`` (None: honour
+    Patient-level one, else paged search; "search" always pages (a server whose ``$export`` is broken).
+    ``max_retry_after_s`` caps a server's ``Retry-After`` (None: honour
     it; HAPI asks for 120 s); ``max_wait_s`` bounds the whole wait for the export. Raises
     :class:`BulkExportError` (or ``BulkAuthError``) with the server's answer.
     """
@@ -228,6 +229,8 @@ def _choose_level(session: _Session, level: str) -> str | None:
         return "$export"
     if level == "patient":
         return "Patient/$export"
+    if level == "search":
+        return None
     response = session.get(f"{session.base}/metadata")
     if response.status_code != 200:
         return "$export"  # no CapabilityStatement to go by: try the kick-off (404/405/501 → search)

@@ -81,8 +81,8 @@ def test_a_large_bundle_is_sent_in_transactions_of_at_most_chunk_size(
     (result,) = load_files(BASE, [path], replace=True, chunk_size=10)
     sent = transactions(post)
     assert [len(t) for t in sent] == [10, 10, 5]
-    assert sorted(sum(sent, [])) == sorted(f"{e['resource']['resourceType']}/{e['resource']['id']}"
-                                          for e in synthea_bundle("p1", 23)["entry"])
+    everything = [f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in synthea_bundle("p1", 23)["entry"]]
+    assert sorted(key for t in sent for key in t) == sorted(everything)
     assert (result.resources, result.chunks, result.created) == (25, 3, 25)
 
 
@@ -100,7 +100,7 @@ def test_what_a_resource_refers_to_is_sent_before_it(respx_mock: respx.MockRoute
     post = respx_mock.post(BASE).mock(side_effect=answered)
     path = write(tmp_path, "big.json", synthea_bundle("p1", 6))
     load_files(BASE, [path], replace=True, chunk_size=3)
-    order = sum(transactions(post), [])
+    order = [key for t in transactions(post) for key in t]
     assert order.index("Patient/p1") < order.index("Encounter/p1-enc") < order.index("Observation/p1-obs-0")
     first = json.loads(post.calls[0].request.content)["entry"]
     assert [e["request"] for e in first][:2] == [
@@ -125,7 +125,8 @@ def test_synthea_hospital_and_practitioner_files_are_loaded_first(
     respx_mock: respx.MockRouter, tmp_path: Path
 ) -> None:
     post = respx_mock.post(BASE).mock(side_effect=answered)
-    practitioner = {"resourceType": "Practitioner", "id": "pr-1", "identifier": [{"system": NPI, "value": "9999912345"}]}
+    npi = {"system": NPI, "value": "9999912345"}
+    practitioner = {"resourceType": "Practitioner", "id": "pr-1", "identifier": [npi]}
     shared = {"resourceType": "Bundle", "type": "batch", "entry": [
         {"fullUrl": "urn:uuid:pr-1", "resource": practitioner,
          "request": {"method": "POST", "url": "Practitioner", "ifNoneExist": f"identifier={NPI}|9999912345"}}]}

@@ -253,7 +253,8 @@ def test_a_failed_job_names_the_servers_operation_outcome(tmp_path: Path) -> Non
 
 def test_a_transient_status_failure_is_retried(tmp_path: Path) -> None:
     transient = httpx.Response(500, json=outcome("busy", code="transient"), headers={"Retry-After": "2"})
-    server = bulk_server({"Patient-1": ndjson(P1)}, polls=[transient, httpx.Response(429, headers={"Retry-After": "4"})])
+    too_often = httpx.Response(429, headers={"Retry-After": "4"})
+    server = bulk_server({"Patient-1": ndjson(P1)}, polls=[transient, too_often])
     result, sleeps, _ = run(server, tmp_path)
     assert sleeps == [2.0, 4.0]
     assert result.counts == {"Patient": 1}
@@ -352,7 +353,8 @@ def searchset(resources: list[dict[str, Any]], next_url: str | None = None) -> d
 
 def search_server() -> Server:
     server = Server()
-    server.on("GET", f"{BASE}/metadata", httpx.Response(200, json=capability(system_export=False, patient_export=False)))
+    no_export = capability(system_export=False, patient_export=False)
+    server.on("GET", f"{BASE}/metadata", httpx.Response(200, json=no_export))
     server.on("GET", f"{BASE}/Patient", httpx.Response(200, json=searchset([P1], f"{BASE}?_getpages=abc&offset=1")))
     server.on("GET", f"{BASE}?_getpages=abc&offset=1", httpx.Response(200, json=searchset([P2])))
     with_include = searchset([HR1, HR2])
@@ -412,3 +414,11 @@ def test_a_type_that_is_not_a_resource_type_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BulkExportError, match="not a FHIR resource type"):
         run(search_server(), tmp_path, types=["Patient", "../etc"])
 
+
+
+def test_search_may_be_asked_for_even_where_export_is_declared(tmp_path: Path) -> None:
+    server = search_server()
+    server.on("GET", f"{BASE}/metadata", httpx.Response(200, json=capability()))
+    result, _, _ = run(server, tmp_path, types=["Patient"], level="search")
+    assert result.method == "search" and result.counts == {"Patient": 2}
+    assert not server.sent("GET", f"{BASE}/$export?") and not server.sent("GET", f"{BASE}/metadata")

@@ -1,6 +1,7 @@
 package org.trialcds.hapisandbox;
 
 import ca.uhn.fhir.batch2.jobs.config.Batch2JobsConfig;
+import ca.uhn.fhir.batch2.jobs.export.BulkDataExportProvider;
 import ca.uhn.fhir.context.FhirContext;
 import ca.uhn.fhir.context.support.IValidationSupport;
 import ca.uhn.fhir.jpa.api.config.JpaStorageSettings;
@@ -51,7 +52,8 @@ import org.springframework.orm.jpa.LocalContainerEntityManagerFactoryBean;
  *
  * <p>Settings (application.properties, or {@code --name=value} on the command line):
  * {@code server.port} (8090), {@code server.address} (127.0.0.1), {@code sandbox.default-page-size} (20),
- * {@code sandbox.max-page-size} (100: a larger {@code _count} is capped to this).
+ * {@code sandbox.max-page-size} (100: a larger {@code _count} is capped to this),
+ * {@code sandbox.bulk-export-enabled} (true: FHIR Bulk Data {@code $export} at system, Patient and Group level).
  */
 @SpringBootApplication(
         // HAPI configures its own DataSource use, Hibernate and scheduler: Spring Boot's auto-configuration
@@ -84,7 +86,7 @@ public class HapiSandboxApplication {
 
     /** How the JPA server stores and searches. */
     @Bean
-    public JpaStorageSettings jpaStorageSettings(@Value("${sandbox.max-page-size:100}") int maxPageSize) {
+    public JpaStorageSettings jpaStorageSettings() {
         JpaStorageSettings settings = new JpaStorageSettings();
         // Never answer a search from the results of an earlier identical search: tests write, then read.
         settings.setReuseCachedSearchResultsForMillis(null);
@@ -98,7 +100,16 @@ public class HapiSandboxApplication {
         settings.setEnforceReferentialIntegrityOnDelete(false);
         settings.setExpungeEnabled(true);
         settings.setDeleteExpungeEnabled(true);
-        settings.setFetchSizeDefaultMaximum(maxPageSize);
+        // No setFetchSizeDefaultMaximum: it caps only synchronous searches (those HAPI makes itself), and
+        // capped there a bulk export job, which reads up to 800 resources at a time by _id, fails with
+        // "HAPI-0464: Attempt to request all resources from an asynchronous search result". A client's _count
+        // is capped by the paging provider (sandbox.max-page-size) below.
+        // Bulk Data $export: run export jobs here, and never answer a kick-off with the files of an earlier
+        // export with the same parameters (HAPI's default reuses them, so an export after a load would miss
+        // what was just loaded). The files (Binary resources in H2) are kept for two hours.
+        settings.setEnableTaskBulkExportJobExecution(true);
+        settings.setEnableBulkExportJobReuse(false);
+        settings.setBulkExportFileRetentionPeriodHours(2);
         return settings;
     }
 
@@ -153,7 +164,10 @@ public class HapiSandboxApplication {
         return new DatabaseBinaryContentStorageSvcImpl();
     }
 
-    /** The FHIR REST endpoint: every R4 resource provider, the system provider, paging to the database. */
+    /**
+     * The FHIR REST endpoint: every R4 resource provider, the system provider, Bulk Data export, paging to the
+     * database.
+     */
     @Bean
     public RestfulServer restfulServer(
             IFhirSystemDao<?, ?> systemDao,
@@ -163,11 +177,17 @@ public class HapiSandboxApplication {
             ISearchParamRegistry searchParamRegistry,
             IValidationSupport validationSupport,
             DatabaseBackedPagingProvider pagingProvider,
+            BulkDataExportProvider bulkDataExportProvider,
             @Value("${sandbox.default-page-size:20}") int defaultPageSize,
-            @Value("${sandbox.max-page-size:100}") int maxPageSize) {
+            @Value("${sandbox.max-page-size:100}") int maxPageSize,
+            @Value("${sandbox.bulk-export-enabled:true}") boolean bulkExportEnabled) {
         RestfulServer server = new RestfulServer(systemDao.getContext());
         server.registerProviders(resourceProviderFactory.createProviders());
         server.registerProvider(systemProvider);
+        if (bulkExportEnabled) {
+            // $export, $export-poll-status (the kick-off's Content-Location); the job itself runs in batch2.
+            server.registerProvider(bulkDataExportProvider);
+        }
         pagingProvider.setDefaultPageSize(defaultPageSize);
         pagingProvider.setMaximumPageSize(maxPageSize);
         server.setPagingProvider(pagingProvider);

@@ -480,8 +480,12 @@ class _ConditionalResolver:
         if reference in self.known:
             return self.known[reference]
         rtype, query = reference.split("?", 1)
-        url = f"{self.base_url}/{rtype}?{query}&_count=2&_elements=id"
-        response = _send(self.http, "GET", url, headers=fhir_http.headers(self.token), what=f"{source}: search {rtype}")
+        # Parsed and sent encoded: a raw "|" (system|value) is refused by Tomcat (HTTP 400 before HAPI sees it).
+        params = httpx.QueryParams(query).merge({"_count": "2", "_elements": "id"})
+        response = _send(
+            self.http, "GET", f"{self.base_url}/{rtype}", params=params, headers=fhir_http.headers(self.token),
+            what=f"{source}: search {rtype}",
+        )
         if response.status_code != 200:
             raise FhirLoadError(
                 f"{source}: the search for a conditional reference ({rtype}?…) failed: {_failure_text(response)}"

@@ -149,6 +149,7 @@ def test_a_conditional_reference_is_resolved_by_one_search_and_rewritten(
     load_files(BASE, files, replace=True)
     assert len(search.calls) == 1  # once per load, not per file
     assert search.calls[0].request.url.params["identifier"] == f"{NPI}|9999912345"
+    assert b"%7C9999912345" in search.calls[0].request.url.raw_path  # a raw "|" is refused by Tomcat (HAPI)
     for call in post.calls:
         encounter = next(e["resource"] for e in json.loads(call.request.content)["entry"]
                          if e["resource"]["resourceType"] == "Encounter")

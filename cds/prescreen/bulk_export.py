@@ -37,8 +37,10 @@ from cds.fhir import http as fhir_http
 from cds.prescreen.backend_auth import BackendServices, BulkAuth, BulkAuthError
 
 NDJSON = "application/fhir+ndjson"
-#: The resource types copied when ``types`` is not given: the patient-compartment types the bundled trials'
-#: rules and the record read (a bulk export without ``_type`` would copy every type, Claims and all).
+#: The resource types copied when ``types`` is not given: those the bundled trials read
+#: (``hooks.base.resource_types``; a test keeps the two the same). A caller with its own trials passes
+#: ``sorted(resource_types(portfolio.open_trials))``. A bulk export without ``_type`` would copy every type,
+#: Claims and all.
 DEFAULT_TYPES: tuple[str, ...] = (
     "Patient",
     "Condition",
@@ -47,9 +49,7 @@ DEFAULT_TYPES: tuple[str, ...] = (
     "MedicationRequest",
     "MedicationStatement",
     "MedicationAdministration",
-    "DiagnosticReport",
     "AllergyIntolerance",
-    "Encounter",
     "Immunization",
 )
 #: Kick-off answers that mean "no $export here": fall back to paged search.

@@ -422,3 +422,12 @@ def test_search_may_be_asked_for_even_where_export_is_declared(tmp_path: Path) -
     result, _, _ = run(server, tmp_path, types=["Patient"], level="search")
     assert result.method == "search" and result.counts == {"Patient": 2}
     assert not server.sent("GET", f"{BASE}/$export?") and not server.sent("GET", f"{BASE}/metadata")
+
+
+def test_the_default_types_are_those_the_bundled_trials_read() -> None:
+    from hooks.base import resource_types
+
+    from cds.portfolio import load_trials
+    from cds.prescreen.bulk_export import DEFAULT_TYPES
+
+    assert set(DEFAULT_TYPES) == resource_types(load_trials())

@@ -305,14 +305,15 @@ def _run_bulk(
 ) -> ExportResult:
     if not session.may_carry_token(status_url):
         raise BulkExportError(f"the status URL {_shown(status_url)} is not on the FHIR server: refused")
-    finished = False
     try:
         manifest = _poll(session, status_url, max_wait_s, max_retry_after_s)
         result = _download(session, manifest, out_dir)
-        finished = True
-        return result
     finally:
-        _delete_job(session, status_url, quiet=not finished)
+        # After the download, or to cancel the job after a failure; a failed delete does not undo a good copy.
+        not_deleted = _delete_job(session, status_url)
+    if not_deleted:
+        result.warnings.append(not_deleted)
+    return result
 
 
 def _poll(session: _Session, status_url: str, max_wait_s: float, cap_s: float | None) -> Mapping[str, Any]:
@@ -434,16 +435,15 @@ def _stream(session: _Session, url: str, requires_token: bool) -> Iterator[Itera
         raise BulkExportError(f"the download of {_shown(url)} failed ({type(exc).__name__})") from exc
 
 
-def _delete_job(session: _Session, status_url: str, *, quiet: bool) -> None:
-    """Delete the job and its files on the server (after the download, or to cancel it after a failure)."""
+def _delete_job(session: _Session, status_url: str) -> str | None:
+    """Delete the job and its files on the server; why it could not be, or None."""
     try:
         response = session.http.delete(status_url, headers=session.headers(status_url, with_token=True))
     except (httpx.HTTPError, BulkAuthError) as exc:
-        if quiet:
-            return
-        raise BulkExportError(f"the export's job could not be deleted ({type(exc).__name__})") from exc
-    if response.status_code not in (200, 202, 204, 404, 410) and not quiet:
-        raise _failure("the export's job could not be deleted", response)
+        return f"the export's job could not be deleted on the server ({type(exc).__name__})"
+    if response.status_code not in (200, 202, 204, 404, 410):
+        return f"the export's job could not be deleted on the server: {_failure('DELETE', response)}"
+    return None
 
 
 # --------------------------------------------------------------------------------------------------

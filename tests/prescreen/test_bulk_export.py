@@ -15,13 +15,16 @@ import httpx
 import pytest
 from fhir_builders import patient, vital_sign
 
+from cds.portfolio import load_trials
 from cds.prescreen.bulk_export import (
+    DEFAULT_TYPES,
     BulkAuth,
     BulkExportError,
     ExportProgress,
     export_to_ndjson,
     retry_after_s,
 )
+from hooks.base import resource_types
 
 BASE = "https://fhir.example.org/r4"
 STATUS = f"{BASE}/$export-poll-status?_jobId=job-1"
@@ -425,9 +428,12 @@ def test_search_may_be_asked_for_even_where_export_is_declared(tmp_path: Path) -
 
 
 def test_the_default_types_are_those_the_bundled_trials_read() -> None:
-    from hooks.base import resource_types
-
-    from cds.portfolio import load_trials
-    from cds.prescreen.bulk_export import DEFAULT_TYPES
-
     assert set(DEFAULT_TYPES) == resource_types(load_trials())
+
+
+def test_a_job_the_server_does_not_delete_is_a_warning_not_a_failure(tmp_path: Path) -> None:
+    server = bulk_server({"Patient-1": ndjson(P1)})
+    server.on("DELETE", STATUS, httpx.Response(500, json=outcome("cannot delete")))
+    result, _, _ = run(server, tmp_path)
+    assert result.counts == {"Patient": 1}
+    assert result.warnings == ["the export's job could not be deleted on the server: DELETE: HTTP 500: cannot delete"]

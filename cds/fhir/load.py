@@ -1,4 +1,4 @@
-"""Upload synthetic patients to a FHIR R4 server: any Bundle → one transaction of ``PUT Type/id``.
+"""Upload synthetic patients to a FHIR R4 server: any Bundle → transactions of ``PUT Type/id``.
 
 Used by the integration suite and by ``trial-cds load BUNDLE... --fhir URL``. Every resource is written
 with ``PUT <type>/<id>`` (an update that creates the resource when it does not exist), so loading the same
@@ -13,7 +13,7 @@ id is given one derived from its content (a stable hash: a re-run writes the sam
 
 ``trial-cds load`` (:func:`load_files`) does not overwrite a resource that belongs to another patient: synthetic
 Bundles often reuse ids ("obs-1"), and a PUT by id would silently move another patient's resource to this one.
-Before each transaction it reads every Patient-owned resource of the Bundle (one with a ``subject`` or
+Before sending a file it reads every Patient-owned resource of the Bundle (one with a ``subject`` or
 ``patient`` reference to a Patient) from the server by id; when the server holds that ``Type/id`` for another
 patient, nothing of the file is sent and the error names the clash. ``replace=True`` (``--replace``) skips the
 check; ``--id-prefix`` loads the files beside what is there. A read by id is the one interaction every FHIR

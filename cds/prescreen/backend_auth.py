@@ -150,6 +150,29 @@ class BulkAuth:
         return token
 
 
+def auth_from_options(
+    token: str | None,
+    client_id: str | None = None,
+    private_key: Path | None = None,
+    *,
+    kid: str | None = None,
+    scope: str = "system/*.rs",
+    token_url: str | None = None,
+) -> BulkAuth | None:
+    """The authorization the command-line options ask for (``--token`` / ``FHIR_BEARER_TOKEN``, or
+    ``--client-id`` with ``--private-key``), None for none. Both kinds at once, or half of the backend pair,
+    is refused."""
+    if (client_id is None) != (private_key is None):
+        raise BulkAuthError("SMART Backend Services needs both a client id and its private key")
+    if client_id is not None and private_key is not None:
+        if token:
+            raise BulkAuthError("give a bearer token or a backend client, not both")
+        return BulkAuth(
+            backend=BackendServices.from_key_file(client_id, private_key, kid=kid, scope=scope, token_url=token_url)
+        )
+    return BulkAuth(token=token) if token else None
+
+
 def _oauth_error(response: httpx.Response) -> str:
     """``: invalid_client (the description)`` from an OAuth error answer, or nothing."""
     try:
@@ -182,4 +205,11 @@ def discover_token_url(http: httpx.Client, base_url: str) -> str:
     return endpoint
 
 
-__all__ = ["BACKEND_ALGORITHMS", "BackendServices", "BulkAuth", "BulkAuthError", "discover_token_url"]
+__all__ = [
+    "BACKEND_ALGORITHMS",
+    "BackendServices",
+    "BulkAuth",
+    "BulkAuthError",
+    "auth_from_options",
+    "discover_token_url",
+]

@@ -14,7 +14,7 @@ from fhir_builders import patient
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
-from cds.prescreen.backend_auth import BackendServices, BulkAuth, BulkAuthError
+from cds.prescreen.backend_auth import BackendServices, BulkAuth, BulkAuthError, auth_from_options
 from cds.prescreen.bulk_export import export_to_ndjson
 
 BASE = "https://fhir.example.org/r4"
@@ -180,3 +180,17 @@ def test_the_bulk_export_sends_the_backend_services_token(tmp_path: Path) -> Non
     to_server = [r for r in seen if str(r.url).startswith(BASE) and "metadata" not in str(r.url)]
     assert to_server and all(r.headers["Authorization"] == "Bearer backend-token" for r in to_server)
     assert len([r for r in seen if str(r.url) == TOKEN_URL]) == 1
+
+
+def test_the_command_line_options_give_a_token_a_backend_client_or_nothing(tmp_path: Path) -> None:
+    pem = tmp_path / "client.pem"
+    pem.write_bytes(RSAKey.generate_key(2048).as_pem(private=True))
+    assert auth_from_options(None) is None
+    assert auth_from_options("t-1") == BulkAuth(token="t-1")
+    backend = auth_from_options(None, CLIENT, pem, kid="k-1")
+    assert backend is not None and backend.backend is not None
+    assert (backend.backend.client_id, backend.backend.kid, backend.backend.algorithm) == (CLIENT, "k-1", "RS384")
+    with pytest.raises(BulkAuthError, match="both a client id and its private key"):
+        auth_from_options(None, CLIENT, None)
+    with pytest.raises(BulkAuthError, match="not both"):
+        auth_from_options("t-1", CLIENT, pem)

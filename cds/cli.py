@@ -392,7 +392,10 @@ def load(
         if sent < total:  # the file's own line follows when it is complete
             typer.echo(f"{source}: {sent} of {total} resources written", err=True)
 
+    shown: list[LoadResult] = []
+
     def file_done(r: LoadResult) -> None:
+        shown.append(r)
         patients = ", ".join(f"Patient/{pid}" for pid in r.patient_ids) or "no Patient resource"
         more = f", {r.placeholders} placeholders" if r.placeholders else ""
         typer.echo(
@@ -401,13 +404,16 @@ def load(
         )
 
     try:
-        load_files(
+        results = load_files(
             fhir, bundles, token=token, id_prefix=id_prefix, replace=replace, placeholders=placeholders,
             chunk_size=chunk_size, progress=chunk_done, on_file=file_done,
         )
     except FhirLoadError as exc:
         _fail(str(exc), 1)
         raise
+    for r in results:  # each file is shown as it completes; any the loader did not report, now
+        if not any(r is s for s in shown):
+            file_done(r)
 
 
 @app.command()

@@ -339,21 +339,49 @@ def load(
         bool,
         typer.Option("--replace", help="Overwrite resources the server holds for another patient under the same id."),
     ] = False,
+    placeholders: Annotated[
+        bool,
+        typer.Option(
+            "--placeholders",
+            help="Write a placeholder (the identifier only) for a conditional reference nothing on the server "
+            "matches, e.g. Synthea's practitioners when its practitionerInformation file is not loaded.",
+        ),
+    ] = False,
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", min=1, help="Resources per transaction (large files are split).")
+    ] = 500,
 ) -> None:
-    """Upload synthetic patients: one transaction per file, PUT by id, so a re-run changes nothing. A file
-    that would overwrite another patient's resource (the same id) is refused unless --replace."""
-    from cds.fhir.load import FhirLoadError, load_files
+    """Upload synthetic patients: PUT by id, so a re-run changes nothing; a large file in several transactions
+    (references kept), Synthea's hospital and practitioner files first. A file that would overwrite another
+    patient's resource (the same id) is refused unless --replace."""
+    from cds.fhir.load import FhirLoadError, LoadResult, load_files
+
+    def chunk_done(source: str, sent: int, total: int) -> None:
+        if sent < total:  # the file's own line follows when it is complete
+            typer.echo(f"{source}: {sent} of {total} resources written", err=True)
+
+    shown: list[LoadResult] = []
+
+    def file_done(r: LoadResult) -> None:
+        shown.append(r)
+        patients = ", ".join(f"Patient/{pid}" for pid in r.patient_ids) or "no Patient resource"
+        more = f", {r.placeholders} placeholders" if r.placeholders else ""
+        typer.echo(
+            f"{r.source}: {r.resources} resources ({r.created} created, {r.updated} unchanged or updated"
+            f"{more}), {patients}"
+        )
 
     try:
-        results = load_files(fhir, bundles, token=token, id_prefix=id_prefix, replace=replace)
+        results = load_files(
+            fhir, bundles, token=token, id_prefix=id_prefix, replace=replace, placeholders=placeholders,
+            chunk_size=chunk_size, progress=chunk_done, on_file=file_done,
+        )
     except FhirLoadError as exc:
         _fail(str(exc), 1)
         raise
-    for r in results:
-        patients = ", ".join(f"Patient/{pid}" for pid in r.patient_ids) or "no Patient resource"
-        typer.echo(
-            f"{r.source}: {r.resources} resources ({r.created} created, {r.updated} unchanged or updated), {patients}"
-        )
+    for r in results:  # each file is shown as it completes; any the loader did not report, now
+        if not any(r is s for s in shown):
+            file_done(r)
 
 
 @app.command()

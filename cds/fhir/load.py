@@ -1,4 +1,4 @@
-"""Upload synthetic patients to a FHIR R4 server: any Bundle → one transaction of ``PUT Type/id``.
+"""Upload synthetic patients to a FHIR R4 server: any Bundle → transactions of ``PUT Type/id``.
 
 Used by the integration suite and by ``trial-cds load BUNDLE... --fhir URL``. Every resource is written
 with ``PUT <type>/<id>`` (an update that creates the resource when it does not exist), so loading the same
@@ -13,13 +13,25 @@ id is given one derived from its content (a stable hash: a re-run writes the sam
 
 ``trial-cds load`` (:func:`load_files`) does not overwrite a resource that belongs to another patient: synthetic
 Bundles often reuse ids ("obs-1"), and a PUT by id would silently move another patient's resource to this one.
-Before each transaction it reads every Patient-owned resource of the Bundle (one with a ``subject`` or
+Before sending a file it reads every Patient-owned resource of the Bundle (one with a ``subject`` or
 ``patient`` reference to a Patient) from the server by id; when the server holds that ``Type/id`` for another
 patient, nothing of the file is sent and the error names the clash. ``replace=True`` (``--replace``) skips the
 check; ``--id-prefix`` loads the files beside what is there. A read by id is the one interaction every FHIR
 server offers: a search by several ``_id`` values, or a conditional update ("PUT Type?_id=…&subject=…"), whose
 "no match" creates or fails differently from server to server, would not give the same answer everywhere. It
 costs one GET per resource, once per file, which synthetic data sets afford.
+
+Large Bundles (a Synthea patient holds up to ~15,000 resources; sent as one transaction one exhausted a 1 GB
+HAPI) are sent by :func:`load_files` in bounded chunks (``chunk_size`` resources, ``chunk_bytes`` of JSON),
+each its own transaction. The resources are put in dependency order first (what an entry refers to comes
+before it), and every in-Bundle reference is already the ``Type/id`` the client assigned, so a chunk may
+refer to the chunks before it. Synthea's patient Bundles refer to practitioners, organisations and locations
+conditionally (``Practitioner?identifier=…``); each such reference is resolved by a search on the server
+(once per load) and rewritten to ``Type/id``: load Synthea's ``hospitalInformation*`` and
+``practitionerInformation*`` files with the patients (they are sent first). When nothing matches, the load
+stops and says so, unless ``placeholders=True`` (``--placeholders``), which writes a placeholder resource that
+holds only the identifier (tagged :data:`PLACEHOLDER_TAG`). A server failure is reported as such (HTTP
+status and OperationOutcome text, or "no answer / unavailable: out of memory?"), with how far the file got.
 
 The synthetic data are written as they are otherwise; this module never reads or logs patient content
 beyond what the upload needs, and it sends the bearer token only to the given base URL.
@@ -31,7 +43,7 @@ import copy
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +57,16 @@ _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 _PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
 _TRAILING_REF = re.compile(r"([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?$")
+_LITERAL_REF = re.compile(r"^([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})$")
+_CONDITIONAL_REF = re.compile(r"^([A-Z][A-Za-z]{1,63})\?(.+)$")
+#: Synthea's Bundles of shared resources, which its patient Bundles refer to: loaded before the patients.
+_SHARED_FILES = re.compile(r"^(hospitalInformation|practitionerInformation)")
+
+#: The tag of a placeholder written for a conditional reference nothing matched (``placeholders=True``).
+PLACEHOLDER_TAG = {"system": "urn:trial-cds:load", "code": "placeholder"}
+#: Default bounds of one transaction of :func:`load_files`.
+CHUNK_SIZE = 500
+CHUNK_BYTES = 5_000_000
 
 
 class FhirLoadError(Exception):
@@ -60,6 +82,10 @@ class LoadResult:
     #: HTTP status of each entry as the server answered it ("201 Created", "200 OK", …) → count.
     statuses: dict[str, int] = field(default_factory=dict)
     patient_ids: list[str] = field(default_factory=list)
+    #: Transactions the file was sent in.
+    chunks: int = 1
+    #: Placeholders written for conditional references that matched nothing (``placeholders=True``).
+    placeholders: int = 0
 
     @property
     def created(self) -> int:
@@ -359,6 +385,191 @@ def read_bundle(path: Path) -> dict[str, Any]:
     return data
 
 
+def order_files(paths: Iterable[Path]) -> list[Path]:
+    """``paths`` with Synthea's hospital and practitioner Bundles first (the patients refer to them), the rest
+    in the order given."""
+    given = list(paths)
+    return [p for p in given if _SHARED_FILES.match(p.name)] + [p for p in given if not _SHARED_FILES.match(p.name)]
+
+
+def dependency_order(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries of a transaction (as :func:`to_transaction` makes them) so that a resource comes after the
+    resources of the same transaction it refers to; otherwise in their order. A cycle of references (rare) is
+    broken where it closes."""
+    by_key = {e["request"]["url"]: e for e in entries}
+    out: list[dict[str, Any]] = []
+    state: dict[str, int] = {}  # 1: being placed (on the stack), 2: placed
+
+    def place(key: str) -> None:
+        stack: list[tuple[str, Iterator[str]]] = [(key, _targets(by_key[key]["resource"]))]
+        state[key] = 1
+        while stack:
+            current, pending = stack[-1]
+            nxt = next((t for t in pending if t in by_key and t not in state), None)
+            if nxt is None:
+                stack.pop()
+                state[current] = 2
+                out.append(by_key[current])
+            else:
+                state[nxt] = 1
+                stack.append((nxt, _targets(by_key[nxt]["resource"])))
+
+    for entry in entries:
+        if entry["request"]["url"] not in state:
+            place(entry["request"]["url"])
+    return out
+
+
+def _targets(resource: Mapping[str, Any]) -> Iterator[str]:
+    for ref in _walk_references(resource):
+        if _LITERAL_REF.match(ref["reference"]):
+            yield ref["reference"]
+
+
+def chunked(entries: list[dict[str, Any]], max_resources: int, max_bytes: int) -> list[list[dict[str, Any]]]:
+    """``entries`` cut, in order, into runs of at most ``max_resources`` entries and about ``max_bytes`` of
+    JSON (a single larger entry makes a chunk of its own)."""
+    chunks: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    size = 0
+    for entry in entries:
+        entry_size = len(json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        if current and (len(current) >= max_resources or size + entry_size > max_bytes):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(entry)
+        size += entry_size
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def placeholder_for(reference: str) -> dict[str, Any] | None:
+    """The placeholder resource for a conditional reference by identifier (``Type?identifier=system|value``),
+    or None for any other search. Its id is derived from the reference: the same one on every load."""
+    match = _CONDITIONAL_REF.match(reference)
+    if match is None:
+        return None
+    params = httpx.QueryParams(match.group(2))
+    if set(params.keys()) != {"identifier"} or len(params.get_list("identifier")) != 1:
+        return None
+    system, bar, value = params["identifier"].partition("|")
+    identifier = {"system": system, "value": value} if bar else {"value": system}
+    if not identifier.get("value"):
+        return None
+    return {
+        "resourceType": match.group(1),
+        "id": "ph-" + hashlib.sha256(reference.encode("utf-8")).hexdigest()[:40],
+        "meta": {"tag": [dict(PLACEHOLDER_TAG)]},
+        "identifier": [identifier],
+    }
+
+
+class _ConditionalResolver:
+    """Resolves ``Type?search`` references by a search on the server, each once per load."""
+
+    def __init__(self, base_url: str, http: httpx.Client, token: str | None, placeholders: bool) -> None:
+        self.base_url = _base(base_url)
+        self.http = http
+        self.token = token
+        self.placeholders = placeholders
+        self.known: dict[str, str] = {}
+
+    def search(self, reference: str, source: str) -> str | None:
+        """The ``Type/id`` the server holds for ``reference``, or None when nothing matches."""
+        if reference in self.known:
+            return self.known[reference]
+        rtype, query = reference.split("?", 1)
+        # Parsed and sent encoded: a raw "|" (system|value) is refused by Tomcat (HTTP 400 before HAPI sees it).
+        params = httpx.QueryParams(query).merge({"_count": "2", "_elements": "id"})
+        response = _send(
+            self.http, "GET", f"{self.base_url}/{rtype}", params=params, headers=fhir_http.headers(self.token),
+            what=f"{source}: search {rtype}",
+        )
+        if response.status_code != 200:
+            raise FhirLoadError(
+                f"{source}: the search for a conditional reference ({rtype}?…) failed: {_failure_text(response)}"
+            )
+        try:
+            bundle = response.json()
+        except ValueError as exc:
+            raise FhirLoadError(f"{source}: the server's answer to a search is not JSON") from exc
+        ids = [
+            e["resource"]["id"]
+            for e in ((bundle.get("entry") if isinstance(bundle, dict) else None) or [])
+            if isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping)
+            and e["resource"].get("resourceType") == rtype and isinstance(e["resource"].get("id"), str)
+        ]
+        if len(ids) > 1:
+            raise FhirLoadError(f"{source}: the conditional reference {reference} matches several resources")
+        if ids:
+            self.known[reference] = f"{rtype}/{ids[0]}"
+            return self.known[reference]
+        return None
+
+    def resolve(self, transaction: dict[str, Any], source: str) -> int:
+        """Rewrite the conditional references of ``transaction`` to ``Type/id``; placeholders (put first in the
+        transaction) for those nothing matches when allowed. Returns the number of placeholders."""
+        in_transaction = {e["request"]["url"]: e["resource"] for e in transaction["entry"]}
+        added: list[dict[str, Any]] = []
+        missing: list[str] = []
+        for entry in transaction["entry"]:
+            for ref in _walk_references(entry["resource"]):
+                value = ref["reference"]
+                if not _CONDITIONAL_REF.match(value):
+                    continue
+                target = self.search(value, source)
+                if target is None and self.placeholders:
+                    placeholder = placeholder_for(value)
+                    if placeholder is not None:
+                        target = f"{placeholder['resourceType']}/{placeholder['id']}"
+                        self.known[value] = target
+                        if target not in in_transaction:
+                            in_transaction[target] = placeholder
+                            added.append(placeholder)
+                if target is None:
+                    missing.append(value)
+                else:
+                    ref["reference"] = target
+        if missing:
+            kinds = sorted({m.split("?", 1)[0] for m in missing})
+            raise FhirLoadError(
+                f"{source}: not loaded: {len(missing)} conditional reference(s) to {', '.join(kinds)} match nothing "
+                "on the server. Load Synthea's hospitalInformation and practitionerInformation files with the "
+                "patients (they are sent first), or pass --placeholders to write placeholders for them"
+            )
+        transaction["entry"][:0] = [
+            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}} for r in added
+        ]
+        return len(added)
+
+
+def _send(http: httpx.Client, method: str, url: str, *, what: str, **kwargs: Any) -> httpx.Response:
+    """One request; a transport failure becomes a :class:`FhirLoadError` that says what it likely means."""
+    try:
+        return http.request(method, url, **kwargs)
+    except httpx.TimeoutException as exc:
+        raise FhirLoadError(
+            f"{what}: the FHIR server did not answer in time ({type(exc).__name__}): it is overloaded, or failing "
+            "(out of memory?); see its log"
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise FhirLoadError(
+            f"{what}: the FHIR server is unavailable ({type(exc).__name__}): not running, or stopped "
+            "(out of memory?); see its log"
+        ) from exc
+
+
+def _failure_text(response: httpx.Response) -> str:
+    """``HTTP 500 (server failure): <OperationOutcome text>`` for an answer that is not a success."""
+    kind = "server failure" if response.status_code >= 500 else "refused"
+    text = _outcome_text(response)
+    return f"HTTP {response.status_code} ({kind})" + (f": {text}" if text else "")
+
+
+Progress = Callable[[str, int, int], None]
+
+
 def load_files(
     base_url: str,
     paths: Iterable[Path],
@@ -366,21 +577,79 @@ def load_files(
     token: str | None = None,
     id_prefix: str = "",
     replace: bool = False,
+    placeholders: bool = False,
     timeout_s: float = 120.0,
+    chunk_size: int = CHUNK_SIZE,
+    chunk_bytes: int = CHUNK_BYTES,
+    progress: Progress | None = None,
+    on_file: Callable[[LoadResult], None] | None = None,
 ) -> list[LoadResult]:
-    """Upload each file as one transaction (what ``trial-cds load`` does). Stops at the first failure, and
-    before a file that would overwrite another patient's resources unless ``replace`` (module docstring)."""
+    """Upload each file (what ``trial-cds load`` does): Synthea's shared Bundles first, then the rest in order;
+    each file in transactions of at most ``chunk_size`` resources / ``chunk_bytes`` (module docstring).
+    ``progress(file name, resources sent, resources in the file)`` after each transaction, ``on_file`` after
+    each file. Stops at the first failure, and before a file that would overwrite another patient's resources
+    unless ``replace``."""
     results: list[LoadResult] = []
     with fhir_http.client(timeout_s) as http:
-        for path in paths:
+        resolver = _ConditionalResolver(base_url, http, token, placeholders)
+        for path in order_files(paths):
             bundle = prefix_ids(read_bundle(path), id_prefix)
+            transaction = to_transaction(bundle)
             if not replace:
-                found = clashes(base_url, to_transaction(bundle), http=http, token=token, source=path.name)
+                found = clashes(base_url, transaction, http=http, token=token, source=path.name)
                 if found:
                     shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
                     raise FhirLoadError(
                         f"{path.name}: not loaded: {len(found)} resource(s) would overwrite another patient's: "
                         f"{shown}. Load beside them with --id-prefix P, or overwrite them with --replace"
                     )
-            results.append(upload_bundle(base_url, bundle, token=token, http=http, source=path.name))
+            added = resolver.resolve(transaction, path.name)
+            result = _upload_chunks(
+                base_url, transaction, http=http, token=token, source=path.name,
+                chunk_size=chunk_size, chunk_bytes=chunk_bytes, progress=progress,
+            )
+            result.placeholders = added
+            results.append(result)
+            if on_file is not None:
+                on_file(result)
     return results
+
+
+def _upload_chunks(
+    base_url: str,
+    transaction: dict[str, Any],
+    *,
+    http: httpx.Client,
+    token: str | None,
+    source: str,
+    chunk_size: int,
+    chunk_bytes: int,
+    progress: Progress | None,
+) -> LoadResult:
+    entries = dependency_order(transaction["entry"])
+    chunks = chunked(entries, chunk_size, chunk_bytes)
+    total = len(entries)
+    statuses: dict[str, int] = {}
+    sent = 0
+    for number, chunk in enumerate(chunks, start=1):
+        part = {"resourceType": "Bundle", "type": "transaction", "entry": chunk}
+        where = f"{source}: transaction {number} of {len(chunks)} ({sent} of {total} resources written before it)"
+        response = _send(
+            http, "POST", _base(base_url), what=where,
+            content=json.dumps(part, ensure_ascii=False).encode("utf-8"), headers=_headers(token),
+        )
+        if response.status_code != 200:
+            raise FhirLoadError(f"{where}: {_failure_text(response)}")
+        for code, n in _result(source, part, response).statuses.items():
+            statuses[code] = statuses.get(code, 0) + n
+        sent += len(chunk)
+        if progress is not None:
+            progress(source, sent, total)
+    resources = [e["resource"] for e in entries]
+    return LoadResult(
+        source=source,
+        resources=total,
+        statuses=statuses,
+        patient_ids=[r["id"] for r in resources if r["resourceType"] == "Patient"],
+        chunks=len(chunks),
+    )

@@ -1,6 +1,8 @@
 package org.trialcds.hapisandbox;
 
 import ca.uhn.fhir.batch2.jobs.config.Batch2JobsConfig;
+import ca.uhn.fhir.batch2.jobs.export.BulkDataExportProvider;
+import ca.uhn.fhir.batch2.maintenance.JobMaintenanceServiceImpl;
 import ca.uhn.fhir.context.FhirContext;
 import ca.uhn.fhir.context.support.IValidationSupport;
 import ca.uhn.fhir.jpa.api.config.JpaStorageSettings;
@@ -26,6 +28,7 @@ import java.util.Properties;
 import javax.sql.DataSource;
 import org.apache.commons.dbcp2.BasicDataSource;
 import org.springframework.beans.factory.annotation.Value;
+import org.springframework.beans.factory.config.BeanPostProcessor;
 import org.springframework.beans.factory.config.ConfigurableListableBeanFactory;
 import org.springframework.boot.SpringApplication;
 import org.springframework.boot.autoconfigure.SpringBootApplication;
@@ -51,7 +54,9 @@ import org.springframework.orm.jpa.LocalContainerEntityManagerFactoryBean;
  *
  * <p>Settings (application.properties, or {@code --name=value} on the command line):
  * {@code server.port} (8090), {@code server.address} (127.0.0.1), {@code sandbox.default-page-size} (20),
- * {@code sandbox.max-page-size} (100: a larger {@code _count} is capped to this).
+ * {@code sandbox.max-page-size} (100: a larger {@code _count} is capped to this),
+ * {@code sandbox.bulk-export-enabled} (true: FHIR Bulk Data {@code $export} at system, Patient and Group level),
+ * {@code sandbox.batch-maintenance-millis} (5000: how often batch2 jobs, such as an export, move on).
  */
 @SpringBootApplication(
         // HAPI configures its own DataSource use, Hibernate and scheduler: Spring Boot's auto-configuration
@@ -84,7 +89,7 @@ public class HapiSandboxApplication {
 
     /** How the JPA server stores and searches. */
     @Bean
-    public JpaStorageSettings jpaStorageSettings(@Value("${sandbox.max-page-size:100}") int maxPageSize) {
+    public JpaStorageSettings jpaStorageSettings() {
         JpaStorageSettings settings = new JpaStorageSettings();
         // Never answer a search from the results of an earlier identical search: tests write, then read.
         settings.setReuseCachedSearchResultsForMillis(null);
@@ -98,8 +103,40 @@ public class HapiSandboxApplication {
         settings.setEnforceReferentialIntegrityOnDelete(false);
         settings.setExpungeEnabled(true);
         settings.setDeleteExpungeEnabled(true);
-        settings.setFetchSizeDefaultMaximum(maxPageSize);
+        // No setFetchSizeDefaultMaximum: it caps only synchronous searches (those HAPI makes itself), and
+        // capped there a bulk export job, which reads up to 800 resources at a time by _id, fails with
+        // "HAPI-0464: Attempt to request all resources from an asynchronous search result". A client's _count
+        // is capped by the paging provider (sandbox.max-page-size) below.
+        // Bulk Data $export: run export jobs here, and never answer a kick-off with the files of an earlier
+        // export with the same parameters (HAPI's default reuses them, so an export after a load would miss
+        // what was just loaded). The files (Binary resources in H2) are kept for two hours.
+        settings.setEnableTaskBulkExportJobExecution(true);
+        settings.setEnableBulkExportJobReuse(false);
+        settings.setBulkExportFileRetentionPeriodHours(2);
+        // A job's next step starts as soon as the one before is done, not at the next maintenance pass
+        // (once a minute): an export of a few patients otherwise takes several minutes of waiting.
+        settings.setJobFastTrackingEnabled(true);
         return settings;
+    }
+
+    /**
+     * batch2's maintenance pass, which moves a job from step to step (a bulk export: queued, ids, files,
+     * report), every {@code sandbox.batch-maintenance-millis} (5 s) instead of HAPI's once a minute: an export
+     * of a few patients took 2.5–3 minutes, most of it waiting for the next pass. Set before HAPI schedules
+     * the pass (that happens once every bean is made).
+     */
+    @Bean
+    public static BeanPostProcessor batchMaintenanceFrequency(
+            @Value("${sandbox.batch-maintenance-millis:5000}") long millis) {
+        return new BeanPostProcessor() {
+            @Override
+            public Object postProcessAfterInitialization(Object bean, String beanName) {
+                if (bean instanceof JobMaintenanceServiceImpl maintenance) {
+                    maintenance.setScheduledJobFrequencyMillis(millis);
+                }
+                return bean;
+            }
+        };
     }
 
     @Bean
@@ -153,7 +190,10 @@ public class HapiSandboxApplication {
         return new DatabaseBinaryContentStorageSvcImpl();
     }
 
-    /** The FHIR REST endpoint: every R4 resource provider, the system provider, paging to the database. */
+    /**
+     * The FHIR REST endpoint: every R4 resource provider, the system provider, Bulk Data export, paging to the
+     * database.
+     */
     @Bean
     public RestfulServer restfulServer(
             IFhirSystemDao<?, ?> systemDao,
@@ -163,11 +203,17 @@ public class HapiSandboxApplication {
             ISearchParamRegistry searchParamRegistry,
             IValidationSupport validationSupport,
             DatabaseBackedPagingProvider pagingProvider,
+            BulkDataExportProvider bulkDataExportProvider,
             @Value("${sandbox.default-page-size:20}") int defaultPageSize,
-            @Value("${sandbox.max-page-size:100}") int maxPageSize) {
+            @Value("${sandbox.max-page-size:100}") int maxPageSize,
+            @Value("${sandbox.bulk-export-enabled:true}") boolean bulkExportEnabled) {
         RestfulServer server = new RestfulServer(systemDao.getContext());
         server.registerProviders(resourceProviderFactory.createProviders());
         server.registerProvider(systemProvider);
+        if (bulkExportEnabled) {
+            // $export, $export-poll-status (the kick-off's Content-Location); the job itself runs in batch2.
+            server.registerProvider(bulkDataExportProvider);
+        }
         pagingProvider.setDefaultPageSize(defaultPageSize);
         pagingProvider.setMaximumPageSize(maxPageSize);
         server.setPagingProvider(pagingProvider);

@@ -410,6 +410,9 @@ def check(
         raise typer.Exit(1)
 
 
+import cds.prescreen.cli  # noqa: E402  (registers `trial-cds prescreen` on app; it reads the helpers above)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -1,0 +1,126 @@
+"""`trial-cds prescreen`: every patient of an export or a folder of Bundles against every open trial,
+ranked per trial, for a trial coordinator (registered on cds.cli's app by the import at its end)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cds.cli import TrialsDirOption, _fail, _load_portfolio, _parse_now, app
+from cds.prescreen.local import Screening
+from cds.prescreen.outputs import PHI_NOTICE
+from cds.prescreen.progress import say
+from cds.prescreen.run import Engine, Inputs, prescreen
+from cds.prescreen.screening import CandidateRow
+from cds.prescreen.sources import SourceError
+
+ENGINES = ("local", "spark")
+
+
+@app.command("prescreen")
+def prescreen_command(
+    ndjson: Annotated[
+        Path | None,
+        typer.Option(
+            "--ndjson", help="Folder of NDJSON files as FHIR Bulk Data $export writes them (*.ndjson, *.ndjson.gz)."
+        ),
+    ] = None,
+    bundles: Annotated[
+        Path | None, typer.Option("--bundles", help="Folder of FHIR Bundles (*.json), each of one or more patients.")
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder of the ranked lists and reports (made owner-only: they hold PHI).")
+    ] = Path("prescreen"),
+    trial: Annotated[
+        list[str] | None, typer.Option("--trial", help="A trial id; repeat for several (default: every open trial).")
+    ] = None,
+    now: Annotated[str | None, typer.Option("--now", help="Evaluation date-time, ISO-8601 (default: now).")] = None,
+    engine: Annotated[
+        str, typer.Option("--engine", help="local (a process pool on this machine) or spark (Apache Spark).")
+    ] = "local",
+    master: Annotated[
+        str, typer.Option("--master", help="Spark master URL, with --engine spark (local[*], spark://host:7077).")
+    ] = "local[*]",
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=1, help="Processes of the local engine (default: this machine's cores)."),
+    ] = None,
+    work_dir: Annotated[
+        Path | None,
+        typer.Option("--work-dir", help="Folder of the patient partitions and partial results (default: OUT/.work)."),
+    ] = None,
+    trials_dir: TrialsDirOption = None,
+) -> None:
+    """Pre-screen a population: every patient against every open trial, ranked per trial (likely eligible
+    first, then fewest criteria to confirm, then the most recent deciding data) as CSV, JSON lines (the
+    `screen --format json` lines) and an HTML report. Resources are grouped by patient on disk; a re-run
+    with the same inputs, trials and --now skips the partitions already screened."""
+    if (ndjson is None) == (bundles is None):
+        _fail("give one source: --ndjson DIR or --bundles DIR")
+    if engine not in ENGINES:
+        _fail(f"--engine must be one of {', '.join(ENGINES)}")
+    portfolio = _load_portfolio(trials_dir)
+    chosen = _chosen_trials(portfolio.trials, set(portfolio.open_trials), trial)
+    when = _parse_now(now)
+    screening = Screening(trials_dir, tuple(chosen), when)
+    spark = _spark_engine(master) if engine == "spark" else None
+    folder = ndjson if ndjson is not None else bundles
+    assert folder is not None
+    try:
+        outcome = prescreen(
+            Inputs(folder, bundles=bundles is not None),
+            out,
+            screening,
+            {tid: portfolio.trials[tid] for tid in chosen},
+            workers=workers or os.cpu_count() or 1,
+            work_dir=work_dir,
+            engine=spark,
+        )
+    except SourceError as exc:
+        _fail(str(exc))
+        raise
+    for s in outcome.summaries:
+        counts = ", ".join(f"{v.replace('_', ' ')} {n}" for v, n in s.verdicts.items())
+        say(f"{s.trial_id}: {s.patients} patients — {counts}")
+    say(f"written to {out}/ (index.html): {PHI_NOTICE}")
+
+
+def _chosen_trials(known: Iterable[str], open_ids: set[str], asked: list[str] | None) -> list[str]:
+    if not asked:
+        if not open_ids:
+            _fail("every trial of the portfolio is closed: nothing to screen")
+        return sorted(open_ids)
+    for tid in asked:
+        if tid not in known:
+            _fail(f"unknown trial {tid!r}; known: {', '.join(sorted(known))}")
+        if tid not in open_ids:
+            _fail(f"trial {tid!r} is closed: it is listed, not screened (status: closed in its file)")
+    return sorted(set(asked))
+
+
+def _spark_engine(master: str) -> Engine:
+    """The Spark engine (cds/prescreen/engine_spark.py), or a clear error when it cannot run here."""
+    if find_spec("pyspark") is None:
+        _fail("--engine spark needs PySpark: pip install trial-cds[spark]")
+    try:
+        from cds.prescreen import engine_spark  # type: ignore[attr-defined,unused-ignore]
+    except ImportError as exc:
+        _fail(f"--engine spark is not available in this installation ({exc})")
+        raise
+
+    def run(spill_dir: Path, screening: Screening) -> Iterable[CandidateRow]:
+        rows: Iterable[CandidateRow] = engine_spark.run_spark(
+            spill_dir,
+            trials_dir=screening.trials_dir,
+            trial_ids=screening.trial_ids,
+            now=screening.now,
+            master=master,
+        )
+        return rows
+
+    return run

@@ -1,0 +1,158 @@
+"""The local engine: the partitions of a spill screened by a process pool over this machine's cores, each
+worker loading the trials once. A partition's results are written by its worker, atomically, then its done
+marker: a re-run skips every partition with a marker (cds.prescreen.run)."""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+
+import cds
+from cds.engine import TrialSpec
+from cds.portfolio import load_portfolio
+from cds.prescreen.outputs import FILE_MODE, owner_only_dir
+from cds.prescreen.ranking import rank
+from cds.prescreen.screening import CandidateRow, screen_entries
+from cds.prescreen.shared import SharedResources
+from cds.prescreen.spill import SHARED_FILE, partition_name, read_partition
+from cds.valuesets import ValueSetLibrary
+
+DONE_SUFFIX = ".done"
+
+
+@dataclass(frozen=True)
+class PartitionDone:
+    """A screened partition, without PHI: its index and counts."""
+
+    index: int
+    patients: int
+    resources: int
+
+
+@dataclass(frozen=True)
+class Screening:
+    """What every partition is screened with: the portfolio folder and trials, the evaluation date."""
+
+    trials_dir: Path | None
+    trial_ids: tuple[str, ...]
+    now: datetime
+
+
+class Screener:
+    """A worker's state: the trials, the value sets and the shared resources, loaded once."""
+
+    def __init__(self, screening: Screening, spill_dir: Path) -> None:
+        portfolio = load_portfolio(screening.trials_dir)
+        self.trials: Sequence[TrialSpec] = [portfolio.trials[tid] for tid in screening.trial_ids]
+        self.library: ValueSetLibrary = portfolio.library
+        self.now = screening.now
+        self.shared = load_shared(spill_dir / SHARED_FILE)
+        # As `trial-cds screen`: the long-lived trials out of the cyclic collector's sight, and fewer
+        # young collections while thousands of a record's containers are made and freed.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*cds.GC_THRESHOLDS)
+
+    def screen_partition(self, part: Path, results_dir: Path) -> PartitionDone:
+        rows: list[CandidateRow] = []
+        patients = resources = 0
+        for _, entries, medication_refs in read_partition(part):
+            patients += 1
+            resources += len(entries)
+            rows.extend(screen_entries(entries, medication_refs, self.shared, self.trials, self.library, self.now))
+        index = int(part.stem.rsplit("-", 1)[1])
+        write_results(results_dir, index, rank(rows), [t.id for t in self.trials])
+        done = PartitionDone(index, patients, resources)
+        _write_atomic(results_dir / f"{partition_name(index)}{DONE_SUFFIX}", orjson.dumps(done))
+        return done
+
+
+def load_shared(path: Path) -> SharedResources:
+    if not path.is_file():
+        return SharedResources()
+    with path.open("rb") as handle:
+        return SharedResources.from_resources(orjson.loads(line) for line in handle if line.strip())
+
+
+def write_results(results_dir: Path, index: int, ranked: list[CandidateRow], trial_ids: Sequence[str]) -> None:
+    """A partition's rows, ranked, one file per trial: ``<trial>/part-NNNNN.jsonl``."""
+    per_trial: dict[str, list[bytes]] = {tid: [] for tid in trial_ids}
+    for row in ranked:
+        per_trial.setdefault(row.trial_id, []).append(orjson.dumps(row) + b"\n")
+    for tid, lines in per_trial.items():
+        folder = owner_only_dir(results_dir / tid)
+        _write_atomic(folder / f"{partition_name(index)}.jsonl", b"".join(lines))
+
+
+def read_results(path: Path) -> Iterator[CandidateRow]:
+    with path.open("rb") as handle:
+        for line in handle:
+            yield CandidateRow.from_json(orjson.loads(line))
+
+
+def is_done(results_dir: Path, part: Path) -> bool:
+    return (results_dir / f"{part.stem}{DONE_SUFFIX}").is_file()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with open(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+
+
+_WORKER: Screener | None = None
+
+
+def _start_worker(screening: Screening, spill_dir: Path) -> None:
+    global _WORKER
+    _WORKER = Screener(screening, spill_dir)
+
+
+def _screen_in_worker(part: Path, results_dir: Path) -> PartitionDone:
+    assert _WORKER is not None, "the pool's initializer loads the trials"
+    return _WORKER.screen_partition(part, results_dir)
+
+
+def run_local(
+    parts: Sequence[Path],
+    spill_dir: Path,
+    results_dir: Path,
+    screening: Screening,
+    workers: int,
+    on_done: Callable[[PartitionDone], None],
+) -> None:
+    """Screen ``parts`` on ``workers`` processes (one: in this process), calling ``on_done`` as each ends."""
+    if not parts:
+        return
+    if workers <= 1:
+        screener = Screener(screening, spill_dir)
+        for part in parts:
+            on_done(screener.screen_partition(part, results_dir))
+        return
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(parts)), initializer=_start_worker, initargs=(screening, spill_dir)
+    ) as pool:
+        # A bounded number in flight: submitted as workers free up, so that an interrupted run leaves
+        # little half-done work and the order of completion stays close to the partitions' order.
+        pending = iter(parts)
+        running: set[Future[PartitionDone]] = set()
+        for part in pending:
+            running.add(pool.submit(_screen_in_worker, part, results_dir))
+            if len(running) >= 2 * workers:
+                break
+        while running:
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                on_done(future.result())
+                following = next(pending, None)
+                if following is not None:
+                    running.add(pool.submit(_screen_in_worker, following, results_dir))

@@ -21,6 +21,7 @@ one total order of :mod:`cds.prescreen.ranking`, and :func:`cds.prescreen.output
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import sys
 import tempfile
@@ -34,19 +35,23 @@ from typing import Any, Literal
 
 import msgspec
 import orjson
-from pyspark import RDD, StorageLevel
-from pyspark.broadcast import Broadcast
+from pyspark import RDD, Broadcast, StorageLevel
 from pyspark.sql import SparkSession
 
 from cds.engine import TrialSpec
 from cds.portfolio import load_portfolio
 from cds.prescreen.keys import PATIENT_FIELDS, patient_key
+from cds.prescreen.outputs import TrialSummary, write_outputs
 from cds.prescreen.screening import CandidateRow, screen_entries
 from cds.prescreen.shared import SHARED_TYPES, SharedResources, medication_reference
 from cds.prescreen.spill import RECORD_TYPES
 from cds.valuesets import ValueSetLibrary
 
 InputKind = Literal["ndjson", "bundles"]
+
+#: Set in the driver's environment by spark-submit (PySpark's gateway to the JVM it started): the master
+#: and the rest of the configuration are spark-submit's.
+SUBMITTED = "PYSPARK_GATEWAY_PORT"
 
 #: The files read in an input folder, as the local engine reads them (cds.prescreen.sources): NDJSON as
 #: `$export` writes it (gzip too: Spark reads it as text), or one Bundle per file.
@@ -121,12 +126,14 @@ def load_trials(source: TrialSource) -> tuple[list[TrialSpec], ValueSetLibrary]:
 
 def spark_session(master: str | None = None, conf: Mapping[str, str] | None = None) -> SparkSession:
     """A Spark session for the pre-screen: ``master`` a cluster URL ("spark://host:7077", "yarn",
-    "k8s://…") or "local[N]"; None for the one spark-submit configured. An active session (a test's) is
-    reused as it is.
+    "k8s://…") or "local[N]"; None for the one spark-submit configured, else ``local[*]``. An active
+    session (a test's) is reused as it is.
 
     Spark's own logs are set to WARN: they name no patient (resources travel as task data, never in a log
     line), and the Python workers log nothing of their own."""
     builder = SparkSession.builder.appName("trial-cds prescreen")
+    if master is None and SparkSession.getActiveSession() is None and SUBMITTED not in os.environ:
+        master = "local[*]"  # run with python, not spark-submit: this machine's cores
     if master:
         builder = builder.master(master)
         if master.startswith("local") and not (conf and "spark.pyspark.python" in conf):
@@ -145,7 +152,7 @@ def input_files(spark: SparkSession, sources: Sequence[str | Path], kind: InputK
     executors read, not the driver's disk."""
     patterns = NDJSON_PATTERNS if kind == "ndjson" else BUNDLE_PATTERNS
     jvm: Any = spark.sparkContext._jvm
-    conf: Any = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[union-attr]
+    conf: Any = spark.sparkContext._jsc.hadoopConfiguration()
     hadoop_path = jvm.org.apache.hadoop.fs.Path
     files: list[str] = []
     for source in sources:
@@ -175,6 +182,59 @@ def _uri(source: str | Path) -> str:
     return Path(text).resolve().as_uri()
 
 
+def prescreen_spark(
+    spark: SparkSession,
+    sources: Sequence[str | Path],
+    out_dir: Path,
+    *,
+    kind: InputKind,
+    trials: Mapping[str, TrialSpec],
+    trials_dir: Path | None,
+    now: datetime,
+    partitions: int | None = None,
+) -> list[TrialSummary]:
+    """`trial-cds prescreen --engine spark`: screen on Spark, write the outputs on the driver as the local
+    engine writes them (the ranked rows streamed trial by trial, never all held)."""
+    trial_ids = tuple(sorted(trials))
+    rows = run_spark(
+        spark, sources, kind=kind, trials=TrialSource.of_folder(trials_dir, trial_ids), now=now, partitions=partitions
+    )
+    streams = TrialStreams(rows)
+    summaries = write_outputs(
+        {tid: streams.rows_of(tid) for tid in trial_ids}, out_dir, trials=trials, evaluated_at=now
+    )
+    streams.finish()
+    return summaries
+
+
+class TrialStreams:
+    """One ranked stream of every trial's rows (trial by trial) read as one stream per trial, the trials in
+    order of their ids, as :func:`write_outputs` reads them."""
+
+    def __init__(self, rows: Iterator[CandidateRow]) -> None:
+        self._rows = rows
+        self._pending: CandidateRow | None = None
+
+    def rows_of(self, trial_id: str) -> Iterator[CandidateRow]:
+        while True:
+            row = self._pending if self._pending is not None else next(self._rows, None)
+            self._pending = None
+            if row is None:
+                return
+            if row.trial_id != trial_id:
+                if row.trial_id < trial_id:
+                    raise RuntimeError(f"rows of trial {row.trial_id!r} after those of {trial_id!r}: not read in order")
+                self._pending = row
+                return
+            yield row
+
+    def finish(self) -> None:
+        """Check that every row was read (a trial read out of order would leave some)."""
+        left = self._pending if self._pending is not None else next(self._rows, None)
+        if left is not None:
+            raise RuntimeError(f"rows of trial {left.trial_id!r} were not written")
+
+
 def run_spark(
     spark: SparkSession,
     sources: Sequence[str | Path],
@@ -196,7 +256,8 @@ def run_spark(
     try:
         keyed = keyed_entries(spark, files, kind)
         count = partitions or max(keyed.getNumPartitions(), sc.defaultParallelism)
-        grouped = keyed.repartitionAndSortWithinPartitions(
+        # (PySpark types a sort key by a protocol a tuple's __lt__ does not match: hence the ignores.)
+        grouped = keyed.repartitionAndSortWithinPartitions(  # type: ignore[type-var]
             numPartitions=count, partitionFunc=_patient_partition, keyfunc=_identity
         )
         rows = grouped.mapPartitions(_screener(shared, source, now))
@@ -204,7 +265,8 @@ def run_spark(
         # else the executors' disks) so that the population is screened once, not again for the sample.
         rows.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            yield from rows.sortBy(_rank_key, numPartitions=count).toLocalIterator(prefetchPartitions=True)
+            ranked = rows.sortBy(_rank_key, numPartitions=count)  # type: ignore[type-var]
+            yield from ranked.toLocalIterator(prefetchPartitions=True)
         finally:
             rows.unpersist()
     finally:
@@ -301,7 +363,8 @@ def _bundle_entries(file_index: int, content: bytes) -> Iterator[KeyedEntry]:
         if rtype not in RECORD_TYPES:
             continue
         url = e.get("fullUrl")
-        entry = orjson.dumps({"fullUrl": url, "resource": r} if rtype == "Patient" and isinstance(url, str) else {"resource": r})
+        kept = {"fullUrl": url, "resource": r} if rtype == "Patient" and isinstance(url, str) else {"resource": r}
+        entry = orjson.dumps(kept)
         value = (entry, medication_reference(r))
         key = patient_key(r, full_urls)
         if key is not None:

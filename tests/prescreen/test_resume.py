@@ -1,0 +1,54 @@
+"""A re-run with the same inputs, trials and evaluation date spills nothing and screens only the
+partitions without a done marker; another evaluation date is another run."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from prescreen_support import PATIENT_BUNDLES
+
+from cds.portfolio import load_portfolio
+from cds.prescreen.local import Screening
+from cds.prescreen.run import Inputs, Outcome, prescreen
+
+NOW = datetime(2026, 11, 1, 12, tzinfo=UTC)
+TRIAL = "npc-liver-mets-ldrt"
+
+
+def _run(out: Path, now: datetime = NOW) -> Outcome:
+    trials = load_portfolio().trials
+    return prescreen(
+        Inputs(PATIENT_BUNDLES[0].parent, bundles=True),
+        out,
+        Screening(None, (TRIAL,), now),
+        {TRIAL: trials[TRIAL]},
+        workers=1,
+    )
+
+
+def test_a_re_run_skips_every_finished_partition_and_writes_the_same_files(tmp_path: Path) -> None:
+    first = _run(tmp_path)
+    csv = (tmp_path / f"{TRIAL}.csv").read_bytes()
+    again = _run(tmp_path)
+    assert first.skipped == 0
+    assert again.skipped == again.partitions == first.partitions
+    assert (tmp_path / f"{TRIAL}.csv").read_bytes() == csv
+
+
+def test_a_partition_without_its_done_marker_is_screened_again(tmp_path: Path) -> None:
+    first = _run(tmp_path)
+    [marker, *_] = sorted((tmp_path / ".work").glob("*-results-*/part-*.done"))
+    patients = orjson.loads(marker.read_bytes())["patients"]
+    marker.unlink()  # as a run interrupted while screening it leaves it
+    again = _run(tmp_path)
+    assert again.skipped == first.partitions - 1
+    assert again.patients == patients
+
+
+def test_another_evaluation_date_screens_every_partition_again(tmp_path: Path) -> None:
+    first = _run(tmp_path)
+    later = _run(tmp_path, datetime(2027, 1, 1, tzinfo=UTC))
+    assert later.skipped == 0
+    assert later.partitions == first.partitions

@@ -1,0 +1,130 @@
+"""Grouping a population by patient on disk: every patient's resources, from every file, in one
+partition; no partition holds another's patients; what no rule reads is not spilled; a finished spill is
+not done again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import fhir_builders as fb
+import orjson
+from prescreen_support import write_ndjson
+
+from cds.prescreen.spill import (
+    RECORD_TYPES,
+    SHARED_FILE,
+    partition_count,
+    partition_files,
+    partition_of,
+    read_partition,
+    spill,
+)
+from cds.record import PatientRecord
+from cds.record.reading import EARLIER_FHIR_TYPES, RecordReader
+
+
+def _population(n: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        pid = f"p-{i}"
+        out.append(fb.patient(pid=pid))
+        out.append(fb.vital_sign("8867-4", "Heart rate", 60 + i, "/min", "2026-10-01", pid=pid))
+        out.append(fb.vital_sign("8310-5", "Body temperature", 37, "Cel", "2026-10-02", pid=pid))
+    return out
+
+
+def _spilled(tmp_path: Path, resources: list[dict[str, Any]], partitions: int) -> Path:
+    files = sorted(write_ndjson(tmp_path / "export", resources).glob("*.ndjson"))
+    spill(files, tmp_path / "spill", partitions)
+    return tmp_path / "spill"
+
+
+def test_the_spilled_types_are_those_the_record_reads() -> None:
+    readers = set(RecordReader(PatientRecord(patient=None), None, {}).readers)
+    assert readers | {"Patient"} | EARLIER_FHIR_TYPES == RECORD_TYPES
+
+
+def test_each_patient_s_resources_from_every_file_are_in_one_partition(tmp_path: Path) -> None:
+    folder = _spilled(tmp_path, _population(40), partitions=7)
+    seen: dict[str, int] = {}
+    for part in partition_files(folder):
+        for key, entries, _ in read_partition(part):
+            assert key not in seen, "a patient in two partitions"
+            seen[key] = len(entries)
+    assert seen == {f"p-{i}": 3 for i in range(40)}  # the Patient and both Observations, from two files
+
+
+def test_a_partition_holds_only_the_patients_its_hash_gives_it(tmp_path: Path) -> None:
+    folder = _spilled(tmp_path, _population(40), partitions=7)
+    parts = partition_files(folder)
+    assert len(parts) > 1
+    for part in parts:
+        index = int(part.stem.rsplit("-", 1)[1])
+        for line in part.read_bytes().splitlines():
+            key = orjson.loads(line.partition(b"\t")[0])[0]
+            assert partition_of(key, 7) == index
+
+
+def test_a_partition_lists_its_patients_in_id_order(tmp_path: Path) -> None:
+    folder = _spilled(tmp_path, _population(40), partitions=1)
+    keys = [key for key, _, _ in read_partition(partition_files(folder)[0])]
+    assert keys == sorted(keys)
+
+
+def test_resources_no_rule_reads_are_counted_not_spilled(tmp_path: Path) -> None:
+    claim = {"resourceType": "Claim", "id": "c1", "patient": {"reference": "Patient/p-0"}}
+    files = sorted(write_ndjson(tmp_path / "export", [*_population(1), claim]).glob("*.ndjson"))
+    manifest = spill(files, tmp_path / "spill", 1)
+    assert manifest.not_read == {"Claim": 1}
+    assert b'"Claim"' not in partition_files(tmp_path / "spill")[0].read_bytes()
+
+
+def test_medications_go_to_the_shared_file_and_are_named_with_the_patient_s_resources(tmp_path: Path) -> None:
+    medication = {"resourceType": "Medication", "id": "med-1", "code": fb.codeable([(fb.RXNORM, "2555", "cisplatin")])}
+    use = {
+        "resourceType": "MedicationStatement",
+        "id": "ms-1",
+        "status": "active",
+        "subject": {"reference": "Patient/p-0"},
+        "medicationReference": {"reference": "Medication/med-1"},
+    }
+    folder = _spilled(tmp_path, [fb.patient(pid="p-0"), medication, use], partitions=1)
+    assert orjson.loads((folder / SHARED_FILE).read_bytes())["id"] == "med-1"
+    [(_, _, named)] = read_partition(partition_files(folder)[0])
+    assert named == ["Medication/med-1"]
+
+
+def test_lines_that_are_not_resources_are_counted_and_left_out(tmp_path: Path) -> None:
+    folder = write_ndjson(tmp_path / "export", _population(1))
+    (folder / "Broken.ndjson").write_bytes(b'{"resourceType": \n[1, 2]\n')
+    manifest = spill(sorted(folder.glob("*.ndjson")), tmp_path / "spill", 1)
+    assert manifest.unreadable == 2
+    assert manifest.resources_spilled == 3
+
+
+def test_gzipped_ndjson_is_read_as_ndjson(tmp_path: Path) -> None:
+    import gzip
+
+    plain = write_ndjson(tmp_path / "export", _population(3))
+    for path in list(plain.glob("*.ndjson")):
+        path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    manifest = spill(sorted(plain.glob("*.ndjson.gz")), tmp_path / "spill", 2)
+    assert manifest.resources_spilled == 9
+
+
+def test_a_finished_spill_is_not_done_again(tmp_path: Path) -> None:
+    files = sorted(write_ndjson(tmp_path / "export", _population(5)).glob("*.ndjson"))
+    first = spill(files, tmp_path / "spill", 3)
+    (files[0]).write_bytes(b"")  # were it read again, it would now hold no Observation
+    assert spill(files, tmp_path / "spill", 3) == first
+
+
+def test_partitions_grow_in_number_with_the_input_within_bounds() -> None:
+    assert partition_count(0) == 1
+    assert partition_count(100_000) == 1
+    assert partition_count(10 * 1024 * 1024) == 40
+    assert partition_count(100 * 1024 * 1024) == 64
+    assert partition_count(10 * 1024**3) == 320
+    assert partition_count(10**15) == 8192

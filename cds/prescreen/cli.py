@@ -119,7 +119,7 @@ def _run_spark(
     """The Spark engine (cds/prescreen/engine_spark.py): Spark reads ``folder`` itself (a path every
     executor reaches, or an hdfs:// or s3a:// URL), or a clear error when it cannot run here."""
     if find_spec("pyspark") is None:
-        _fail("--engine spark needs PySpark: pip install 'trial-cds[spark]'")
+        _fail("--engine spark needs PySpark: pip install trial-cds[spark]")
     from pyspark.sql import SparkSession
 
     from cds.prescreen import engine_spark

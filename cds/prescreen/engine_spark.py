@@ -29,9 +29,10 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from itertools import groupby
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 import orjson
@@ -61,6 +62,12 @@ BUNDLE_PATTERNS = ("*.json",)
 #: A file named after its resource type, as `$export` names them ("Observation.ndjson",
 #: "Observation-2.ndjson", "Observation_003.ndjson.gz"): the leading word is its type.
 _TYPED_FILE = re.compile(r"^([A-Z][A-Za-z]+)(?:[._-]|$)")
+
+#: Input read per task of the screening (the shuffle's partitions): a few thousand Synthea-shaped patients,
+#: sorted in a Python worker's memory (PySpark spills to disk beyond spark.python.worker.memory).
+PARTITION_INPUT_BYTES = 64 * 1024 * 1024
+#: Ranked rows per partition of the final sort, each brought to the driver whole (a row: a few kB).
+ROWS_PER_RANKED_PARTITION = 20_000
 
 #: The position of a resource in the input: (file index, Spark split, line or entry within the split).
 Position = tuple[int, int, int]
@@ -136,9 +143,10 @@ def spark_session(master: str | None = None, conf: Mapping[str, str] | None = No
         master = "local[*]"  # run with python, not spark-submit: this machine's cores
     if master:
         builder = builder.master(master)
-        if master.startswith("local") and not (conf and "spark.pyspark.python" in conf):
-            # The workers on this machine run this interpreter (this virtualenv), not the first python3 on PATH.
-            builder = builder.config("spark.pyspark.python", sys.executable)
+        if master.startswith("local"):
+            # The workers on this machine run this interpreter (this virtualenv), not the first python3 on
+            # PATH (PySpark's default); on a cluster, PYSPARK_PYTHON names the executors' own.
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
@@ -146,7 +154,13 @@ def spark_session(master: str | None = None, conf: Mapping[str, str] | None = No
     return session
 
 
-def input_files(spark: SparkSession, sources: Sequence[str | Path], kind: InputKind) -> list[str]:
+@dataclass(frozen=True)
+class InputFile:
+    uri: str
+    size: int
+
+
+def input_files(spark: SparkSession, sources: Sequence[str | Path], kind: InputKind) -> list[InputFile]:
     """The input files of ``sources`` (folders, or files), in name order within each source, as Spark
     names them ("file:/…", "hdfs://…", "s3a://…"): listed through Hadoop's file system, which is what the
     executors read, not the driver's disk."""
@@ -154,21 +168,22 @@ def input_files(spark: SparkSession, sources: Sequence[str | Path], kind: InputK
     jvm: Any = spark.sparkContext._jvm
     conf: Any = spark.sparkContext._jsc.hadoopConfiguration()
     hadoop_path = jvm.org.apache.hadoop.fs.Path
-    files: list[str] = []
+    files: list[InputFile] = []
     for source in sources:
         root = hadoop_path(_uri(source))
         fs = root.getFileSystem(conf)
         if not fs.exists(root):
             raise SparkInputError(f"{source}: no such file or folder")
-        if fs.getFileStatus(root).isFile():
-            files.append(str(root.toString()))
+        status = fs.getFileStatus(root)
+        if status.isFile():
+            files.append(InputFile(str(status.getPath().toString()), int(status.getLen())))
             continue
-        found: dict[str, str] = {}
+        found: dict[str, InputFile] = {}
         for pattern in patterns:
             for status in fs.globStatus(hadoop_path(root, pattern)) or []:
                 if status.isFile():
                     path = status.getPath()
-                    found[str(path.getName())] = str(path.toString())
+                    found[str(path.getName())] = InputFile(str(path.toString()), int(status.getLen()))
         if not found:
             raise SparkInputError(f"{source} holds no {' or '.join(patterns)} file")
         files.extend(found[name] for name in sorted(found))
@@ -247,25 +262,29 @@ def run_spark(
     """Every patient of ``sources`` against the trials: the rows ranked (trial by trial, by
     :attr:`CandidateRow.rank_key`), streamed to the driver one partition at a time.
 
-    ``partitions``: how many groups of patients are screened as tasks (default: as many as Spark's input
-    splits, about one per 128 MB read, and at least one per core)."""
+    ``partitions``: how many groups of patients are screened as tasks (default: one per
+    PARTITION_INPUT_BYTES of input, at least one per core)."""
     sc = spark.sparkContext
-    files = input_files(spark, sources, kind)
+    listed = input_files(spark, sources, kind)
+    files = [f.uri for f in listed]
     shared = sc.broadcast(gather_shared(spark, files, kind))
     source = sc.broadcast(trials)
     try:
+        size = sum(f.size for f in listed)
+        count = partitions or max(sc.defaultParallelism, -(-size // PARTITION_INPUT_BYTES))
         keyed = keyed_entries(spark, files, kind)
-        count = partitions or max(keyed.getNumPartitions(), sc.defaultParallelism)
         # (PySpark types a sort key by a protocol a tuple's __lt__ does not match: hence the ignores.)
         grouped = keyed.repartitionAndSortWithinPartitions(  # type: ignore[type-var]
             numPartitions=count, partitionFunc=_patient_partition, keyfunc=_identity
         )
-        rows = grouped.mapPartitions(_screener(shared, source, now))
+        rows = grouped.mapPartitions(partial(_screen_partition, shared, source, now))
         # Ranked by Spark: its range partitioner samples the rows before the sort reads them; kept (memory,
         # else the executors' disks) so that the population is screened once, not again for the sample.
         rows.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            ranked = rows.sortBy(_rank_key, numPartitions=count)  # type: ignore[type-var]
+            # As many ranked partitions as the driver fetches comfortably, one job each (toLocalIterator).
+            ranked_partitions = max(1, -(-rows.count() // ROWS_PER_RANKED_PARTITION))
+            ranked = rows.sortBy(_rank_key, numPartitions=ranked_partitions)  # type: ignore[type-var]
             yield from ranked.toLocalIterator(prefetchPartitions=True)
         finally:
             rows.unpersist()
@@ -309,32 +328,53 @@ def keyed_entries(spark: SparkSession, files: Sequence[str], kind: InputKind) ->
     as JSON text and the Medication it names."""
     sc = spark.sparkContext
     if kind == "ndjson":
-        # One RDD per file, so that a line's position is (file, split, line): a file's splits are numbered
-        # in file order.
-        return sc.union([sc.textFile(uri).mapPartitionsWithIndex(_ndjson_reader(i)) for i, uri in enumerate(files)])
+        return read_lines(spark, files, _ndjson_entries)
     order = sc.broadcast({uri: index for index, uri in enumerate(files)})
-    return sc.binaryFiles(",".join(files)).flatMap(lambda pair: _bundle_entries(order.value[pair[0]], pair[1]))
+    return sc.binaryFiles(",".join(files)).flatMap(partial(_bundle_file_entries, order))
 
 
-def _ndjson_reader(file_index: int) -> Callable[[int, Iterable[str]], Iterator[KeyedEntry]]:
-    def read(split: int, lines: Iterable[str]) -> Iterator[KeyedEntry]:
-        for line_no, text in enumerate(lines):
-            line = text.strip().encode()
-            if not line:
-                continue
-            try:
-                fields = _KEY_DECODER.decode(line)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                continue  # not JSON: left out, as the local spill leaves it out (and counts it)
-            if fields.resourceType not in RECORD_TYPES:
-                continue
-            subset = {name: getattr(fields, name) for name in _KeyFields.__struct_fields__}
-            key = patient_key(subset)
-            if key is not None:
-                entry = b'{"resource":' + line + b"}"
-                yield (key, (file_index, split, line_no)), (entry, medication_reference(subset))
+T = TypeVar("T")
+LineReader = Callable[[int, int, Iterable[str]], Iterator[T]]
 
-    return read
+
+def read_lines(spark: SparkSession, files: Sequence[str], reader: LineReader[T]) -> RDD[T]:
+    """``reader(file index, split, lines)`` on every split of the text files: read by the JVM as one union
+    of the files' splits (one Python stage), each split told which file and which of its splits it is (a
+    file's splits are numbered in file order, so (file, split, line) is the input order)."""
+    sc = spark.sparkContext
+    texts = [sc.textFile(uri, minPartitions=1) for uri in files]
+    where = tuple((index, split) for index, text in enumerate(texts) for split in range(text.getNumPartitions()))
+    # (Module functions bound by partial: Spark pickles them by name, not the decoder they use.)
+    return sc.union(texts).mapPartitionsWithIndex(partial(_read_split, reader, where))
+
+
+def _read_split(
+    reader: LineReader[T], where: Sequence[tuple[int, int]], index: int, lines: Iterable[str]
+) -> Iterator[T]:
+    file_index, split = where[index]
+    return reader(file_index, split, lines)
+
+
+def _ndjson_entries(file_index: int, split: int, lines: Iterable[str]) -> Iterator[KeyedEntry]:
+    for line_no, text in enumerate(lines):
+        line = text.strip().encode()
+        if not line:
+            continue
+        try:
+            fields = _KEY_DECODER.decode(line)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue  # not JSON: left out, as the local spill leaves it out (and counts it)
+        if fields.resourceType not in RECORD_TYPES:
+            continue
+        subset = {name: getattr(fields, name) for name in _KeyFields.__struct_fields__}
+        key = patient_key(subset)
+        if key is not None:
+            entry = b'{"resource":' + line + b"}"
+            yield (key, (file_index, split, line_no)), (entry, medication_reference(subset))
+
+
+def _bundle_file_entries(order: Broadcast[dict[str, int]], pair: tuple[str, bytes]) -> Iterator[KeyedEntry]:
+    return _bundle_entries(order.value[pair[0]], pair[1])
 
 
 def _bundle_entries(file_index: int, content: bytes) -> Iterator[KeyedEntry]:
@@ -386,23 +426,23 @@ def _names_anyone(resource: Mapping[str, Any]) -> bool:
 # -- screening ------------------------------------------------------------------------------------------
 
 
-def _screener(
-    shared: Broadcast[SharedResources], source: Broadcast[TrialSource], now: datetime
-) -> Callable[[Iterable[tuple[tuple[str, Position], tuple[bytes, str | None]]]], Iterator[CandidateRow]]:
-    def screen(entries: Iterable[KeyedEntry]) -> Iterator[CandidateRow]:
-        trials, library = load_trials(source.value)
-        medications = shared.value
-        # Sorted by (patient, position): each patient's entries arrive together, in input order.
-        for _patient, group in groupby(entries, key=_patient_of):
-            patient_entries: list[bytes] = []
-            references: list[str] = []
-            for _key, (entry, reference) in group:
-                patient_entries.append(entry)
-                if reference:
-                    references.append(reference)
-            yield from screen_entries(patient_entries, references, medications, trials, library, now)
-
-    return screen
+def _screen_partition(
+    shared: Broadcast[SharedResources],
+    source: Broadcast[TrialSource],
+    now: datetime,
+    entries: Iterable[KeyedEntry],
+) -> Iterator[CandidateRow]:
+    trials, library = load_trials(source.value)
+    medications = shared.value
+    # Sorted by (patient, position): each patient's entries arrive together, in input order.
+    for _patient, group in groupby(entries, key=_patient_of):
+        patient_entries: list[bytes] = []
+        references: list[str] = []
+        for _key, (entry, reference) in group:
+            patient_entries.append(entry)
+            if reference:
+                references.append(reference)
+        yield from screen_entries(patient_entries, references, medications, trials, library, now)
 
 
 def _patient_of(item: KeyedEntry) -> str:
@@ -419,13 +459,13 @@ def gather_shared(spark: SparkSession, files: Sequence[str], kind: InputKind) ->
     sc = spark.sparkContext
     found: RDD[tuple[Position, dict[str, Any]]]
     if kind == "ndjson":
-        candidates = [(i, uri) for i, uri in enumerate(files) if _may_hold_shared(uri.rsplit("/", 1)[-1])]
+        candidates = [uri for uri in files if _may_hold_shared(uri.rsplit("/", 1)[-1])]
         if not candidates:
             return SharedResources()
-        found = sc.union([sc.textFile(uri).mapPartitionsWithIndex(_shared_reader(i)) for i, uri in candidates])
+        found = read_lines(spark, candidates, _shared_lines)
     else:
         order = sc.broadcast({uri: index for index, uri in enumerate(files)})
-        found = sc.binaryFiles(",".join(files)).flatMap(lambda pair: _bundle_shared(order.value[pair[0]], pair[1]))
+        found = sc.binaryFiles(",".join(files)).flatMap(partial(_bundle_file_shared, order))
     return SharedResources.from_resources(resource for _, resource in sorted(found.collect(), key=_position_of))
 
 
@@ -441,19 +481,22 @@ def _may_hold_shared(name: str) -> bool:
 _SHARED_MARKERS = tuple(f'"{t}"' for t in sorted(SHARED_TYPES))
 
 
-def _shared_reader(file_index: int) -> Callable[[int, Iterable[str]], Iterator[tuple[Position, dict[str, Any]]]]:
-    def read(split: int, lines: Iterable[str]) -> Iterator[tuple[Position, dict[str, Any]]]:
-        for line_no, text in enumerate(lines):
-            if not any(marker in text for marker in _SHARED_MARKERS):
-                continue
-            try:
-                resource = orjson.loads(text)
-            except orjson.JSONDecodeError:
-                continue
-            if _is_shared(resource):
-                yield (file_index, split, line_no), resource
+def _shared_lines(file_index: int, split: int, lines: Iterable[str]) -> Iterator[tuple[Position, dict[str, Any]]]:
+    for line_no, text in enumerate(lines):
+        if not any(marker in text for marker in _SHARED_MARKERS):
+            continue
+        try:
+            resource = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            continue
+        if _is_shared(resource):
+            yield (file_index, split, line_no), resource
 
-    return read
+
+def _bundle_file_shared(
+    order: Broadcast[dict[str, int]], pair: tuple[str, bytes]
+) -> list[tuple[Position, dict[str, Any]]]:
+    return _bundle_shared(order.value[pair[0]], pair[1])
 
 
 def _is_shared(resource: Any) -> bool:

@@ -273,9 +273,8 @@ def run_spark(
         size = sum(f.size for f in listed)
         count = partitions or max(sc.defaultParallelism, -(-size // PARTITION_INPUT_BYTES))
         keyed = keyed_entries(spark, files, kind)
-        # (PySpark types a sort key by a protocol a tuple's __lt__ does not match: hence the ignores.)
-        grouped = keyed.repartitionAndSortWithinPartitions(  # type: ignore[type-var]
-            numPartitions=count, partitionFunc=_patient_partition, keyfunc=_identity
+        grouped = keyed.repartitionAndSortWithinPartitions(
+            numPartitions=count, partitionFunc=_patient_partition, keyfunc=_AS_SORT_KEY
         )
         rows = grouped.mapPartitions(partial(_screen_partition, shared, source, now))
         # Ranked by Spark: its range partitioner samples the rows before the sort reads them; kept (memory,
@@ -284,7 +283,7 @@ def run_spark(
         try:
             # As many ranked partitions as the driver fetches comfortably, one job each (toLocalIterator).
             ranked_partitions = max(1, -(-rows.count() // ROWS_PER_RANKED_PARTITION))
-            ranked = rows.sortBy(_rank_key, numPartitions=ranked_partitions)  # type: ignore[type-var]
+            ranked = rows.sortBy(_RANK_KEY, numPartitions=ranked_partitions)
             yield from ranked.toLocalIterator(prefetchPartitions=True)
         finally:
             rows.unpersist()
@@ -299,6 +298,11 @@ def _identity(key: tuple[str, Position]) -> tuple[str, Position]:
 
 def _rank_key(row: CandidateRow) -> tuple[str, int, int, int, str]:
     return row.rank_key
+
+
+# PySpark types a sort key by a protocol whose __lt__ a tuple's does not match: the key functions typed Any.
+_AS_SORT_KEY: Any = _identity
+_RANK_KEY: Any = _rank_key
 
 
 def _patient_partition(key: tuple[str, Position]) -> int:

@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: demo test bench bench-compare wheel install install-test lint typecheck unit clean
+.PHONY: demo test bench bench-compare bench-prescreen wheel install install-test lint typecheck unit clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,13 @@ test: install-test
 bench:
 	benchmarks/setup-service
 	PYTHONPATH=fixtures benchmarks/.venv-service/bin/python benchmarks/run.py $(ARGS)
+
+# `trial-cds prescreen` on cloned Synthea patients (benchmarks/prescreen.py; docs/performance.md): patients/s
+# per worker at 1 and 2 workers, peak memory of the process tree, the orjson parse floor. Needs the cached
+# Synthea population (scripts/synthea-population) and about 3.5 GB of disk per 1,000 patients.
+bench-prescreen:
+	benchmarks/setup-service
+	PYTHONPATH=fixtures benchmarks/.venv-service/bin/python benchmarks/prescreen.py $(ARGS)
 
 # The production build of BASE (a git revision) against this tree's, interleaved rounds in one run
 # (benchmarks/compare.py): `make bench-compare BASE=main~3`.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +18,7 @@ import cds
 from cds.engine import TrialSpec
 from cds.portfolio import load_portfolio
 from cds.prescreen.outputs import FILE_MODE, owner_only_dir
-from cds.prescreen.ranking import rank
+from cds.prescreen.ranking import merge_ranked, rank
 from cds.prescreen.screening import CandidateRow, screen_entries
 from cds.prescreen.shared import SharedResources
 from cds.prescreen.spill import SHARED_FILE, partition_name, read_partition
@@ -97,15 +97,44 @@ def read_results(path: Path) -> Iterator[CandidateRow]:
             yield CandidateRow.from_json(orjson.loads(line))
 
 
+#: Result files merged at once: more partitions are merged in rounds through intermediate files, so that
+#: the open files stay well under a process's limit.
+MERGE_FANIN = 256
+
+
+def ranked_results(folder: Path) -> Iterator[CandidateRow]:
+    """A trial's rows from its partitions' result files (``folder/part-*.jsonl``, each ranked), merged into
+    one ranking, read lazily; intermediate files of a merge in rounds are removed once read."""
+    runs = sorted(folder.glob("part-*.jsonl"))
+    intermediate: list[Path] = []
+    level = 0
+    while len(runs) > MERGE_FANIN:
+        merged: list[Path] = []
+        for start in range(0, len(runs), MERGE_FANIN):
+            target = folder / f"merge-{level}-{start // MERGE_FANIN:05d}.jsonl"
+            rows = merge_ranked(read_results(path) for path in runs[start : start + MERGE_FANIN])
+            _write_atomic(target, (orjson.dumps(row) + b"\n" for row in rows))
+            merged.append(target)
+        intermediate.extend(merged)
+        runs, level = merged, level + 1
+    yield from merge_ranked(read_results(path) for path in runs)
+    for path in intermediate:
+        path.unlink(missing_ok=True)
+
+
 def is_done(results_dir: Path, part: Path) -> bool:
     return (results_dir / f"{part.stem}{DONE_SUFFIX}").is_file()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, data: bytes | Iterable[bytes]) -> None:
+    """``data`` written beside ``path`` (owner-only), then renamed to it: a file is whole or absent."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     with open(fd, "wb") as handle:
-        handle.write(data)
+        if isinstance(data, bytes):
+            handle.write(data)
+        else:
+            handle.writelines(data)
     os.replace(tmp, path)
 
 

@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TextIO
+from typing import Any, TextIO
 
 #: Seconds between two plain progress lines.
 LOG_EVERY = 10.0
@@ -29,7 +29,7 @@ class Progress:
         self.patients = 0
         self.started = time.monotonic()
         self.logged = self.started
-        self.bar: object = None
+        self.bar: Any = None
         self._advance: Callable[[int, int], None] | None = None
 
     def __enter__(self) -> Progress:
@@ -37,6 +37,7 @@ class Progress:
             from rich.console import Console
             from rich.progress import (
                 BarColumn,
+                DownloadColumn,
                 MofNCompleteColumn,
                 TextColumn,
                 TimeElapsedColumn,
@@ -47,8 +48,8 @@ class Progress:
             bar = RichProgress(
                 TextColumn("{task.description}"),
                 BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn(self.unit),
+                DownloadColumn() if self.unit == "bytes" else MofNCompleteColumn(),
+                TextColumn("" if self.unit == "bytes" else self.unit),
                 TextColumn("{task.fields[rate]}"),
                 TimeElapsedColumn(),
                 TextColumn("ETA"),
@@ -75,11 +76,17 @@ class Progress:
         now = time.monotonic()
         if now - self.logged >= LOG_EVERY or self.done >= self.total:
             self.logged = now
-            say(f"{self.label}: {self.done}/{self.total} {self.unit}{self._rate()}, ETA {self._eta()}", self.stream)
+            done = (
+                f"{self.done / 1e6:.0f}/{self.total / 1e6:.0f} MB"
+                if self.unit == "bytes"
+                else f"{self.done}/{self.total} {self.unit}"
+            )
+            rate = self._rate()
+            say(f"{self.label}: {done}{', ' + rate if rate else ''}, ETA {self._eta()}", self.stream)
 
     def _rate(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        return f", {self.patients} patients ({self.patients / elapsed:.1f}/s)" if self.patients else ""
+        return f"{self.patients} patients ({self.patients / elapsed:.1f}/s)" if self.patients else ""
 
     def _eta(self) -> str:
         if not self.done:
@@ -90,4 +97,4 @@ class Progress:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if self.bar is not None:
-            self.bar.stop()  # type: ignore[attr-defined]
+            self.bar.stop()

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import cds
 from cds.engine import TrialSpec
-from cds.prescreen.local import PartitionDone, Screening, is_done, read_results, run_local
+from cds.prescreen.local import PartitionDone, Screening, is_done, ranked_results, run_local
 from cds.prescreen.outputs import TrialSummary, owner_only_dir, write_outputs
 from cds.prescreen.progress import Progress, say
-from cds.prescreen.ranking import by_trial, merge_ranked, rank
+from cds.prescreen.ranking import by_trial, rank
 from cds.prescreen.screening import CandidateRow
 from cds.prescreen.sources import BUNDLE_SUFFIXES, NDJSON_SUFFIXES, fingerprint, input_files, total_bytes
 from cds.prescreen.spill import SpillManifest, partition_count, partition_files, spill
@@ -108,10 +108,7 @@ def prescreen(
         run_local(todo, spill_dir, results_dir, screening, workers, on_done)
     patients = progress.patients
 
-    ranked = {
-        tid: merge_ranked(read_results(path) for path in sorted((results_dir / tid).glob("part-*.jsonl")))
-        for tid in screening.trial_ids
-    }
+    ranked = {tid: ranked_results(results_dir / tid) for tid in screening.trial_ids}
     summaries = write_outputs(ranked, out_dir, trials=trials, evaluated_at=screening.now)
     return Outcome(summaries, manifest, len(parts), skipped, patients)
 

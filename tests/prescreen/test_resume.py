@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+import pytest
 from prescreen_support import PATIENT_BUNDLES
 
 from cds.portfolio import load_portfolio
+from cds.prescreen import local
 from cds.prescreen.local import Screening
 from cds.prescreen.run import Inputs, Outcome, prescreen
 
@@ -52,3 +54,16 @@ def test_another_evaluation_date_screens_every_partition_again(tmp_path: Path) -
     later = _run(tmp_path, datetime(2027, 1, 1, tzinfo=UTC))
     assert later.skipped == 0
     assert later.partitions == first.partitions
+
+
+def test_many_partitions_are_merged_in_rounds_into_the_same_ranking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _run(tmp_path)
+    expected = (tmp_path / f"{TRIAL}.csv").read_bytes()
+    [results] = (tmp_path / ".work").glob("*-results-*")
+    assert len(list((results / TRIAL).glob("part-*.jsonl"))) > 4
+    monkeypatch.setattr(local, "MERGE_FANIN", 2)
+    ranked = list(local.ranked_results(results / TRIAL))
+    assert [r.patient_id for r in ranked] == [line.split(",")[2] for line in expected.decode().splitlines()[1:]]
+    assert not list((results / TRIAL).glob("merge-*")), "the intermediate files are removed"

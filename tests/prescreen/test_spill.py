@@ -10,6 +10,7 @@ from typing import Any
 import fhir_builders as fb
 import orjson
 from prescreen_support import write_ndjson
+from pytest import MonkeyPatch
 
 from cds.prescreen.spill import (
     RECORD_TYPES,
@@ -128,3 +129,22 @@ def test_partitions_grow_in_number_with_the_input_within_bounds() -> None:
     assert partition_count(100 * 1024 * 1024) == 64
     assert partition_count(10 * 1024**3) == 320
     assert partition_count(10**15) == 8192
+
+
+def test_the_spill_holds_no_more_than_its_buffer_bound_in_memory(tmp_path: Path, monkeypatch: MonkeyPatch) -> None:
+    from cds.prescreen import spill as spill_module
+
+    monkeypatch.setattr(spill_module, "_FLUSH_BYTES", 1_000)
+    monkeypatch.setattr(spill_module, "_FLUSH_ALL_BYTES", 4_000)
+    most = 0
+    add = spill_module._Writer.add
+
+    def watched(self: Any, key: str, refs: list[str], entry: bytes) -> None:
+        nonlocal most
+        add(self, key, refs, entry)
+        most = max(most, self.buffered)
+
+    monkeypatch.setattr(spill_module._Writer, "add", watched)
+    folder = _spilled(tmp_path, _population(60), partitions=5)
+    assert 0 < most < 4_000
+    assert sum(len(list(read_partition(p))) for p in partition_files(folder)) == 60

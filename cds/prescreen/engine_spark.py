@@ -20,6 +20,7 @@ one total order of :mod:`cds.prescreen.ranking`, and :func:`cds.prescreen.output
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import re
@@ -39,6 +40,7 @@ import orjson
 from pyspark import RDD, Broadcast, StorageLevel
 from pyspark.sql import SparkSession
 
+import cds
 from cds.engine import TrialSpec
 from cds.portfolio import load_portfolio
 from cds.prescreen.keys import PATIENT_FIELDS, patient_key
@@ -128,6 +130,11 @@ def load_trials(source: TrialSource) -> tuple[list[TrialSpec], ValueSetLibrary]:
             portfolio = load_portfolio(None)
         loaded = ([portfolio.trials[tid] for tid in source.trial_ids], portfolio.library)
         _LOADED[digest] = loaded
+        # As the local engine's workers (cds.prescreen.local): the long-lived trials out of the cyclic
+        # collector's sight, and fewer young collections while a record's thousands of containers come and go.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*cds.GC_THRESHOLDS)
     return loaded
 
 
@@ -259,37 +266,50 @@ def run_spark(
     now: datetime,
     partitions: int | None = None,
 ) -> Iterator[CandidateRow]:
-    """Every patient of ``sources`` against the trials: the rows ranked (trial by trial, by
-    :attr:`CandidateRow.rank_key`), streamed to the driver one partition at a time.
+    """Every patient of ``sources`` against the trials. Screens the population before it returns (a bad
+    input is an error before any output is written), then streams the rows to the driver one ranked
+    partition at a time: trial by trial, by :attr:`CandidateRow.rank_key`. Read the rows to the end (or
+    close the iterator): that frees what the executors keep of them.
 
     ``partitions``: how many groups of patients are screened as tasks (default: one per
     PARTITION_INPUT_BYTES of input, at least one per core)."""
     sc = spark.sparkContext
     listed = input_files(spark, sources, kind)
     files = [f.uri for f in listed]
+    size = sum(f.size for f in listed)
+    count = partitions or max(sc.defaultParallelism, -(-size // PARTITION_INPUT_BYTES))
     shared = sc.broadcast(gather_shared(spark, files, kind))
     source = sc.broadcast(trials)
+    grouped = keyed_entries(spark, files, kind).repartitionAndSortWithinPartitions(
+        numPartitions=count, partitionFunc=_patient_partition, keyfunc=_AS_SORT_KEY
+    )
+    rows = grouped.mapPartitions(partial(_screen_partition, shared, source, now))
+    # Kept (memory, else the executors' disks) once screened, so that the sort's sample of the rows and the
+    # sort itself read them rather than screen the population again.
+    rows.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        size = sum(f.size for f in listed)
-        count = partitions or max(sc.defaultParallelism, -(-size // PARTITION_INPUT_BYTES))
-        keyed = keyed_entries(spark, files, kind)
-        grouped = keyed.repartitionAndSortWithinPartitions(
-            numPartitions=count, partitionFunc=_patient_partition, keyfunc=_AS_SORT_KEY
-        )
-        rows = grouped.mapPartitions(partial(_screen_partition, shared, source, now))
-        # Ranked by Spark: its range partitioner samples the rows before the sort reads them; kept (memory,
-        # else the executors' disks) so that the population is screened once, not again for the sample.
-        rows.persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            # As many ranked partitions as the driver fetches comfortably, one job each (toLocalIterator).
-            ranked_partitions = max(1, -(-rows.count() // ROWS_PER_RANKED_PARTITION))
-            ranked = rows.sortBy(_RANK_KEY, numPartitions=ranked_partitions)
-            yield from ranked.toLocalIterator(prefetchPartitions=True)
-        finally:
-            rows.unpersist()
+        screened = rows.count()
+    except BaseException:
+        _release(rows, shared, source)
+        raise
+    # As many ranked partitions as the driver fetches comfortably, one job each (toLocalIterator).
+    ranked = rows.sortBy(_RANK_KEY, numPartitions=max(1, -(-screened // ROWS_PER_RANKED_PARTITION)))
+    return _streamed(ranked, rows, shared, source)
+
+
+def _streamed(
+    ranked: RDD[CandidateRow], rows: RDD[CandidateRow], *broadcasts: Broadcast[Any]
+) -> Iterator[CandidateRow]:
+    try:
+        yield from ranked.toLocalIterator(prefetchPartitions=True)
     finally:
-        shared.unpersist()
-        source.unpersist()
+        _release(rows, *broadcasts)
+
+
+def _release(rows: RDD[CandidateRow], *broadcasts: Broadcast[Any]) -> None:
+    rows.unpersist()
+    for b in broadcasts:
+        b.unpersist()
 
 
 def _identity(key: tuple[str, Position]) -> tuple[str, Position]:

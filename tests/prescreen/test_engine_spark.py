@@ -16,7 +16,7 @@ from typing import Any
 import fhir_builders as fb
 import orjson
 import pytest
-from prescreen_support import NOW, PATIENT_BUNDLES, exported, write_ndjson
+from prescreen_support import NOW, PATIENT_BUNDLES, exported, row, write_ndjson
 from spark_support import local_spark_session, require_spark
 from typer.testing import CliRunner
 
@@ -28,7 +28,7 @@ require_spark()
 
 from pyspark.sql import SparkSession  # noqa: E402  (after the check: PySpark is an optional extra)
 
-from cds.prescreen.engine_spark import TrialSource, run_spark  # noqa: E402
+from cds.prescreen.engine_spark import TrialSource, TrialStreams, run_spark  # noqa: E402
 from cds.prescreen.screening import CandidateRow, screen_patient  # noqa: E402
 from cds.prescreen.shared import SharedResources  # noqa: E402
 
@@ -96,7 +96,7 @@ def synthea_bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # As tests/population reads it (synthea_population.py): scripts/test.sh names the population's folder.
     population = os.environ.get(SYNTHEA_ENV)
     if not population:
-        reason = f"no Synthea population: {SYNTHEA_ENV} is not set (scripts/test.sh sets it from scripts/synthea-population)"
+        reason = f"no Synthea population: {SYNTHEA_ENV} is not set (scripts/test.sh sets it)"
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
@@ -211,3 +211,36 @@ def test_a_medication_a_request_names_is_read_by_the_screening(spark: SparkSessi
     assert "exc_prior_checkpoint_inhibitor" in row.excluded_by
     assert row.verdict == "not_eligible"
     assert "exc_prior_checkpoint_inhibitor" not in unresolved.excluded_by
+
+
+# ---------------------------------------------------------------------------------------------------
+# The command line, and the driver's side of the outputs.
+
+
+def test_a_folder_without_inputs_is_a_clear_error_on_spark(spark: SparkSession, tmp_path: Path) -> None:
+    args = ["prescreen", "--ndjson", str(tmp_path), "--out", str(tmp_path / "out"), "--engine", "spark"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "holds no *.ndjson or *.ndjson.gz file" in result.output
+
+
+def test_a_master_without_the_spark_engine_is_refused(tmp_path: Path) -> None:
+    args = ["prescreen", "--bundles", str(PATIENT_BUNDLES[0].parent), "--out", str(tmp_path), "--master", "local[2]"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "--master is for --engine spark" in result.output
+
+
+def test_each_trial_reads_its_own_rows_of_the_ranked_stream_even_a_trial_without_any() -> None:
+    rows = [row("p1", trial="a"), row("p2", trial="a"), row("p1", trial="c")]
+    streams = TrialStreams(iter(rows))
+    read = {tid: list(streams.rows_of(tid)) for tid in ("a", "b", "c")}
+    streams.finish()
+    assert read == {"a": rows[:2], "b": [], "c": rows[2:]}
+
+
+def test_rows_left_unread_are_an_error_not_a_shorter_list() -> None:
+    streams = TrialStreams(iter([row("p1", trial="a"), row("p1", trial="b")]))
+    assert len(list(streams.rows_of("a"))) == 1
+    with pytest.raises(RuntimeError, match="rows of trial 'b' were not written"):
+        streams.finish()

@@ -352,7 +352,9 @@ def keyed_entries(spark: SparkSession, files: Sequence[str], kind: InputKind) ->
     as JSON text and the Medication it names."""
     sc = spark.sparkContext
     if kind == "ndjson":
-        return read_lines(spark, files, _ndjson_entries)
+        # A file named after a type no record reads (Claim, Encounter…: most of an export's bytes) holds
+        # nothing to group: not read, as the spill would drop each of its lines.
+        return read_lines(spark, [uri for uri in files if _may_hold(uri, RECORD_TYPES)], _ndjson_entries)
     order = sc.broadcast({uri: index for index, uri in enumerate(files)})
     return sc.binaryFiles(",".join(files)).flatMap(partial(_bundle_file_entries, order))
 
@@ -483,7 +485,7 @@ def gather_shared(spark: SparkSession, files: Sequence[str], kind: InputKind) ->
     sc = spark.sparkContext
     found: RDD[tuple[Position, dict[str, Any]]]
     if kind == "ndjson":
-        candidates = [uri for uri in files if _may_hold_shared(uri.rsplit("/", 1)[-1])]
+        candidates = [uri for uri in files if _may_hold(uri, SHARED_TYPES)]
         if not candidates:
             return SharedResources()
         found = read_lines(spark, candidates, _shared_lines)
@@ -497,9 +499,11 @@ def _position_of(item: tuple[Position, dict[str, Any]]) -> Position:
     return item[0]
 
 
-def _may_hold_shared(name: str) -> bool:
-    typed = _TYPED_FILE.match(name)
-    return typed is None or typed.group(1) in SHARED_TYPES
+def _may_hold(uri: str, types: frozenset[str]) -> bool:
+    """Whether the file may hold resources of ``types``: one named after another type does not (`$export`
+    writes one file per type); one named otherwise may."""
+    typed = _TYPED_FILE.match(uri.rsplit("/", 1)[-1])
+    return typed is None or typed.group(1) in types
 
 
 _SHARED_MARKERS = tuple(f'"{t}"' for t in sorted(SHARED_TYPES))

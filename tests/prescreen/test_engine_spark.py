@@ -154,7 +154,8 @@ def test_a_patient_spread_over_several_files_is_screened_on_all_of_its_resources
     spark: SparkSession, tmp_path: Path
 ) -> None:
     # Patient 13 (liver metastases four months after radiotherapy) and patient 01, their Observations
-    # split over two files of one type and interleaved, as an export split by size writes them.
+    # split over two files of one type and interleaved, as an export split by size writes them, their
+    # Conditions in a file whose name says no type.
     first, second = (exported(orjson.loads(p.read_bytes())) for p in (PATIENT_BUNDLES[12], PATIENT_BUNDLES[0]))
     by_type: dict[str, list[dict[str, Any]]] = {}
     for resource in [*first, *second]:
@@ -164,6 +165,8 @@ def test_a_patient_spread_over_several_files_is_screened_on_all_of_its_resources
     observations = by_type.pop("Observation")
     write_lines(export / "Observation-1.ndjson", observations[::2])
     write_lines(export / "Observation-2.ndjson", observations[1::2])
+    # A file not named after its type is read whole, whatever it holds.
+    write_lines(export / "conditions-and-more.ndjson", by_type.pop("Condition"))
     for rtype, resources in by_type.items():
         write_lines(export / f"{rtype}.ndjson", resources)
 

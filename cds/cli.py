@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import sys
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,9 +13,14 @@ import typer
 
 import cds
 from cds.assessment import Assessment, Status
+from cds.cli_support import TrialsDirOption
+from cds.cli_support import checked_portfolio as _load_portfolio
+from cds.cli_support import fail as _fail
+from cds.cli_support import parse_now as _parse_now
 from cds.engine import evaluate
 from cds.fhir.decoding import decode_resource
-from cds.portfolio import Portfolio, load_portfolio, load_trial_file, override_lines
+from cds.portfolio import load_trial_file
+from cds.prescreen.cli import prescreen_command
 from cds.record import PatientRecord, RecordError
 from cds.trials import TrialError
 from cds.valuesets import ValueSetError, ValueSetLibrary
@@ -29,47 +33,9 @@ trials_app = typer.Typer(
     invoke_without_command=True,
 )
 app.add_typer(trials_app, name="trials")
+app.command("prescreen")(prescreen_command)
 
 _MARK = {Status.MET: "[x]", Status.NOT_MET: "[ ]", Status.UNKNOWN: "[?]"}
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-#: The portfolio folder option of every command that loads trials: the setting, overridden on the command line.
-TrialsDirOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--trials-dir",
-        envvar="TRIAL_CDS_TRIALS_DIR",
-        help="Folder of trial files (*.yaml), with optional valuesets/ layered over the bundled value sets "
-        "(default: the bundled trials).",
-    ),
-]
-
-
-def _load_portfolio(trials_dir: Path | None) -> Portfolio:
-    try:
-        portfolio = load_portfolio(trials_dir)
-    except (TrialError, ValueSetError) as exc:
-        _fail(str(exc))
-        raise  # unreachable: _fail exits
-    for line in override_lines(portfolio):
-        typer.echo(f"note: {line}", err=True)
-    return portfolio
-
-
-def _parse_now(now: str | None) -> datetime:
-    if now is None:
-        return datetime.now(UTC)
-    try:
-        parsed = datetime.fromisoformat(now.replace("Z", "+00:00"))
-    except ValueError:
-        _fail(f"--now {now!r} is not an ISO-8601 date or date-time")
-        raise
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @app.command()
@@ -408,9 +374,6 @@ def check(
     typer.echo(render_table(rows))
     if not all_supported(rows):
         raise typer.Exit(1)
-
-
-import cds.prescreen.cli  # noqa: E402  (registers `trial-cds prescreen` on app; it reads the helpers above)
 
 
 def main() -> None:  # pragma: no cover - console entry point

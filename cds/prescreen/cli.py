@@ -1,5 +1,5 @@
 """`trial-cds prescreen`: every patient of an export or a folder of Bundles against every open trial,
-ranked per trial, for a trial coordinator (registered on cds.cli's app by the import at its end)."""
+ranked per trial, for a trial coordinator (registered on cds.cli's app)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from typing import Annotated
 
 import typer
 
-from cds.cli import TrialsDirOption, _fail, _load_portfolio, _parse_now, app
+from cds.cli_support import TrialsDirOption
+from cds.cli_support import checked_portfolio as _load_portfolio
+from cds.cli_support import fail as _fail
+from cds.cli_support import parse_now as _parse_now
 from cds.prescreen.local import Screening
 from cds.prescreen.outputs import PHI_NOTICE, TrialSummary
 from cds.prescreen.progress import say
@@ -22,7 +25,6 @@ from cds.trials import Trial
 ENGINES = ("local", "spark")
 
 
-@app.command("prescreen")
 def prescreen_command(
     ndjson: Annotated[
         Path | None,

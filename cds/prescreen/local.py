@@ -5,6 +5,7 @@ marker: a re-run skips every partition with a marker (cds.prescreen.run)."""
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -34,6 +35,8 @@ class PartitionDone:
     index: int
     patients: int
     resources: int
+    #: Patient ids that resources name but no Patient resource of the data has: not screened.
+    without_patient: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,14 +65,18 @@ class Screener:
 
     def screen_partition(self, part: Path, results_dir: Path) -> PartitionDone:
         rows: list[CandidateRow] = []
-        patients = resources = 0
+        patients = resources = without_patient = 0
         for _, entries, medication_refs in read_partition(part):
-            patients += 1
             resources += len(entries)
-            rows.extend(screen_entries(entries, medication_refs, self.shared, self.trials, self.library, self.now))
+            screened = screen_entries(entries, medication_refs, self.shared, self.trials, self.library, self.now)
+            if screened:
+                patients += 1
+                rows.extend(screened)
+            else:  # resources naming a Patient the data does not hold: nobody to screen
+                without_patient += 1
         index = int(part.stem.rsplit("-", 1)[1])
         write_results(results_dir, index, rank(rows), [t.id for t in self.trials])
-        done = PartitionDone(index, patients, resources)
+        done = PartitionDone(index, patients, resources, without_patient)
         _write_atomic(results_dir / f"{partition_name(index)}{DONE_SUFFIX}", orjson.dumps(done))
         return done
 
@@ -167,8 +174,14 @@ def run_local(
         for part in parts:
             on_done(screener.screen_partition(part, results_dir))
         return
+    # Workers started from a clean process (forkserver, else spawn), not forked from this one: the progress
+    # bar's thread may hold a lock at the moment of a fork, which a forked worker would then wait on forever.
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     with ProcessPoolExecutor(
-        max_workers=min(workers, len(parts)), initializer=_start_worker, initargs=(screening, spill_dir)
+        max_workers=min(workers, len(parts)),
+        mp_context=multiprocessing.get_context(method),
+        initializer=_start_worker,
+        initargs=(screening, spill_dir),
     ) as pool:
         # A bounded number in flight: submitted as workers free up, so that an interrupted run leaves
         # little half-done work and the order of completion stays close to the partitions' order.

@@ -101,12 +101,17 @@ def prescreen(
     if skipped:
         say(f"{skipped} of {len(parts)} partitions screened by an earlier run: skipped")
     with Progress("screening", len(todo), "partitions") as progress:
+        missing = 0
 
         def on_done(done: PartitionDone) -> None:
+            nonlocal missing
+            missing += done.without_patient
             progress.advance(1, done.patients)
 
         run_local(todo, spill_dir, results_dir, screening, workers, on_done)
     patients = progress.patients
+    if missing:
+        say(f"not screened: resources of {missing} patients whose Patient resource is not in the data")
 
     ranked = {tid: ranked_results(results_dir / tid) for tid in screening.trial_ids}
     summaries = write_outputs(ranked, out_dir, trials=trials, evaluated_at=screening.now)

@@ -35,7 +35,9 @@ def test_a_folder_without_inputs_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_the_log_holds_counts_and_no_patient_id(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["prescreen", "--bundles", BUNDLES, "--out", str(tmp_path), "--now", NOW])
+    result = runner.invoke(
+        app, ["prescreen", "--bundles", BUNDLES, "--out", str(tmp_path), "--now", NOW, "--workers", "1"]
+    )
     assert result.exit_code == 0, result.output
     assert "npc-liver-mets-ldrt: 74 patients" in result.output
     assert "protected health information" in result.output

@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import fhir_builders as fb
 import orjson
 import pytest
-from prescreen_support import PATIENT_BUNDLES
+from prescreen_support import PATIENT_BUNDLES, write_ndjson
 
 from cds.portfolio import load_portfolio
 from cds.prescreen import local
@@ -67,3 +68,18 @@ def test_many_partitions_are_merged_in_rounds_into_the_same_ranking(
     ranked = list(local.ranked_results(results / TRIAL))
     assert [r.patient_id for r in ranked] == [line.split(",")[2] for line in expected.decode().splitlines()[1:]]
     assert not list((results / TRIAL).glob("merge-*")), "the intermediate files are removed"
+
+
+def test_resources_of_a_patient_the_data_does_not_hold_are_counted_not_screened(tmp_path: Path) -> None:
+    export = write_ndjson(
+        tmp_path / "export",
+        [fb.patient(pid="p-1"), fb.vital_sign("8867-4", "Heart rate", 70, "/min", "2026-10-01", pid="p-2")],
+    )
+    trial = load_portfolio().trials[TRIAL]
+    screening = Screening(None, (TRIAL,), NOW)
+    outcome = prescreen(Inputs(export, bundles=False), tmp_path / "out", screening, {TRIAL: trial}, workers=1)
+    assert outcome.patients == 1
+    [summary] = outcome.summaries
+    assert summary.patients == 1
+    missing = sum(orjson.loads(m.read_bytes())["without_patient"] for m in (tmp_path / "out").rglob("*.done"))
+    assert missing == 1

@@ -33,8 +33,9 @@ def _prescreened(out: Path) -> dict[str, bytes]:
 def test_prescreen_of_the_bundles_gives_each_patient_the_screen_answer(
     screened: dict[str, bytes], tmp_path: Path
 ) -> None:
+    bundles = str(PATIENT_BUNDLES[0].parent)
     result = runner.invoke(
-        app, ["prescreen", "--bundles", str(PATIENT_BUNDLES[0].parent), "--out", str(tmp_path / "out"), "--now", NOW]
+        app, ["prescreen", "--bundles", bundles, "--out", str(tmp_path / "out"), "--now", NOW, "--workers", "1"]
     )
     assert result.exit_code == 0, result.output
     assert _prescreened(tmp_path / "out") == screened

@@ -65,7 +65,7 @@ BUNDLE_PATTERNS = ("*.json",)
 #: "Observation-2.ndjson", "Observation_003.ndjson.gz"): the leading word is its type.
 _TYPED_FILE = re.compile(r"^([A-Z][A-Za-z]+)(?:[._-]|$)")
 
-#: Input read per task of the screening (the shuffle's partitions): a few thousand Synthea-shaped patients,
+#: Input read per task of the screening (the shuffle's partitions): some 80 Synthea-shaped patients,
 #: sorted in a Python worker's memory (PySpark spills to disk beyond spark.python.worker.memory).
 PARTITION_INPUT_BYTES = 64 * 1024 * 1024
 #: Ranked rows per partition of the final sort, each brought to the driver whole (a row: a few kB).
@@ -276,7 +276,7 @@ def run_spark(
     sc = spark.sparkContext
     listed = input_files(spark, sources, kind)
     files = [f.uri for f in listed]
-    size = sum(f.size for f in listed)
+    size = sum(f.size for f in listed if kind == "bundles" or _may_hold(f.uri, RECORD_TYPES))  # what is read
     count = partitions or max(sc.defaultParallelism, -(-size // PARTITION_INPUT_BYTES))
     shared = sc.broadcast(gather_shared(spark, files, kind))
     source = sc.broadcast(trials)

@@ -26,14 +26,17 @@ ENGINES = ("local", "spark")
 
 
 def prescreen_command(
+    # Text, not Path: with --engine spark a source may be a URL (hdfs://namenode/…), which Path would fold.
     ndjson: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            "--ndjson", help="Folder of NDJSON files as FHIR Bulk Data $export writes them (*.ndjson, *.ndjson.gz)."
+            "--ndjson",
+            help="Folder of NDJSON files as FHIR Bulk Data $export writes them (*.ndjson, *.ndjson.gz); "
+            "with --engine spark also a URL the cluster reads (hdfs://…, s3a://…).",
         ),
     ] = None,
     bundles: Annotated[
-        Path | None, typer.Option("--bundles", help="Folder of FHIR Bundles (*.json), each of one or more patients.")
+        str | None, typer.Option("--bundles", help="Folder of FHIR Bundles (*.json), each of one or more patients.")
     ] = None,
     out: Annotated[
         Path, typer.Option("--out", help="Folder of the ranked lists and reports (made owner-only: they hold PHI).")
@@ -85,7 +88,7 @@ def prescreen_command(
     else:
         try:
             outcome = prescreen(
-                Inputs(folder, bundles=bundles is not None),
+                Inputs(Path(folder), bundles=bundles is not None),
                 out,
                 screening,
                 trials,
@@ -116,7 +119,7 @@ def _chosen_trials(known: Iterable[str], open_ids: set[str], asked: list[str] | 
 
 
 def _run_spark(
-    folder: Path, bundles: bool, out: Path, screening: Screening, trials: dict[str, Trial], master: str | None
+    folder: str, bundles: bool, out: Path, screening: Screening, trials: dict[str, Trial], master: str | None
 ) -> list[TrialSummary]:
     """The Spark engine (cds/prescreen/engine_spark.py): Spark reads ``folder`` itself (a path every
     executor reaches, or an hdfs:// or s3a:// URL), or a clear error when it cannot run here."""

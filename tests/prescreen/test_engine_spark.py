@@ -65,9 +65,9 @@ def assert_same_outputs(local: Path, spark: Path) -> None:
         assert written[name] == content, f"{name} differs between the engines"
 
 
-def both_engines(tmp_path: Path, *source: str) -> tuple[Path, Path]:
+def both_engines(tmp_path: Path, *source: str, spark_source: Sequence[str] = ()) -> tuple[Path, Path]:
     local = prescreen(tmp_path / "local", *source, "--workers", "1")
-    on_spark = prescreen(tmp_path / "spark", *source, "--engine", "spark")
+    on_spark = prescreen(tmp_path / "spark", *(spark_source or source), "--engine", "spark")
     return local, on_spark
 
 
@@ -76,7 +76,8 @@ def test_the_fixture_patients_as_ndjson_give_the_same_outputs_on_both_engines(
 ) -> None:
     resources = [r for path in PATIENT_BUNDLES for r in exported(orjson.loads(path.read_bytes()))]
     export = write_ndjson(tmp_path / "export", resources)
-    local, on_spark = both_engines(tmp_path, "--ndjson", str(export))
+    # Spark given the folder as a URL, as it is given hdfs:// or s3a:// ones on a cluster.
+    local, on_spark = both_engines(tmp_path, "--ndjson", str(export), spark_source=("--ndjson", export.as_uri()))
     assert_same_outputs(local, on_spark)
     assert (on_spark / f"{TRIAL}.csv").read_text().count("\n") == len(PATIENT_BUNDLES) + 1  # a header, a row each
 

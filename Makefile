@@ -47,9 +47,11 @@ bench:
 
 # `trial-cds prescreen` on cloned Synthea patients (benchmarks/prescreen.py; docs/performance.md): patients/s
 # per worker at 1 and 2 workers, peak memory of the process tree, the orjson parse floor. Needs the cached
-# Synthea population (scripts/synthea-population) and about 3.5 GB of disk per 1,000 patients.
+# Synthea population (scripts/synthea-population) and about 3.5 GB of disk per 1,000 patients. ARGS="--spark 1 2"
+# adds Spark local[1] and local[2] (the wheel's spark extra, installed here beside the service's build).
 bench-prescreen:
 	benchmarks/setup-service
+	case "$(ARGS)" in *--spark*) benchmarks/.venv-service/bin/pip install --quiet "$$(scripts/build-wheel)[spark]" ;; esac
 	PYTHONPATH=fixtures benchmarks/.venv-service/bin/python benchmarks/prescreen.py $(ARGS)
 
 # The production build of BASE (a git revision) against this tree's, interleaved rounds in one run

@@ -1,7 +1,10 @@
-"""Benchmark of `trial-cds prescreen` (issue 18): Synthea-shaped patients, screened on the local engine.
+"""Benchmark of `trial-cds prescreen` (issue 18): Synthea-shaped patients, screened on the local engine,
+and on Apache Spark with ``--spark`` (``--engine spark --master local[N]``: the per-core figure of the plan
+for a cluster, docs/prescreen-spark.md).
 
     make bench-prescreen                                  # 1,000 and 10,000 patients, 1 and 2 workers
     make bench-prescreen ARGS="--patients 100 --workers 1"  # a smoke run
+    make bench-prescreen ARGS="--patients 300 --spark 1 2"  # and Spark local[1], local[2]
 
 The patients are clones of the cached Synthea population (scripts/synthea-population; `--path` says where
 it is, generating it takes minutes): patient i is population patient i mod 226 under a new Patient id,
@@ -38,6 +41,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from importlib.util import find_spec
 from pathlib import Path
 from typing import IO, Any
 
@@ -127,10 +131,13 @@ def parse_floor(folder: Path) -> tuple[float, float]:
     return time.perf_counter() - started, time.process_time() - cpu
 
 
-def _tree_rss(root: int) -> int:
-    """The RSS in bytes of ``root`` and every process below it (/proc)."""
+def _tree_usage(root: int) -> tuple[int, dict[int, float]]:
+    """The RSS in bytes of ``root`` and every process below it, and the CPU seconds (user + system) each
+    has used so far, by pid (/proc)."""
     children: dict[int, list[int]] = defaultdict(list)
     rss: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -142,30 +149,41 @@ def _tree_rss(root: int) -> int:
         pid = int(entry)
         children[int(fields[1])].append(pid)  # ppid is the 4th field, the 2nd after the name
         rss[pid] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")  # rss in pages, the 24th field
-    total, todo = 0, [root]
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime and stime, the 14th and 15th fields
+    total, todo, tree_cpu = 0, [root], {}
     while todo:
         pid = todo.pop()
         total += rss.get(pid, 0)
+        tree_cpu[pid] = cpu.get(pid, 0.0)
         todo.extend(children.get(pid, ()))
-    return total
+    return total, tree_cpu
 
 
-def run_prescreen(ndjson: Path, out: Path, workers: int) -> tuple[float, float, int]:
+def run_prescreen(ndjson: Path, out: Path, workers: int, engine: str = "local") -> tuple[float, float, int]:
     """Wall seconds, CPU seconds (user + system, every process of the tree) and peak RSS of the process
-    tree of one `trial-cds prescreen` run."""
+    tree of one `trial-cds prescreen` run: ``workers`` processes of the local engine, or Spark's
+    ``local[workers]`` (its JVM and Python workers in the tree, the session's start-up in the time)."""
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-c", "from cds.cli import main; main()", "prescreen", "--ndjson", str(ndjson)]
-    command += ["--out", str(out), "--now", NOW, "--workers", str(workers)]
+    command += ["--out", str(out), "--now", NOW]
+    if engine == "spark":
+        command += ["--engine", "spark", "--master", f"local[{workers}]"]
+    else:
+        command += ["--workers", str(workers)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0
+    cpu_seen: dict[int, float] = {}
     stop = threading.Event()
 
     def sample() -> None:
         nonlocal peak
         while not stop.wait(0.05):
-            peak = max(peak, _tree_rss(process.pid))
+            rss, cpu_now = _tree_usage(process.pid)
+            peak = max(peak, rss)
+            for pid, seconds in cpu_now.items():
+                cpu_seen[pid] = max(cpu_seen.get(pid, 0.0), seconds)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -175,6 +193,9 @@ def run_prescreen(ndjson: Path, out: Path, workers: int) -> tuple[float, float, 
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     stop.set()
     sampler.join()
+    # Spark's JVM and its Python workers are not waited for by the command: their CPU time is the sum of
+    # what the samples saw of each process (the last 50 ms of each is missed).
+    cpu = max(cpu, sum(cpu_seen.values()))
     if process.returncode != 0:
         sys.exit(f"prescreen failed ({process.returncode}):\n{err.decode(errors='replace')}")
     return elapsed, cpu, peak
@@ -211,9 +232,11 @@ def measure(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
             f"once): {floor:.1f} s = {patients / floor:.0f} patients/s, {resources / floor:,.0f} resources/s; "
             f"{patients / floor_cpu:.0f} patients per CPU-second"
         )
-        for workers in args.workers:
-            seconds, cpu, peak = run_prescreen(ndjson, work / f"out-{workers}", workers)
+        plan = [("local", w) for w in args.workers] + [("spark", cores) for cores in args.spark]
+        for engine, workers in plan:
+            seconds, cpu, peak = run_prescreen(ndjson, work / f"out-{engine}-{workers}", workers, engine)
             run = {
+                "engine": engine,
                 "workers": workers,
                 "seconds": seconds,
                 "patients_per_s": patients / seconds,
@@ -225,17 +248,29 @@ def measure(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
                 "times_floor": seconds / floor,
             }
             result["runs"].append(run)
+            label = f"spark local[{workers}]" if engine == "spark" else f"local, {workers} worker{'s' * (workers > 1)}"
             print(
-                f"  local, {workers} worker{'s' if workers > 1 else ''}: {seconds:.1f} s, "
+                f"  {label}: {seconds:.1f} s, "
                 f"{run['patients_per_s']:.1f} patients/s ({run['patients_per_s_per_worker']:.1f} per worker, "
                 f"{run['resources_per_s_per_worker']:,.0f} resources/s per worker), "
                 f"{run['times_floor']:.1f}× the floor; {run['patients_per_cpu_s']:.1f} patients per CPU-second "
                 f"({cpu / floor_cpu:.1f}× the floor's CPU); peak RSS {peak / 1e6:.0f} MB"
             )
-        if len(result["runs"]) > 1:
-            first, last = result["runs"][0], result["runs"][-1]
-            result["scaling"] = first["seconds"] / last["seconds"]
-            print(f"  {first['workers']} → {last['workers']} workers: {result['scaling']:.2f}× faster")
+        for engine in ("local", "spark"):
+            runs = [r for r in result["runs"] if r["engine"] == engine]
+            if len(runs) > 1:
+                first, last = runs[0], runs[-1]
+                result["scaling" if engine == "local" else "spark_scaling"] = first["seconds"] / last["seconds"]
+                print(
+                    f"  {engine}, {first['workers']} → {last['workers']} workers: "
+                    f"{first['seconds'] / last['seconds']:.2f}× faster"
+                )
+        local_runs = {r["workers"]: r for r in result["runs"] if r["engine"] == "local"}
+        for r in result["runs"]:
+            same = local_runs.get(r["workers"])
+            if r["engine"] == "spark" and same is not None:
+                r["times_local"] = same["seconds"] / r["seconds"]  # the target: ≥ 0.7 at local[2] (issue 18)
+                print(f"  spark local[{r['workers']}] ÷ local engine, {r['workers']} workers: {r['times_local']:.2f}×")
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
         yield result
@@ -245,9 +280,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--patients", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--spark",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="CORES",
+        help="also run --engine spark --master local[CORES] for each (needs the spark extra)",
+    )
     parser.add_argument("--work", type=Path, default=ROOT / "var" / "bench" / "prescreen")
     parser.add_argument("--keep", action="store_true", help="keep the generated NDJSON and outputs")
     args = parser.parse_args()
+    if args.spark and find_spec("pyspark") is None:
+        sys.exit(f"--spark needs PySpark in {sys.executable}: pip install 'trial-cds[spark]'")
     args.work.mkdir(parents=True, exist_ok=True)
     results = list(measure(args))
     # The fixed costs of a run (start-up, the trials, the unit registry, the outputs) cancel out between
@@ -259,7 +304,8 @@ def main() -> None:
             cpu_rate = (large["patients"] - small["patients"]) / max(b["cpu_seconds"] - a["cpu_seconds"], 1e-9)
             b["marginal_patients_per_cpu_s"] = cpu_rate
             print(
-                f"{small['patients']} → {large['patients']} patients, {b['workers']} worker(s): marginal "
+                f"{small['patients']} → {large['patients']} patients, {b.get('engine', 'local')}, "
+                f"{b['workers']} worker(s): marginal "
                 f"{rate / b['workers']:.1f} patients/s per worker, {cpu_rate:.1f} per CPU-second; "
                 f"peak RSS {a['peak_rss_bytes'] / 1e6:.0f} → {b['peak_rss_bytes'] / 1e6:.0f} MB"
             )

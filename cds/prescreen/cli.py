@@ -16,24 +16,27 @@ from cds.cli_support import checked_portfolio as _load_portfolio
 from cds.cli_support import fail as _fail
 from cds.cli_support import parse_now as _parse_now
 from cds.prescreen.local import Screening
-from cds.prescreen.outputs import PHI_NOTICE
+from cds.prescreen.outputs import PHI_NOTICE, TrialSummary
 from cds.prescreen.progress import say
-from cds.prescreen.run import Engine, Inputs, prescreen
-from cds.prescreen.screening import CandidateRow
+from cds.prescreen.run import Inputs, prescreen
 from cds.prescreen.sources import SourceError
+from cds.trials import Trial
 
 ENGINES = ("local", "spark")
 
 
 def prescreen_command(
+    # Text, not Path: with --engine spark a source may be a URL (hdfs://namenode/…), which Path would fold.
     ndjson: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            "--ndjson", help="Folder of NDJSON files as FHIR Bulk Data $export writes them (*.ndjson, *.ndjson.gz)."
+            "--ndjson",
+            help="Folder of NDJSON files as FHIR Bulk Data $export writes them (*.ndjson, *.ndjson.gz); "
+            "with --engine spark also a URL the cluster reads (hdfs://…, s3a://…).",
         ),
     ] = None,
     bundles: Annotated[
-        Path | None, typer.Option("--bundles", help="Folder of FHIR Bundles (*.json), each of one or more patients.")
+        str | None, typer.Option("--bundles", help="Folder of FHIR Bundles (*.json), each of one or more patients.")
     ] = None,
     out: Annotated[
         Path, typer.Option("--out", help="Folder of the ranked lists and reports (made owner-only: they hold PHI).")
@@ -46,8 +49,13 @@ def prescreen_command(
         str, typer.Option("--engine", help="local (a process pool on this machine) or spark (Apache Spark).")
     ] = "local",
     master: Annotated[
-        str, typer.Option("--master", help="Spark master URL, with --engine spark (local[*], spark://host:7077).")
-    ] = "local[*]",
+        str | None,
+        typer.Option(
+            "--master",
+            help="Spark master URL, with --engine spark: spark://host:7077, yarn, k8s://…, local[N] "
+            "(default: spark-submit's, else local[*]).",
+        ),
+    ] = None,
     workers: Annotated[
         int | None,
         typer.Option("--workers", min=1, help="Processes of the local engine (default: this machine's cores)."),
@@ -66,27 +74,32 @@ def prescreen_command(
         _fail("give one source: --ndjson DIR or --bundles DIR")
     if engine not in ENGINES:
         _fail(f"--engine must be one of {', '.join(ENGINES)}")
+    if master is not None and engine != "spark":
+        _fail("--master is for --engine spark")
     portfolio = _load_portfolio(trials_dir)
     chosen = _chosen_trials(portfolio.trials, set(portfolio.open_trials), trial)
     when = _parse_now(now)
     screening = Screening(trials_dir, tuple(chosen), when)
-    spark = _spark_engine(master) if engine == "spark" else None
     folder = ndjson if ndjson is not None else bundles
     assert folder is not None
-    try:
-        outcome = prescreen(
-            Inputs(folder, bundles=bundles is not None),
-            out,
-            screening,
-            {tid: portfolio.trials[tid] for tid in chosen},
-            workers=workers or os.cpu_count() or 1,
-            work_dir=work_dir,
-            engine=spark,
-        )
-    except SourceError as exc:
-        _fail(str(exc))
-        raise
-    for s in outcome.summaries:
+    trials = {tid: portfolio.trials[tid] for tid in chosen}
+    if engine == "spark":
+        summaries = _run_spark(folder, bundles is not None, out, screening, trials, master)
+    else:
+        try:
+            outcome = prescreen(
+                Inputs(Path(folder), bundles=bundles is not None),
+                out,
+                screening,
+                trials,
+                workers=workers or os.cpu_count() or 1,
+                work_dir=work_dir,
+            )
+        except SourceError as exc:
+            _fail(str(exc))
+            raise
+        summaries = outcome.summaries
+    for s in summaries:
         counts = ", ".join(f"{v.replace('_', ' ')} {n}" for v, n in s.verdicts.items())
         say(f"{s.trial_id}: {s.patients} patients — {counts}")
     say(f"written to {out}/ (index.html): {PHI_NOTICE}")
@@ -105,24 +118,32 @@ def _chosen_trials(known: Iterable[str], open_ids: set[str], asked: list[str] | 
     return sorted(set(asked))
 
 
-def _spark_engine(master: str) -> Engine:
-    """The Spark engine (cds/prescreen/engine_spark.py), or a clear error when it cannot run here."""
+def _run_spark(
+    folder: str, bundles: bool, out: Path, screening: Screening, trials: dict[str, Trial], master: str | None
+) -> list[TrialSummary]:
+    """The Spark engine (cds/prescreen/engine_spark.py): Spark reads ``folder`` itself (a path every
+    executor reaches, or an hdfs:// or s3a:// URL), or a clear error when it cannot run here."""
     if find_spec("pyspark") is None:
         _fail("--engine spark needs PySpark: pip install trial-cds[spark]")
+    from pyspark.sql import SparkSession
+
+    from cds.prescreen import engine_spark
+
+    owned = SparkSession.getActiveSession() is None  # a session of its own is stopped at the end
+    spark = engine_spark.spark_session(master)
     try:
-        from cds.prescreen import engine_spark  # type: ignore[attr-defined,unused-ignore]
-    except ImportError as exc:
-        _fail(f"--engine spark is not available in this installation ({exc})")
-        raise
-
-    def run(spill_dir: Path, screening: Screening) -> Iterable[CandidateRow]:
-        rows: Iterable[CandidateRow] = engine_spark.run_spark(
-            spill_dir,
+        return engine_spark.prescreen_spark(
+            spark,
+            [folder],
+            out,
+            kind="bundles" if bundles else "ndjson",
+            trials=trials,
             trials_dir=screening.trials_dir,
-            trial_ids=screening.trial_ids,
             now=screening.now,
-            master=master,
         )
-        return rows
-
-    return run
+    except engine_spark.SparkInputError as exc:
+        _fail(str(exc))
+        raise
+    finally:
+        if owned:
+            spark.stop()

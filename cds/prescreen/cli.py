@@ -15,6 +15,9 @@ from cds.cli_support import TrialsDirOption
 from cds.cli_support import checked_portfolio as _load_portfolio
 from cds.cli_support import fail as _fail
 from cds.cli_support import parse_now as _parse_now
+from cds.prescreen.backend_auth import BulkAuthError, auth_from_options
+from cds.prescreen.bulk_export import BulkExportError
+from cds.prescreen.from_server import MirrorError, export_population
 from cds.prescreen.local import Screening
 from cds.prescreen.outputs import PHI_NOTICE, TrialSummary
 from cds.prescreen.progress import say
@@ -37,6 +40,30 @@ def prescreen_command(
     ] = None,
     bundles: Annotated[
         str | None, typer.Option("--bundles", help="Folder of FHIR Bundles (*.json), each of one or more patients.")
+    ] = None,
+    fhir: Annotated[
+        str | None,
+        typer.Option(
+            "--fhir",
+            help="FHIR R4 server base URL: Bulk Data $export where it has one, paged search otherwise "
+            "(the NDJSON lands in WORK-DIR/export).",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", envvar="FHIR_BEARER_TOKEN", help="Bearer token for --fhir (or FHIR_BEARER_TOKEN)."),
+    ] = None,
+    client_id: Annotated[
+        str | None, typer.Option("--client-id", help="SMART Backend Services client id for --fhir.")
+    ] = None,
+    private_key: Annotated[
+        Path | None, typer.Option("--private-key", help="The backend client's private key (PEM or JWK), for --fhir.")
+    ] = None,
+    kid: Annotated[str | None, typer.Option("--kid", help="Key id of --private-key, as in the client's JWKS.")] = None,
+    scope: Annotated[str, typer.Option("--scope", help="Scopes asked with a backend client.")] = "system/*.rs",
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="With --fhir: only resources changed since this instant (_since), ISO-8601."),
     ] = None,
     out: Annotated[
         Path, typer.Option("--out", help="Folder of the ranked lists and reports (made owner-only: they hold PHI).")
@@ -70,8 +97,10 @@ def prescreen_command(
     first, then fewest criteria to confirm, then the most recent deciding data) as CSV, JSON lines (the
     `screen --format json` lines) and an HTML report. Resources are grouped by patient on disk; a re-run
     with the same inputs, trials and --now skips the partitions already screened."""
-    if (ndjson is None) == (bundles is None):
-        _fail("give one source: --ndjson DIR or --bundles DIR")
+    if sum(source is not None for source in (ndjson, bundles, fhir)) != 1:
+        _fail("give one source: --fhir URL, --ndjson DIR or --bundles DIR")
+    if fhir is None and (since or client_id or private_key):
+        _fail("--since, --client-id and --private-key are for --fhir")
     if engine not in ENGINES:
         _fail(f"--engine must be one of {', '.join(ENGINES)}")
     if master is not None and engine != "spark":
@@ -80,9 +109,12 @@ def prescreen_command(
     chosen = _chosen_trials(portfolio.trials, set(portfolio.open_trials), trial)
     when = _parse_now(now)
     screening = Screening(trials_dir, tuple(chosen), when)
+    trials = {tid: portfolio.trials[tid] for tid in chosen}
+    if fhir is not None:
+        export_dir = (work_dir or out / ".work") / "export"
+        ndjson = str(_export(fhir, export_dir, token, client_id, private_key, kid, scope, since, trials))
     folder = ndjson if ndjson is not None else bundles
     assert folder is not None
-    trials = {tid: portfolio.trials[tid] for tid in chosen}
     if engine == "spark":
         summaries = _run_spark(folder, bundles is not None, out, screening, trials, master)
     else:
@@ -103,6 +135,27 @@ def prescreen_command(
         counts = ", ".join(f"{v.replace('_', ' ')} {n}" for v, n in s.verdicts.items())
         say(f"{s.trial_id}: {s.patients} patients — {counts}")
     say(f"written to {out}/ (index.html): {PHI_NOTICE}")
+
+
+def _export(
+    base_url: str,
+    into: Path,
+    token: str | None,
+    client_id: str | None,
+    private_key: Path | None,
+    kid: str | None,
+    scope: str,
+    since: str | None,
+    trials: dict[str, Trial],
+) -> Path:
+    """The server's population as NDJSON in ``into``, or a clear error naming the server's answer."""
+    try:
+        auth = auth_from_options(token, client_id, private_key, kid=kid, scope=scope)
+        export_population(base_url, into, auth, _parse_now(since) if since else None, trials)
+    except (BulkExportError, BulkAuthError, MirrorError) as exc:
+        _fail(f"{base_url}: {exc}")
+        raise
+    return into
 
 
 def _chosen_trials(known: Iterable[str], open_ids: set[str], asked: list[str] | None) -> list[str]:

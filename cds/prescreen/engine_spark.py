@@ -154,6 +154,8 @@ def spark_session(master: str | None = None, conf: Mapping[str, str] | None = No
             # The workers on this machine run this interpreter (this virtualenv), not the first python3 on
             # PATH (PySpark's default); on a cluster, PYSPARK_PYTHON names the executors' own.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # The pre-screen shows its own progress; Spark's stage bars would write over it.
+    builder = builder.config("spark.ui.showConsoleProgress", "false")
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()

@@ -43,7 +43,7 @@ from pyspark.sql import SparkSession
 import cds
 from cds.engine import TrialSpec
 from cds.portfolio import load_portfolio
-from cds.prescreen.keys import PATIENT_FIELDS, patient_key
+from cds.prescreen.keys import key_fields, names_anyone, patient_key
 from cds.prescreen.outputs import TrialSummary, write_outputs
 from cds.prescreen.screening import CandidateRow, screen_entries
 from cds.prescreen.shared import SHARED_TYPES, SharedResources, medication_reference
@@ -335,18 +335,6 @@ def _patient_partition(key: tuple[str, Position]) -> int:
 # -- reading and keying: what cds.prescreen.spill does for the local engine, on the executors ---------------
 
 
-class _KeyFields(msgspec.Struct):
-    """The fields that say where a resource goes; msgspec skips the rest of the JSON text unread."""
-
-    resourceType: Any = None
-    id: Any = None
-    subject: Any = None
-    patient: Any = None
-    beneficiary: Any = None
-    medicationReference: Any = None
-
-
-_KEY_DECODER = msgspec.json.Decoder(_KeyFields)
 
 
 def keyed_entries(spark: SparkSession, files: Sequence[str], kind: InputKind) -> RDD[KeyedEntry]:
@@ -389,12 +377,11 @@ def _ndjson_entries(file_index: int, split: int, lines: Iterable[str]) -> Iterat
         if not line:
             continue
         try:
-            fields = _KEY_DECODER.decode(line)
+            rtype, subset = key_fields(line)
         except (msgspec.DecodeError, msgspec.ValidationError):
             continue  # not JSON: left out, as the local spill leaves it out (and counts it)
-        if fields.resourceType not in RECORD_TYPES:
+        if rtype not in RECORD_TYPES:
             continue
-        subset = {name: getattr(fields, name) for name in _KeyFields.__struct_fields__}
         key = patient_key(subset)
         if key is not None:
             entry = b'{"resource":' + line + b"}"
@@ -437,18 +424,12 @@ def _bundle_entries(file_index: int, content: bytes) -> Iterator[KeyedEntry]:
         key = patient_key(r, full_urls)
         if key is not None:
             yield (key, (file_index, 0, n)), value
-        elif patients and not _names_anyone(r):
+        elif patients and not names_anyone(r):
             # As `trial-cds screen` reads a Bundle: a resource that names nobody is each of its Patients'.
             for pid in patients:
                 yield (pid, (file_index, 0, n)), value
 
 
-def _names_anyone(resource: Mapping[str, Any]) -> bool:
-    for name in PATIENT_FIELDS:
-        ref = resource.get(name)
-        if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str) and ref["reference"]:
-            return True
-    return False
 
 
 # -- screening ------------------------------------------------------------------------------------------

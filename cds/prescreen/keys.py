@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
 from cds.record.reading import SUBJECT_FIELDS, referenced_patient_id
 
 #: The fields that name a resource's patient: the record's own (subject, patient), then Coverage's.
@@ -38,3 +40,35 @@ def reference_key(target: str, full_urls: Mapping[str, str] | None = None) -> st
     if target.startswith("urn:"):
         return None
     return referenced_patient_id(target)
+
+
+class KeyFields(msgspec.Struct):
+    """The fields of an NDJSON line that say where its resource goes (PATIENT_FIELDS among them, and the
+    Medication it names); msgspec skips the rest of the JSON text unread."""
+
+    resourceType: Any = None
+    id: Any = None
+    subject: Any = None
+    patient: Any = None
+    beneficiary: Any = None
+    medicationReference: Any = None
+
+
+_KEY_DECODER = msgspec.json.Decoder(KeyFields)
+
+
+def key_fields(line: bytes) -> tuple[Any, dict[str, Any]]:
+    """An NDJSON line's resourceType and the mapping of its key fields (raises msgspec.DecodeError or
+    ValidationError for a line that is not a JSON object)."""
+    fields = _KEY_DECODER.decode(line)
+    return fields.resourceType, {name: getattr(fields, name) for name in KeyFields.__struct_fields__}
+
+
+def names_anyone(resource: Mapping[str, Any]) -> bool:
+    """Whether the resource names a patient at all (a Bundle's resource that names nobody is each of the
+    Bundle's Patients', as `trial-cds screen` reads it)."""
+    for name in PATIENT_FIELDS:
+        ref = resource.get(name)
+        if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str) and ref["reference"]:
+            return True
+    return False

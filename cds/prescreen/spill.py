@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from cds.prescreen.keys import PATIENT_FIELDS, patient_key
+from cds.prescreen.keys import key_fields, names_anyone, patient_key
 from cds.prescreen.outputs import DIR_MODE, FILE_MODE, owner_only_dir
 from cds.prescreen.shared import SHARED_TYPES, medication_reference
 from cds.prescreen.sources import SourceError, ndjson_lines
@@ -100,19 +100,6 @@ class SpillManifest:
         return cls(**orjson.loads((folder / MANIFEST).read_bytes()))
 
 
-class _KeyFields(msgspec.Struct):
-    """The fields that say where a resource goes (keys.PATIENT_FIELDS among them); msgspec skips the rest
-    of the JSON text unread."""
-
-    resourceType: Any = None
-    id: Any = None
-    subject: Any = None
-    patient: Any = None
-    beneficiary: Any = None
-    medicationReference: Any = None
-
-
-_KEY_DECODER = msgspec.json.Decoder(_KeyFields)
 
 
 class _Writer:
@@ -171,14 +158,12 @@ class _Spiller:
         """One NDJSON line: a resource, its JSON text spilled as it is."""
         self.manifest.resources_read += 1
         try:
-            fields = _KEY_DECODER.decode(line)
-            rtype = fields.resourceType
+            rtype, subset = key_fields(line)
             if rtype not in RECORD_TYPES and rtype not in SHARED_TYPES:
                 if isinstance(rtype, str):
                     self.not_read[rtype] += 1
                     return
                 raise ValueError("no resourceType")
-            subset = {name: getattr(fields, name) for name in _KeyFields.__struct_fields__}
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
             self.manifest.unreadable += 1
             return
@@ -237,7 +222,7 @@ class _Spiller:
         elif rtype in SHARED_TYPES:
             self.writer.add_shared(raw if raw is not None else orjson.dumps(resource))
             self.manifest.shared += 1
-        elif bundle_patients and not _names_anyone(resource):
+        elif bundle_patients and not names_anyone(resource):
             # As `trial-cds screen` reads a Bundle: a resource that names nobody is each of its Patients'.
             for pid in bundle_patients:
                 self.writer.add(pid, refs, entry)
@@ -252,12 +237,6 @@ class _Spiller:
         return self.manifest
 
 
-def _names_anyone(resource: Mapping[str, Any]) -> bool:
-    for name in PATIENT_FIELDS:
-        ref = resource.get(name)
-        if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str) and ref["reference"]:
-            return True
-    return False
 
 
 Progress = Callable[[int], None]

@@ -257,7 +257,7 @@ def _criterion_line(c: CriterionAssessment) -> str:
     if _favourable(c):
         label = text if c.kind == "inclusion" else f"Not present — exclusion: {text}"
         return f"- [x] {label} — {md_escape(facts or clinical_dates(c.reason))}"
-    if c.rules_out:
+    if c.status is not _UNKNOWN and c.rules_out:  # an unknown never rules out: the property not asked
         label = f"Not met: {text}" if c.kind == "inclusion" else f"Excluded: {text}"
         return f"- [ ] **{label}** — {md_escape(facts or clinical_dates(c.reason))}"
     if c.judgement:  # the investigator decides; show what the record offers

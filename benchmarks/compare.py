@@ -10,6 +10,12 @@ concurrency 1, and alternates: base, new, base, new … so that the machine's dr
 It reports, per size, the median over the rounds of each build's p50 and p99 and the ratio new / base
 (below 1: the new build is faster). Results also go to ``var/bench/compare-<time>.json``.
 
+Also in the rounds, when asked: the lab-dense patient (``--lab-dense``: 1,000 resources, every added one a
+lab result the trial reads, ``synth.lab_dense``); the HealthChain peer (``--peer``: the do-nothing service
+of ``run.py``, its virtualenv made by ``benchmarks/setup-healthchain``), reported as new / peer; and the new
+build once more on a folder of trials (``--new-trials-dir DIR``, as ``TRIAL_CDS_TRIALS_DIR``), reported as
+its p50 / the new build's (one bundled trial).
+
 Run by the interpreter of either build; it only needs the ``trial-cds`` executables named on the command
 line, and this folder's ``synth`` and ``loadgen`` (with ``fixtures`` on the path, as the Makefile sets).
 """
@@ -18,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import tempfile
 from contextlib import ExitStack
 from datetime import UTC, date, datetime
@@ -28,13 +36,13 @@ import run
 import synth
 from loadgen import load
 
-SIZES = (100, 1000, 5000)
-COUNTS = {100: 300, 1000: 150, 5000: 40}
+LAB_DENSE = "1000 lab-dense"
+COUNTS = {"100": 300, "1000": 150, "5000": 40, LAB_DENSE: 150}
 
 
-def one_round(url: str, body: bytes, size: int) -> tuple[float, float]:
-    load(url, body, concurrency=1, requests=max(5, COUNTS[size] // 10), max_seconds=10)  # warm-up
-    result = load(url, body, concurrency=1, requests=COUNTS[size], max_seconds=30)
+def one_round(url: str, body: bytes, scenario: str) -> tuple[float, float]:
+    load(url, body, concurrency=1, requests=max(5, COUNTS[scenario] // 10), max_seconds=10)  # warm-up
+    result = load(url, body, concurrency=1, requests=COUNTS[scenario], max_seconds=30)
     bad = {s: n for s, n in result.statuses.items() if s != 200}
     if bad:
         raise RuntimeError(f"{url}: non-200 answers {bad}")
@@ -48,60 +56,106 @@ def main() -> int:
     parser.add_argument("--base-label", default="base")
     parser.add_argument("--new-label", default="new")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--sizes", default="100,1000,5000", help="patient sizes, comma-separated")
+    parser.add_argument("--lab-dense", action="store_true", help="also the 1,000-resource lab-dense patient")
+    parser.add_argument("--peer", action="store_true", help="also the HealthChain peer (new / peer)")
+    parser.add_argument("--new-trials-dir", type=Path, help="also the new build on this folder of trials")
     args = parser.parse_args()
 
     started = datetime.now(UTC)
     workdir = Path(tempfile.mkdtemp(prefix="trial-cds-compare-"))
     shift_days = (date.today() - synth.ANCHOR).days  # the services evaluate on the real date
-    bodies = {size: run.hook_body(synth.shift(synth.patient(size), shift_days)) for size in SIZES}
-    builds = {"base": args.base, "new": args.new}
-    figures: dict[str, dict[int, list[tuple[float, float]]]] = {name: {s: [] for s in SIZES} for name in builds}
+    bodies = {
+        str(size): run.hook_body(synth.patient(int(size), shift_days=shift_days)) for size in args.sizes.split(",")
+    }
+    if args.lab_dense:
+        bodies[LAB_DENSE] = run.hook_body(synth.lab_dense_patient(1000, shift_days=shift_days))
+    scenarios = list(bodies)
+    servers: dict[str, tuple[list[str], dict[str, str], str]] = {}  # name → command, environment, path
+    for name, exe in {"base": args.base, "new": args.new}.items():
+        servers[name] = ([str(exe), "serve"], {}, run.SERVICE_PATH)
+    if args.new_trials_dir:
+        servers["new-folder"] = (
+            [str(args.new), "serve"],
+            {"TRIAL_CDS_TRIALS_DIR": str(args.new_trials_dir)},
+            run.SERVICE_PATH,
+        )
+    if args.peer:
+        subprocess.run([str(run.HERE / "setup-healthchain")], check=True)
+        peer = [str(run.HERE / ".venv-healthchain" / "bin" / "python"), "-m", "uvicorn", "peer_healthchain:app"]
+        peer += ["--app-dir", str(run.HERE), "--log-level", "warning", "--no-access-log"]
+        servers["peer"] = (peer, {}, run.PEER_PATH)
+    figures: dict[str, dict[str, list[tuple[float, float]]]] = {n: {s: [] for s in scenarios} for n in servers}
     with ExitStack() as stack:
         urls: dict[str, str] = {}
-        for name, exe in builds.items():
+        for name, (cmd, extra_env, path) in servers.items():
             port = run.free_port()
             folder = workdir / name
             folder.mkdir()
+            if name == "peer":
+                env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+            else:
+                env = {**run.service_env(folder, None), **extra_env}
             stack.enter_context(
                 run.process(
-                    [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)],
-                    env=run.service_env(folder, None),
+                    [*cmd, "--host", "127.0.0.1", "--port", str(port)],
+                    env=env,
                     cwd=folder,
                     log_path=folder / "service.log",
                     health=f"http://127.0.0.1:{port}/health",
                 )
             )
-            urls[name] = f"http://127.0.0.1:{port}{run.SERVICE_PATH}"
+            urls[name] = f"http://127.0.0.1:{port}{path}"
         for r in range(args.rounds):
             run.log(f"round {r + 1} of {args.rounds}")
-            for size in SIZES:
-                order = ("base", "new") if r % 2 == 0 else ("new", "base")
+            for scenario in scenarios:
+                order = list(servers) if r % 2 == 0 else list(servers)[::-1]
                 for name in order:
-                    figures[name][size].append(one_round(urls[name], bodies[size], size))
+                    figures[name][scenario].append(one_round(urls[name], bodies[scenario], scenario))
 
-    rows = {}
-    for size in SIZES:
-        base_p50 = statistics.median(p50 for p50, _ in figures["base"][size])
-        new_p50 = statistics.median(p50 for p50, _ in figures["new"][size])
-        base_p99 = statistics.median(p99 for _, p99 in figures["base"][size])
-        new_p99 = statistics.median(p99 for _, p99 in figures["new"][size])
-        rows[size] = {
-            "base_p50_ms": base_p50,
-            "new_p50_ms": new_p50,
-            "p50_ratio": new_p50 / base_p50,
-            "base_p99_ms": base_p99,
-            "new_p99_ms": new_p99,
+    def p50(name: str, scenario: str) -> float:
+        return statistics.median(p for p, _ in figures[name][scenario])
+
+    def p99(name: str, scenario: str) -> float:
+        return statistics.median(p for _, p in figures[name][scenario])
+
+    rows: dict[str, dict[str, float]] = {}
+    for scenario in scenarios:
+        rows[scenario] = {
+            "base_p50_ms": p50("base", scenario),
+            "new_p50_ms": p50("new", scenario),
+            "p50_ratio": p50("new", scenario) / p50("base", scenario),
+            "base_p99_ms": p99("base", scenario),
+            "new_p99_ms": p99("new", scenario),
         }
+        if "peer" in servers:
+            rows[scenario] |= {
+                "peer_p50_ms": p50("peer", scenario),
+                "new_per_peer": p50("new", scenario) / p50("peer", scenario),
+            }
+        if "new-folder" in servers:
+            rows[scenario] |= {
+                "folder_p50_ms": p50("new-folder", scenario),
+                "folder_per_new": p50("new-folder", scenario) / p50("new", scenario),
+            }
     print(
         f"\n{args.new_label} against {args.base_label}, patient-view over HTTP, concurrency 1, "
         f"medians of {args.rounds} interleaved rounds:"
     )
-    print("| resources | base p50 ms | new p50 ms | new / base | base p99 ms | new p99 ms |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    for size, row in rows.items():
+    extra = (" peer p50 ms | new / peer |" if "peer" in servers else "") + (
+        " folder p50 ms | folder / new |" if "new-folder" in servers else ""
+    )
+    print("| resources | base p50 ms | new p50 ms | new / base | base p99 ms | new p99 ms |" + extra)
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |" + " ---: | ---: |" * (extra.count("|") // 2))
+    for scenario, row in rows.items():
+        more = ""
+        if "peer" in servers:
+            more += f" {row['peer_p50_ms']:.2f} | {row['new_per_peer']:.2f} |"
+        if "new-folder" in servers:
+            more += f" {row['folder_p50_ms']:.2f} | {row['folder_per_new']:.2f} |"
         print(
-            f"| {size:,} | {row['base_p50_ms']:.2f} | {row['new_p50_ms']:.2f} | {row['p50_ratio']:.2f} | "
-            f"{row['base_p99_ms']:.2f} | {row['new_p99_ms']:.2f} |"
+            f"| {scenario} | {row['base_p50_ms']:.2f} | {row['new_p50_ms']:.2f} | {row['p50_ratio']:.2f} | "
+            f"{row['base_p99_ms']:.2f} | {row['new_p99_ms']:.2f} |" + more
         )
     out = run.ROOT / "var" / "bench" / f"compare-{started.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +166,8 @@ def main() -> int:
                 "base": args.base_label,
                 "new": args.new_label,
                 "rounds": args.rounds,
-                "sizes": {str(k): v for k, v in rows.items()},
+                "new_trials_dir": str(args.new_trials_dir) if args.new_trials_dir else None,
+                "sizes": rows,
             },
             indent=2,
         )

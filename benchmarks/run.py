@@ -13,6 +13,8 @@ What it measures (docs/performance.md explains each figure and the targets):
 
 * the floor: orjson parse + serialise of the same request body, in process;
 * the engine offline (record extraction + evaluation), per patient of 100 / 1,000 / 5,000 resources;
+* a lab-dense patient of 1,000 resources (``synth.lab_dense``: every added resource a lab result the trial
+  reads, spread over two years) over HTTP at concurrency 1, against the peer too;
 * ``trial-cds screen`` throughput on 300-resource patients (one process, so per core);
 * patient-view over HTTP with full prefetch, against ``trial-cds serve`` (uvicorn, one worker, its own
   process, TRIAL_CDS_AUTH=none) and against the peer (a do-nothing HealthChain CDS Hooks service in its own
@@ -64,6 +66,7 @@ ROOT = HERE.parent
 #: The service's command, from the same installation as the interpreter running the benchmark.
 TRIAL_CDS = str(Path(sys.executable).with_name("trial-cds"))
 SIZES = (100, 1000, 5000)
+LAB_DENSE_SIZE = 1000  # the lab-dense patient (synth.lab_dense), measured over HTTP at concurrency 1
 SCREEN_SIZE = 300
 SERVICE_PATH = "/cds-services/trial-eligibility"
 PEER_PATH = "/cds/cds-services/trial-eligibility"
@@ -409,6 +412,13 @@ def report(r: dict[str, Any]) -> str:
                     f" {peer['p99_ms']:8.2f}"
                     f" {peer['rps']:8.1f}   {peer['p50_ms'] / floor:8.2f}"
                 )
+    dense, dense_peer = r["http"].get("service-labdense-c1"), r["http"].get("peer-labdense-c1")
+    if dense:
+        versus = ""
+        if dense_peer:
+            ratio = dense["p50_ms"] / dense_peer["p50_ms"]
+            versus = f", peer {dense_peer['p50_ms']:.2f} ms: {ratio:.2f} × the peer"
+        lines.append(f"  {LAB_DENSE_SIZE:>5} lab-dense, concurrency 1: trial-cds p50 {dense['p50_ms']:.2f} ms{versus}")
     t = r["targets"]
     lines += ["", "targets:"]
     for name, (value, limit, ok) in t.items():
@@ -448,6 +458,12 @@ def targets(r: dict[str, Any]) -> dict[str, tuple[float, str, bool]]:
     if "peer-1000-c1" in h:
         ratio = s1["p50_ms"] / h["peer-1000-c1"]["p50_ms"]
         out["1,000 resources: p50 / peer p50"] = (ratio, "1", ratio <= 1)
+    if "peer-100-c1" in h:
+        ratio = h["service-100-c1"]["p50_ms"] / h["peer-100-c1"]["p50_ms"]
+        out["100 resources: p50 / peer p50"] = (ratio, "1.5", ratio <= 1.5)
+    if "peer-labdense-c1" in h and "service-labdense-c1" in h:
+        ratio = h["service-labdense-c1"]["p50_ms"] / h["peer-labdense-c1"]["p50_ms"]
+        out["1,000 lab-dense resources: p50 / peer p50"] = (ratio, "1", ratio <= 1)
     out["1,000 resources: p50 / floor"] = (s1["p50_ms"] / floor1, "4", s1["p50_ms"] / floor1 <= 4)
     out["1,000 resources: p99 / p50"] = (s1["p99_ms"] / s1["p50_ms"], "3", s1["p99_ms"] / s1["p50_ms"] <= 3)
     out["5,000 resources: p50 / floor"] = (s5["p50_ms"] / floor5, "4", s5["p50_ms"] / floor5 <= 4)
@@ -499,6 +515,7 @@ def main() -> int:
         offline = {size: synth.patient(size) for size in SIZES}
         live = {size: synth.shift(offline[size], shift_days) for size in SIZES}
         bodies = {size: hook_body(live[size]) for size in SIZES}
+        dense_body = hook_body(synth.lab_dense_patient(LAB_DENSE_SIZE, shift_days=shift_days))
         results["body_bytes"] = {str(s): len(b) for s, b in bodies.items()}
         results["floor_ms"] = {str(s): floor_ms(b, 30 if s < 5000 else 10) for s, b in bodies.items()}
 
@@ -567,6 +584,13 @@ def main() -> int:
                                     peer_url = f"http://127.0.0.1:{peer_port}{PEER_PATH}"
                                     res = http_round(peer_url, bodies[size], size, conc, args.quick)
                                     rounds.setdefault(f"peer-{size}-c{conc}", []).append(res.summary())
+                        log(f"HTTP round {rep + 1}/{repeats}: {LAB_DENSE_SIZE} lab-dense resources, concurrency 1")
+                        res = http_round(svc_url, dense_body, LAB_DENSE_SIZE, 1, args.quick)
+                        rounds.setdefault("service-labdense-c1", []).append(res.summary())
+                        if peer_pid:
+                            peer_url = f"http://127.0.0.1:{peer_port}{PEER_PATH}"
+                            res = http_round(peer_url, dense_body, LAB_DENSE_SIZE, 1, args.quick)
+                            rounds.setdefault("peer-labdense-c1", []).append(res.summary())
                     results["http_rounds"] = rounds
                     results["http"] = {
                         name: {k: median([r[k] for r in rs]) for k in rs[0]} for name, rs in rounds.items()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from fhir_builders import SNOMED, condition, med_statement, vital_sign
+from fhir_builders import SNOMED, condition, lab, med_statement, subject, vital_sign
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures" / "patients"
@@ -60,6 +60,25 @@ VITALS = [
     ("9279-1", "Respiratory rate", 16.0, "/min"),
     ("59408-5", "Oxygen saturation", 97.0, "%"),
 ]
+
+# The lab-dense patient's tests: CBC, coagulation, chemistry and liver, each a LOINC code the trial's lab
+# rules read (fhir_mappings/valuesets), with the fixture's own result as the mean.
+LAB_DENSE_CODES = (
+    "751-8",  # neutrophils
+    "777-3",  # platelets
+    "718-7",  # haemoglobin
+    "6301-6",  # INR
+    "5902-2",  # prothrombin time
+    "3173-2",  # aPTT
+    "2160-0",  # creatinine
+    "2823-3",  # potassium
+    "2951-2",  # sodium
+    "17861-6",  # calcium
+    "1975-2",  # bilirubin
+    "1920-8",  # AST
+    "1742-6",  # ALT
+)
+LAB_DENSE_DAYS = 730  # the results are spread over two years before the fixture's own
 
 _DATE = re.compile(rb'"(\d{4})-(\d{2})-(\d{2})')
 
@@ -150,6 +169,43 @@ def grow(bundle: dict[str, Any], size: int, *, seed: int = 6) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources[:size]]}
 
 
+def lab_dense(bundle: dict[str, Any], size: int, *, seed: int = 13) -> dict[str, Any]:
+    """A collection Bundle of ``size`` resources whose added resources are all lab results the trial reads:
+    the 13 tests of :data:`LAB_DENSE_CODES` in turn, spread evenly over the two years before the fixture's
+    results (so many fall inside the measurement windows), values jittered around the fixture's own. Unlike
+    :func:`grow`, whose additions are mostly older than every window, every criterion about a lab reads
+    dozens of results here. The fixture's own results stay the newest of each test, so its assessment holds."""
+    rng = random.Random(seed)
+    base = [copy.deepcopy(e["resource"]) for e in bundle["entry"]]
+    pid = next(r for r in base if r["resourceType"] == "Patient")["id"]
+    own = {
+        r["code"]["coding"][0]["code"]: r
+        for r in base
+        if r["resourceType"] == "Observation" and isinstance(r.get("valueQuantity"), dict)
+    }
+    tests = [own[code] for code in LAB_DENSE_CODES]
+    latest = max(r["effectiveDateTime"] for r in tests)
+    extra = max(0, size - len(base))
+    per_test = -(-extra // len(tests))  # results of each test, the newest one day before the fixture's
+    added: list[dict[str, Any]] = []
+    for i in range(extra):
+        template, k = tests[i % len(tests)], i // len(tests)
+        coding = template["code"]["coding"][0]
+        value = template["valueQuantity"]["value"]
+        jittered = round(value * rng.uniform(0.9, 1.1), 2)
+        obs = lab(
+            coding["code"],
+            coding["display"],
+            int(jittered) if isinstance(value, int) else jittered,
+            template["valueQuantity"]["code"],
+            _days_before(latest, 1 + k * (LAB_DENSE_DAYS - 1) // max(1, per_test - 1)),
+        )
+        obs["id"] = f"{pid}-lab-{i}"
+        obs["subject"] = subject(pid)
+        added.append(obs)
+    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in base + added]}
+
+
 def shift(bundle: dict[str, Any], days: int) -> dict[str, Any]:
     """Every date (``"YYYY-MM-DD...``) of the bundle moved by ``days``."""
     if days == 0:
@@ -166,6 +222,10 @@ def shift(bundle: dict[str, Any], days: int) -> dict[str, Any]:
 
 def patient(size: int, *, shift_days: int = 0, fixture: str = DEFAULT_FIXTURE) -> dict[str, Any]:
     return shift(grow(load_fixture(fixture), size), shift_days)
+
+
+def lab_dense_patient(size: int = 1000, *, shift_days: int = 0, fixture: str = DEFAULT_FIXTURE) -> dict[str, Any]:
+    return shift(lab_dense(load_fixture(fixture), size), shift_days)
 
 
 def resources_of(bundle: dict[str, Any]) -> list[dict[str, Any]]:

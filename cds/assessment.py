@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal, Self
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Status(StrEnum):
@@ -51,27 +50,18 @@ class CriterionAssessment(BaseModel):
     facts: list[Fact] = Field(default_factory=list)
     missing: list[str] = Field(default_factory=list)
 
-    #: The trial file's rule: a failed inclusion or an applying exclusion rules the patient out. Derived
-    #: from ``kind`` and ``status`` whenever a result is made or copied (never taken from input, never
-    #: serialised), so every reader — the verdict, the cards, the order hooks — reads one stored answer.
-    rules_out: bool = Field(default=False, exclude=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _derive_rules_out(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            data = {**data, "rules_out": _rules_out(data.get("status"), data.get("kind"))}
-        return data
-
-    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
-        copy = super().model_copy(update=update, deep=deep)
-        if update:  # a copy skips validation: derive again what the update may have changed
-            copy.__dict__["rules_out"] = _rules_out(copy.status, copy.kind)
-        return copy
-
-
-def _rules_out(status: object, kind: object) -> bool:
-    return (status == Status.NOT_MET and kind == "inclusion") or (status == Status.MET and kind == "exclusion")
+    @property
+    def rules_out(self) -> bool:
+        """The trial file's rule: a failed inclusion or an applying exclusion rules the patient out.
+        Derived from ``kind`` and ``status`` on each read — never stored, never taken from input, never
+        serialised — so a copy with another status answers for its own, and every reader (the verdict, the
+        cards, the order hooks) reads one answer. A property rather than a field set by a validator: a
+        trial's criteria are made on every call, and a Python validator per criterion was a fixed cost
+        per trial (docs/performance.md)."""
+        status = self.status
+        return (status == Status.NOT_MET and self.kind == "inclusion") or (
+            status == Status.MET and self.kind == "exclusion"
+        )
 
 
 class Assessment(BaseModel):

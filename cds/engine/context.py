@@ -73,6 +73,24 @@ class RangeSpec(Protocol):
     def female(self) -> dict[str, float] | None: ...
 
 
+class CodedCriterion(Protocol):
+    """What every rule that looks for coded entries of the record names: its label (how reasons and facts
+    call what it looks for) and the value sets of the codes that count."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def valuesets(self) -> list[str]: ...
+
+
+class ExcludingCriterion(CodedCriterion, Protocol):
+    """A coded rule that also names value sets of codes that never count (``exclude_valuesets``)."""
+
+    @property
+    def exclude_valuesets(self) -> list[str]: ...
+
+
 class LabTestSpec(Protocol):
     """One of the trial's lab tests (``tests:``, ``cds.rules.base.LabTest``) that lab rules name."""
 

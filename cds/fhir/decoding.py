@@ -143,43 +143,44 @@ class LeanResource(_JsonObject, msgspec.Struct, repr_omit_defaults=True, omit_de
     hooks); every other field is skipped. Short scalars are decoded at once (UNSET when absent); the rest
     is kept as JSON text until read."""
 
+    # In the order FHIR writes an Observation's elements (servers serialise in element order), most of a
+    # long record: msgspec looks a key up from the field after the last one found, so keys in field order
+    # are found at the first comparison, and a key out of order costs a scan of every field.
     resourceType: Any = UNSET
     id: Any = UNSET
-    status: Any = UNSET
-    effectiveDateTime: Any = UNSET
-    issued: Any = UNSET
-    # every resource
     meta: Raw = _ABSENT
+    contained: Raw = _ABSENT
+    extension: Raw = _ABSENT
+    status: Any = UNSET
+    category: Raw = _ABSENT
+    code: Raw = _ABSENT
     subject: Raw = _ABSENT
     patient: Raw = _ABSENT
-    code: Raw = _ABSENT
-    category: Raw = _ABSENT
-    extension: Raw = _ABSENT
-    contained: Raw = _ABSENT
-    # Observation
-    effectiveInstant: Raw = _ABSENT
+    focus: Raw = _ABSENT  # a staging Observation's tumour
+    effectiveDateTime: Any = UNSET
     effectivePeriod: Raw = _ABSENT
+    effectiveInstant: Raw = _ABSENT
+    issued: Any = UNSET
     valueQuantity: Raw = _ABSENT
     valueCodeableConcept: Raw = _ABSENT
-    valueInteger: Raw = _ABSENT
     valueString: Raw = _ABSENT
     valueBoolean: Raw = _ABSENT
-    referenceRange: Raw = _ABSENT
-    component: Raw = _ABSENT
+    valueInteger: Raw = _ABSENT
     dataAbsentReason: Raw = _ABSENT
+    note: Raw = _ABSENT  # Observation, Condition
     method: Raw = _ABSENT  # the staging system of a staging Observation
+    referenceRange: Raw = _ABSENT
     hasMember: Raw = _ABSENT
-    focus: Raw = _ABSENT
+    component: Raw = _ABSENT
     # Condition, AllergyIntolerance
     clinicalStatus: Raw = _ABSENT
     verificationStatus: Raw = _ABSENT
     severity: Raw = _ABSENT
     onsetDateTime: Raw = _ABSENT
-    onsetPeriod: Raw = _ABSENT
     onsetAge: Raw = _ABSENT
+    onsetPeriod: Raw = _ABSENT
     onsetRange: Raw = _ABSENT
     onsetString: Raw = _ABSENT
-    note: Raw = _ABSENT
     abatementDateTime: Raw = _ABSENT
     abatementPeriod: Raw = _ABSENT
     abatementBoolean: Raw = _ABSENT
@@ -189,23 +190,23 @@ class LeanResource(_JsonObject, msgspec.Struct, repr_omit_defaults=True, omit_de
     criticality: Raw = _ABSENT
     reaction: Raw = _ABSENT
     # MedicationStatement, MedicationRequest, MedicationAdministration, Medication
+    doNotPerform: Raw = _ABSENT
     medicationCodeableConcept: Raw = _ABSENT
     medicationReference: Raw = _ABSENT
-    dosage: Raw = _ABSENT
-    dosageInstruction: Raw = _ABSENT
-    dispenseRequest: Raw = _ABSENT
     authoredOn: Raw = _ABSENT
     dateAsserted: Raw = _ABSENT
-    doNotPerform: Raw = _ABSENT
     reasonCode: Raw = _ABSENT  # R4; R5 writes `reason` (CodeableReference)
     reasonReference: Raw = _ABSENT
     reason: Raw = _ABSENT
+    dosage: Raw = _ABSENT
+    dosageInstruction: Raw = _ABSENT
+    dispenseRequest: Raw = _ABSENT
     ingredient: Raw = _ABSENT
     # Procedure, Immunization
-    performedDateTime: Raw = _ABSENT
-    performedPeriod: Raw = _ABSENT
     vaccineCode: Raw = _ABSENT
     occurrenceDateTime: Raw = _ABSENT
+    performedDateTime: Raw = _ABSENT
+    performedPeriod: Raw = _ABSENT
     # Patient
     gender: Raw = _ABSENT
     birthDate: Raw = _ABSENT

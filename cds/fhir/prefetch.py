@@ -311,15 +311,21 @@ def _patient_ids(resources: Iterable[Mapping[str, Any]]) -> list[str]:
     return ids
 
 
+def _patients_by_key(by_key: Mapping[str, list[Mapping[str, Any]]]) -> dict[str, list[str]]:
+    """The ids of each key's Patients (one walk over the resources, read by both checks below)."""
+    return {key: _patient_ids(resources) for key, resources in by_key.items()}
+
+
 def _one_prefetched_patient(
-    by_key: Mapping[str, list[Mapping[str, Any]]], key_sources: Mapping[str, str], context: Mapping[str, Any]
+    patients: Mapping[str, list[str]], key_sources: Mapping[str, str], context: Mapping[str, Any]
 ) -> None:
     """A request is about one patient: prefetched data holding several Patients, or a Patient other than
-    the one in context, is malformed (→ 400), never merged into one record."""
+    the one in context, is malformed (→ 400), never merged into one record. ``patients``: each key's
+    Patient ids (:func:`_patients_by_key`)."""
     found: dict[str, None] = {}
-    for key, resources in by_key.items():
+    for key, ids in patients.items():
         if key_sources.get(key, "").startswith("prefetch"):
-            found.update(dict.fromkeys(_patient_ids(resources)))
+            found.update(dict.fromkeys(ids))
     if len(found) > 1:
         raise PrefetchError(
             f"the prefetch holds {len(found)} different Patient resources; a request is about one patient"
@@ -330,14 +336,14 @@ def _one_prefetched_patient(
 
 
 def _patient_in_context_found(
-    templates: Mapping[str, str], by_key: Mapping[str, list[Mapping[str, Any]]], context: Mapping[str, Any]
+    templates: Mapping[str, str], patients: Mapping[str, list[str]], context: Mapping[str, Any]
 ) -> None:
     """Where the service asks for the Patient, an answer without it would be a verdict on nobody: the
     patient in context must be among the data, prefetched or fetched (else → 412)."""
     patient_id = context.get("patientId")
     if not isinstance(patient_id, str) or not any(_expected(t)[1] == "Patient" for t in templates.values()):
         return
-    if not any(patient_id in _patient_ids(resources) for resources in by_key.values()):
+    if not any(patient_id in ids for ids in patients.values()):
         raise DataUnavailable(
             ["Patient: the patient in context is neither in the prefetch nor available from the FHIR server"]
         )
@@ -450,7 +456,8 @@ async def gather(
             by_key[key] = []
             problems.append(f"{key}: not fetched: {exc}")
 
-    _one_prefetched_patient(by_key, key_sources, context)
+    patients = _patients_by_key(by_key)
+    _one_prefetched_patient(patients, key_sources, context)
     http_requests = 0
     if to_fetch and not fhir.base_url:
         raise DataUnavailable(
@@ -464,7 +471,8 @@ async def gather(
             http_requests += result.requests
             _complete_prefetched(key, result, by_key, key_sources, problems)
         if to_complete:  # the other pages are the client's data as much as the first
-            _one_prefetched_patient(by_key, key_sources, context)
+            patients = _patients_by_key(by_key)
+            _one_prefetched_patient(patients, key_sources, context)
         issues: list[str] = []
         for key in to_fetch:
             result = results[key]
@@ -479,7 +487,9 @@ async def gather(
             log.info("prefetch.unavailable", keys=len(issues), http_requests=http_requests)
             raise DataUnavailable(issues)
 
-    _patient_in_context_found(templates, by_key, context)
+    if to_fetch and fhir.base_url:  # fetched keys: their Patients too
+        patients = _patients_by_key(by_key)
+    _patient_in_context_found(templates, patients, context)
     resources = merge_resources(by_key[key] for key in templates if key in by_key)
     log.info(
         "prefetch.gathered",

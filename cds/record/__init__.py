@@ -134,11 +134,6 @@ class PatientRecord:
             patient_id = reading.NOBODY
         chosen = reading.choose_patient(patients, patient_id)
         info = reading.guarded(parse.patient, chosen) if chosen else None
-        record = cls(patient=info, resource_count=len(unique))
-        if chosen and info is None:
-            record.unreadable.append(parse.ref_of(chosen))
-        if chosen and reading.earlier_fhir_profile(chosen):
-            record.earlier_fhir.append(parse.ref_of(chosen))
         medications = {
             key: r
             for r in by_type.get("Medication", ())
@@ -148,8 +143,26 @@ class PatientRecord:
         # Only a string id can tell whose resources are whose: any other value is as if there were none.
         chosen_id = chosen.get("id") if chosen else None
         pid = patient_id or (chosen_id if isinstance(chosen_id, str) else None)
-        reading.RecordReader(record, pid, medications, full_urls or {}, info.birth_date if info else None).read(unique)
-        return record
+        reader = reading.RecordReader(pid, medications, full_urls or {}, info.birth_date if info else None)
+        if chosen and info is None:
+            reader.unreadable.append(parse.ref_of(chosen))
+        if chosen and reading.earlier_fhir_profile(chosen):
+            reader.earlier_fhir.append(parse.ref_of(chosen))
+        reader.read(unique)
+        return cls(
+            patient=info,
+            observations=reader.observations,
+            conditions=reader.conditions,
+            medications=reader.medications,
+            procedures=reader.procedures,
+            immunizations=reader.immunizations,
+            allergies=reader.allergies,
+            unreadable=reader.unreadable,
+            ignored=reader.ignored,
+            resource_count=len(unique),
+            about_other_patients=reader.about_other_patients,
+            earlier_fhir=reader.earlier_fhir,
+        )
 
 
 def _bundle_content(bundle: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], dict[str, str]]:

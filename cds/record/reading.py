@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from msgspec import Raw
 
@@ -66,38 +66,39 @@ _EARLIER_PROFILE = re.compile(r"hl7\.org/fhir/(stu3|dstu2|3\.0|1\.0)(/|$)|\|(3\.
 _EARLIER_VERSION = re.compile(r"(3\.0|1\.0)(\.\d+)?$")
 
 
-class RecordLists(Protocol):
-    """What a reader fills: the lists of a :class:`cds.record.PatientRecord` (which meets this protocol;
-    named here, not imported, so that the record package's modules do not import each other in a circle)."""
-
-    observations: list[Observation]
-    conditions: list[Condition]
-    medications: list[MedicationUse]
-    procedures: list[Procedure]
-    immunizations: list[Immunization]
-    allergies: list[Allergy]
-    unreadable: list[str]
-    ignored: list[str]
-    about_other_patients: int
-    earlier_fhir: list[str]
-
-
 class RecordReader:
-    """Reads resources into ``record`` (its lists, ``ignored`` and ``unreadable``) for the patient
-    ``patient_id`` (None: every resource counts as the patient's). ``full_urls``: a Bundle's Patient
-    entries, fullUrl → id."""
+    """Reads resources into its own lists — what a :class:`cds.record.PatientRecord` is then made of —
+    for the patient ``patient_id`` (None: every resource counts as the patient's). ``full_urls``: a
+    Bundle's Patient entries, fullUrl → id.
+
+    The reader owns the lists rather than filling a record's: the record package's modules then do not
+    import each other in a circle, and the compiled build reads and appends to its own typed attributes
+    (a record reached through a protocol would be read by a generic attribute lookup per resource)."""
 
     def __init__(
         self,
-        record: RecordLists,
         patient_id: str | None,
         medications: Mapping[str, Mapping[str, Any]],
         full_urls: Mapping[str, str] | None = None,
         birth: FhirDate | None = None,
     ) -> None:
-        self.record = record
+        self.observations: list[Observation] = []
+        self.conditions: list[Condition] = []
+        self.medications: list[MedicationUse] = []
+        self.procedures: list[Procedure] = []
+        self.immunizations: list[Immunization] = []
+        self.allergies: list[Allergy] = []
+        self.unreadable: list[str] = []
+        self.ignored: list[str] = []
+        self.earlier_fhir: list[str] = []
+        #: Resources of the kinds read whose subject or patient is another patient (in ``ignored`` too).
+        self.about_other_patients = 0
         self.patient_id = patient_id
         self.belongs = _Belonging(patient_id, full_urls or {})
+        # The last lean subject's JSON text and whether it is about this patient: a record's resources
+        # share one reference, compared as text (no bytes copy, no hash) before the answers by text.
+        self.last_subject: Raw | None = None
+        self.last_about = False
         self.subject_texts: dict[bytes, bool] = {}  # a lean subject's JSON text → about this patient?
 
         def medication(r: Mapping[str, Any]) -> MedicationUse | None:
@@ -107,14 +108,14 @@ class RecordReader:
             return parse.condition(r, birth)  # an onset given as an age counts from the birth date
 
         self.readers: dict[str, tuple[Callable[[Mapping[str, Any]], Any], list[Any]]] = {
-            "Observation": (parse.observation, record.observations),
-            "Condition": (condition, record.conditions),
-            "MedicationStatement": (medication, record.medications),
-            "MedicationRequest": (medication, record.medications),
-            "MedicationAdministration": (medication, record.medications),
-            "Procedure": (parse.procedure, record.procedures),
-            "Immunization": (parse.immunization, record.immunizations),
-            "AllergyIntolerance": (parse.allergy, record.allergies),
+            "Observation": (parse.observation, self.observations),
+            "Condition": (condition, self.conditions),
+            "MedicationStatement": (medication, self.medications),
+            "MedicationRequest": (medication, self.medications),
+            "MedicationAdministration": (medication, self.medications),
+            "Procedure": (parse.procedure, self.procedures),
+            "Immunization": (parse.immunization, self.immunizations),
+            "AllergyIntolerance": (parse.allergy, self.allergies),
         }
 
     def read(self, resources: Iterable[Mapping[str, Any]]) -> None:
@@ -131,7 +132,7 @@ class RecordReader:
                 # Most of its fields will be read: one plain dict at once, cheaper than field by field.
                 plain = guarded(plain_dict, resource)
                 if plain is None:
-                    self.record.unreadable.append(parse.ref_of(resource))
+                    self.unreadable.append(parse.ref_of(resource))
                     continue
                 resource = plain
             else:
@@ -148,12 +149,17 @@ class RecordReader:
         if self.patient_id is not None:
             subject = resource.subject
             if type(subject) is Raw and subject:  # settled once per JSON text of the reference
-                text = bytes(subject)
-                about = self.subject_texts.get(text)
-                if about is None:
-                    about = guarded(self.belongs, resource)
+                if subject == self.last_subject:
+                    about = self.last_about
+                else:
+                    text = bytes(subject)
+                    about = self.subject_texts.get(text)
+                    if about is None:
+                        about = guarded(self.belongs, resource)
+                        if about is not None:
+                            self.subject_texts[text] = about
                     if about is not None:
-                        self.subject_texts[text] = about
+                        self.last_subject, self.last_about = subject, about
             else:
                 about = guarded(self.belongs, resource)
         self._observation(resource, ref, about, resource.status, parse.lean_observation)
@@ -171,31 +177,31 @@ class RecordReader:
         reader: Callable[[Any, str], Observation | None],
     ) -> None:
         if about is None:
-            self.record.unreadable.append(ref)
+            self.unreadable.append(ref)
             return
         if not about:
-            self.record.about_other_patients += 1
-            self.record.ignored.append(ref)
+            self.about_other_patients += 1
+            self.ignored.append(ref)
             return
         if status.lower() in _IGNORED_OBSERVATION if type(status) is str else _is_ignored("Observation", resource):
-            self.record.ignored.append(ref)
+            self.ignored.append(ref)
             return
         item = guarded(reader, resource, ref)
         if item is None:
-            self.record.unreadable.append(ref)
+            self.unreadable.append(ref)
         else:
             self._add_observation(resource, item)
 
     def _add_observation(self, resource: Mapping[str, Any], item: Observation) -> None:
-        self.record.observations.append(item)
+        self.observations.append(item)
         # A panel: its components are results too. A lean resource is asked for its field (its ``in`` is a
         # Python method, and this runs once per Observation).
         if resource.component if type(resource) is LeanResource else "component" in resource:
             parts = guarded(parse.components, resource, item)
             if parts is None:
-                self.record.unreadable.append(item.ref)
+                self.unreadable.append(item.ref)
             else:
-                self.record.observations.extend(parts)
+                self.observations.extend(parts)
 
     def _resource(self, rtype: str, resource: Mapping[str, Any]) -> None:
         entry = self.readers.get(rtype)
@@ -206,18 +212,18 @@ class RecordReader:
         ref = parse.ref_of(resource)
         about, skip = guarded(self.belongs, resource), guarded(_is_ignored, rtype, resource)
         if about is None or skip is None:  # a field that cannot be read (lean JSON text)
-            self.record.unreadable.append(ref)
+            self.unreadable.append(ref)
             return
         if not about or skip:
             if not about:
-                self.record.about_other_patients += 1
-            self.record.ignored.append(ref)
+                self.about_other_patients += 1
+            self.ignored.append(ref)
             return
         reader, target = entry
         # The Observation reader takes the reference made here.
         item = guarded(parse.observation, resource, ref) if rtype == "Observation" else guarded(reader, resource)
         if item is None:
-            self.record.unreadable.append(ref)
+            self.unreadable.append(ref)
         elif rtype == "Observation":
             self._add_observation(resource, item)
         else:
@@ -227,10 +233,10 @@ class RecordReader:
         """A resource of an earlier FHIR version: listed when it is about this patient (or may be)."""
         about = guarded(self.belongs, resource)
         if about is False:
-            self.record.about_other_patients += 1
+            self.about_other_patients += 1
         else:
             rid = resource.get("id")
-            self.record.earlier_fhir.append(f"{rtype}/{rid if isinstance(rid, str) and rid else '(no id)'}")
+            self.earlier_fhir.append(f"{rtype}/{rid if isinstance(rid, str) and rid else '(no id)'}")
 
 
 def earlier_fhir_profile(resource: Mapping[str, Any]) -> bool:

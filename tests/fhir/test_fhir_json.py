@@ -658,7 +658,7 @@ def test_in_holds_for_present_fields_only(lean_observation: LeanResource) -> Non
 
 
 def test_iteration_gives_the_present_fields_in_field_order(lean_observation: LeanResource) -> None:
-    assert list(lean_observation) == ["resourceType", "id", "status", "subject", "code", "valueQuantity"]
+    assert list(lean_observation) == ["resourceType", "id", "status", "code", "subject", "valueQuantity"]
     assert len(lean_observation) == 6
     assert list(lean_observation.keys()) == list(lean_observation)
     assert dict(lean_observation.items())["id"] == "anc-1"

@@ -6,7 +6,7 @@ import re
 from typing import Literal, Protocol
 
 from cds.assessment import Fact, Status
-from cds.engine.context import EvalContext, NameUse, WindowSpec
+from cds.engine.context import EvalContext, ExcludingCriterion, NameUse, WindowSpec
 from cds.engine.formatting import day
 from cds.engine.result import Outcome, RuleResult, outcome
 from cds.record.dates import FhirDate
@@ -29,17 +29,8 @@ class SeveritySpec(Protocol):
     def min_grade(self) -> int | None: ...
 
 
-class ConditionCriterion(Protocol):
+class ConditionCriterion(ExcludingCriterion, Protocol):
     """What ``evaluate_condition`` reads of a condition rule (``cds.rules.conditions.ConditionRule``)."""
-
-    @property
-    def label(self) -> str: ...
-
-    @property
-    def valuesets(self) -> list[str]: ...
-
-    @property
-    def exclude_valuesets(self) -> list[str]: ...
 
     @property
     def status(self) -> Literal["active", "history", "any"]: ...

@@ -6,7 +6,7 @@ from datetime import date
 from typing import Protocol
 
 from cds.assessment import Fact, Status
-from cds.engine.context import EvalContext, WindowSpec
+from cds.engine.context import CodedCriterion, EvalContext, ExcludingCriterion, WindowSpec
 from cds.engine.formatting import day
 from cds.engine.result import Outcome, RuleResult, outcome
 from cds.engine.rules.conditions import describe as describe_condition
@@ -16,17 +16,8 @@ from cds.record.dates import FhirDate, add_months
 from cds.record.model import Allergy, Procedure
 
 
-class ProcedureCriterion(Protocol):
+class ProcedureCriterion(ExcludingCriterion, Protocol):
     """What ``evaluate_procedure`` reads of a procedure rule (``cds.rules.events.ProcedureRule``)."""
-
-    @property
-    def label(self) -> str: ...
-
-    @property
-    def valuesets(self) -> list[str]: ...
-
-    @property
-    def exclude_valuesets(self) -> list[str]: ...
 
     @property
     def window(self) -> WindowSpec | None: ...
@@ -41,27 +32,15 @@ class ProcedureCriterion(Protocol):
     def when_found(self) -> Outcome: ...
 
 
-class ImmunizationCriterion(Protocol):
+class ImmunizationCriterion(CodedCriterion, Protocol):
     """What ``evaluate_immunization`` reads of an immunization rule (``cds.rules.events.ImmunizationRule``)."""
-
-    @property
-    def label(self) -> str: ...
-
-    @property
-    def valuesets(self) -> list[str]: ...
 
     @property
     def window(self) -> WindowSpec | None: ...
 
 
-class AllergyCriterion(Protocol):
+class AllergyCriterion(CodedCriterion, Protocol):
     """What ``evaluate_allergy`` reads of an allergy rule (``cds.rules.events.AllergyRule``)."""
-
-    @property
-    def label(self) -> str: ...
-
-    @property
-    def valuesets(self) -> list[str]: ...
 
     @property
     def severe_only(self) -> bool: ...

@@ -11,7 +11,7 @@ from typing import Literal, Protocol
 import msgspec
 
 from cds.assessment import Fact, Status
-from cds.engine.context import EvalContext, WindowSpec
+from cds.engine.context import EvalContext, ExcludingCriterion, WindowSpec
 from cds.engine.formatting import day, number
 from cds.engine.result import RuleResult
 from cds.record.dates import FhirDate
@@ -33,17 +33,8 @@ class DoseSpec(Protocol):
     def max_mg_per_day(self) -> float: ...
 
 
-class MedicationCriterion(Protocol):
+class MedicationCriterion(ExcludingCriterion, Protocol):
     """What ``evaluate_medication`` reads of a medication rule (``cds.rules.medications.MedicationRule``)."""
-
-    @property
-    def label(self) -> str: ...
-
-    @property
-    def valuesets(self) -> list[str]: ...
-
-    @property
-    def exclude_valuesets(self) -> list[str]: ...
 
     @property
     def window(self) -> WindowSpec | None: ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from cds.assessment import Fact, Status
-from cds.engine.context import EvalContext, WindowSpec
+from cds.engine.context import CodedCriterion, EvalContext, WindowSpec
 from cds.engine.formatting import age_days, day, number
 from cds.engine.result import Outcome, RuleResult, outcome
 from cds.engine.rules.labs import NOT_DONE, USABLE_STATUS, absent_note, matching_observations
@@ -25,14 +25,8 @@ class RangeCriterion(Protocol):
     def gt(self) -> float | None: ...
 
 
-class ObservationCriterion(Protocol):
+class ObservationCriterion(CodedCriterion, Protocol):
     """What ``evaluate_observation`` reads of an observation rule (``cds.rules.observations.ObservationRule``)."""
-
-    @property
-    def label(self) -> str: ...
-
-    @property
-    def valuesets(self) -> list[str]: ...
 
     @property
     def window(self) -> WindowSpec | None: ...

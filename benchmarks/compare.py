@@ -14,7 +14,13 @@ Also in the rounds, when asked: the lab-dense patient (``--lab-dense``: 1,000 re
 lab result the trial reads, ``synth.lab_dense``); the HealthChain peer (``--peer``: the do-nothing service
 of ``run.py``, its virtualenv made by ``benchmarks/setup-healthchain``), reported as new / peer; and the new
 build once more on a folder of trials (``--new-trials-dir DIR``, as ``TRIAL_CDS_TRIALS_DIR``), reported as
-its p50 / the new build's (one bundled trial).
+its p50 / the new build's.
+
+The two builds screen the same trials: ``--base-trials-dir`` and ``--trials-dir`` give each its folder
+(``benchmarks/compare-builds`` makes both, each holding one trial, ``BENCH_TRIAL``, as its own revision
+wrote it). Without them each build screens its bundled portfolio, which differs once trials are added:
+8a92cdd bundles one trial, later revisions seven (five open), and a build screening five trials against
+one screening one is no comparison of code.
 
 Run by the interpreter of either build; it only needs the ``trial-cds`` executables named on the command
 line, and this folder's ``synth`` and ``loadgen`` (with ``fixtures`` on the path, as the Makefile sets).
@@ -49,6 +55,11 @@ def one_round(url: str, body: bytes, scenario: str) -> tuple[float, float]:
     return result.percentile(50), result.percentile(99)
 
 
+def trial_files(folder: Path | None) -> list[str] | str:
+    """What a build screened, for the record: the trial files of its folder, or its bundled portfolio."""
+    return sorted(p.name for p in folder.glob("*.yaml")) if folder else "bundled"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", required=True, type=Path, help="the base build's trial-cds executable")
@@ -60,6 +71,8 @@ def main() -> int:
     parser.add_argument("--lab-dense", action="store_true", help="also the 1,000-resource lab-dense patient")
     parser.add_argument("--peer", action="store_true", help="also the HealthChain peer (new / peer)")
     parser.add_argument("--new-trials-dir", type=Path, help="also the new build on this folder of trials")
+    parser.add_argument("--base-trials-dir", type=Path, help="the base build's trials (default: its bundled ones)")
+    parser.add_argument("--trials-dir", type=Path, help="the new build's trials (default: its bundled ones)")
     args = parser.parse_args()
 
     started = datetime.now(UTC)
@@ -72,8 +85,9 @@ def main() -> int:
         bodies[LAB_DENSE] = run.hook_body(synth.lab_dense_patient(1000, shift_days=shift_days))
     scenarios = list(bodies)
     servers: dict[str, tuple[list[str], dict[str, str], str]] = {}  # name → command, environment, path
-    for name, exe in {"base": args.base, "new": args.new}.items():
-        servers[name] = ([str(exe), "serve"], {}, run.SERVICE_PATH)
+    for name, exe, trials_dir in (("base", args.base, args.base_trials_dir), ("new", args.new, args.trials_dir)):
+        trials_env = {"TRIAL_CDS_TRIALS_DIR": str(trials_dir)} if trials_dir else {}
+        servers[name] = ([str(exe), "serve"], trials_env, run.SERVICE_PATH)
     if args.new_trials_dir:
         servers["new-folder"] = (
             [str(args.new), "serve"],
@@ -166,6 +180,8 @@ def main() -> int:
                 "base": args.base_label,
                 "new": args.new_label,
                 "rounds": args.rounds,
+                "base_trials": trial_files(args.base_trials_dir),
+                "new_trials": trial_files(args.trials_dir),
                 "new_trials_dir": str(args.new_trials_dir) if args.new_trials_dir else None,
                 "sizes": rows,
             },

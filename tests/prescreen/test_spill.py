@@ -21,7 +21,6 @@ from cds.prescreen.spill import (
     read_partition,
     spill,
 )
-from cds.record import PatientRecord
 from cds.record.reading import EARLIER_FHIR_TYPES, RecordReader
 
 
@@ -42,7 +41,7 @@ def _spilled(tmp_path: Path, resources: list[dict[str, Any]], partitions: int) -
 
 
 def test_the_spilled_types_are_those_the_record_reads() -> None:
-    readers = set(RecordReader(PatientRecord(patient=None), None, {}).readers)
+    readers = set(RecordReader(None, {}).readers)
     assert readers | {"Patient"} | EARLIER_FHIR_TYPES == RECORD_TYPES
 
 

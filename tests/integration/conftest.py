@@ -16,7 +16,7 @@ import pytest
 from itest_support import FhirServer, fixture_files, read_json, server_from_env
 
 from cds.fhir.load import prefix_ids, upload_bundle
-from cds.portfolio import load_trials
+from cds.portfolio import load_portfolio
 from cds.trials import Trial
 
 NO_SERVER = (
@@ -44,7 +44,8 @@ def fhir_server() -> FhirServer:
 
 @pytest.fixture(scope="session")
 def trials() -> dict[str, Trial]:
-    return load_trials()
+    """The trials the service screens: the open ones of the bundled portfolio."""
+    return load_portfolio().open_trials
 
 
 @pytest.fixture(scope="session")

@@ -67,6 +67,7 @@ def make_app_client(base_urls: list[str], database: Path, **overrides: Any) -> T
         "fhir_allowlist": base_urls,
         "time_budget_s": time_budget_s(),
         "show_not_eligible": True,
+        "max_cards": 100,  # a card per open trial, not the three most useful and a summary
         "database_url": f"sqlite:///{database}",
     }
     values.update(overrides)

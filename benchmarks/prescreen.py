@@ -311,6 +311,7 @@ def main() -> None:
             )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     report = ROOT / "var" / "bench" / f"prescreen-{stamp}.json"
+    report.parent.mkdir(parents=True, exist_ok=True)  # --work elsewhere leaves var/bench unmade
     report.write_text(json.dumps({"when": stamp, "python": sys.executable, "results": results}, indent=2))
     print(f"results: {report}")
 

@@ -9,7 +9,7 @@ from datetime import date
 from typing import Protocol
 
 from cds.assessment import Fact, Status
-from cds.engine.context import EvalContext, WindowSpec
+from cds.engine.context import EvalContext, ExcludingCriterion, WindowSpec
 from cds.engine.formatting import day
 from cds.engine.result import RuleResult
 from cds.engine.rules.conditions import event_date, matching_conditions
@@ -51,17 +51,8 @@ class CourseCountSpec(Protocol):
     def max(self) -> int | None: ...
 
 
-class RadiotherapyCriterion(Protocol):
+class RadiotherapyCriterion(ExcludingCriterion, Protocol):
     """What ``evaluate_radiotherapy`` reads of a radiotherapy rule (``cds.rules.radiotherapy.RadiotherapyRule``)."""
-
-    @property
-    def label(self) -> str: ...
-
-    @property
-    def valuesets(self) -> list[str]: ...
-
-    @property
-    def exclude_valuesets(self) -> list[str]: ...
 
     @property
     def course_summaries(self) -> list[str]: ...

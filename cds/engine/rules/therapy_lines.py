@@ -15,7 +15,7 @@ from datetime import date
 from typing import Protocol
 
 from cds.assessment import Fact, Status
-from cds.engine.context import EvalContext, NameUse
+from cds.engine.context import EvalContext, ExcludingCriterion, NameUse
 from cds.engine.formatting import day
 from cds.engine.result import Outcome, RuleResult, outcome
 from cds.engine.rules.conditions import event_date, matching_conditions
@@ -34,17 +34,8 @@ class CountSpec(Protocol):
     def max(self) -> int | None: ...
 
 
-class TherapyLinesCriterion(Protocol):
+class TherapyLinesCriterion(ExcludingCriterion, Protocol):
     """What ``evaluate_therapy_lines`` reads of a rule (``cds.rules.therapy_lines.TherapyLinesRule``)."""
-
-    @property
-    def label(self) -> str: ...
-
-    @property
-    def valuesets(self) -> list[str]: ...
-
-    @property
-    def exclude_valuesets(self) -> list[str]: ...
 
     @property
     def after_onset_of(self) -> list[str]: ...

@@ -6,11 +6,14 @@ respond-async``) at system level (``[base]/$export``) or Patient level (``[base]
 of the status URL the server gives (``Content-Location``) that honours ``Retry-After`` (seconds or an HTTP
 date; a bounded back-off when the server gives none), the output files downloaded streamed (with the access
 token when the manifest says ``requiresAccessToken``; several files of one type are concatenated), and the
-job deleted at the end. ``since`` becomes ``_since`` (an incremental run), ``types`` ``_type``.
+job deleted at the end. ``since`` becomes ``_since`` (an incremental run), ``types`` ``_type``. The
+manifest's ``deleted`` files (transaction Bundles of DELETE entries: what was deleted since ``_since``) are
+read into :attr:`ExportResult.deleted`.
 
 Where the server does not support ``$export`` (its CapabilityStatement declares no ``export`` operation, or
 the kick-off answers 404, 405 or 501), by paged search: ``Patient`` and then each type, ``_count`` per
-page, following the ``next`` links, into the same files.
+page, following the ``next`` links, into the same files. A search cannot see deletions
+(``ExportResult.deleted`` is None): cds.prescreen.history asks the server's ``_history`` for them.
 
 Files are written with owner-only permissions (they hold PHI) and appear under their final names only when
 complete. Nothing here logs a token or patient content; errors name the server's answer (HTTP status,
@@ -35,6 +38,7 @@ import httpx
 
 from cds.fhir import http as fhir_http
 from cds.prescreen.backend_auth import BackendServices, BulkAuth, BulkAuthError
+from cds.prescreen.deletions import Deletions, deleted_in_bundle
 
 NDJSON = "application/fhir+ndjson"
 #: The resource types copied when ``types`` is not given: those the bundled trials read
@@ -89,6 +93,10 @@ class ExportResult:
     transaction_time: str | None = None
     #: OperationOutcome issues of severity warning or information the server reported in its error files.
     warnings: list[str] = field(default_factory=list)
+    #: What the manifest's ``deleted`` files say was deleted since ``_since``; None when the manifest has no
+    #: ``deleted`` key (the spec lets a server leave it out — HAPI does, always) or the copy was a search:
+    #: then the deletions are not known, which is not the same as none.
+    deleted: Deletions | None = None
 
 
 ProgressCallback = Callable[[ExportProgress], None]
@@ -390,7 +398,28 @@ def _download(session: _Session, manifest: Mapping[str, Any], out_dir: Path) -> 
                 done += 1
         session.progress(ExportProgress("downloading", "", done, len(outputs)))
         result.files, result.counts = writer.finish()
+    if isinstance(manifest.get("deleted"), list):
+        result.deleted = _read_deleted_files(session, manifest["deleted"], requires_token)
     return result
+
+
+def _read_deleted_files(session: _Session, deleted: Sequence[Any], requires_token: bool) -> Deletions:
+    """The DELETE entries of the manifest's ``deleted`` files (NDJSON, one transaction Bundle a line)."""
+    found = Deletions("manifest")
+    for item in deleted:
+        url = item.get("url") if isinstance(item, Mapping) else None
+        if not isinstance(url, str):
+            raise BulkExportError("the export's manifest has a deleted file without url")
+        session.progress(ExportProgress("downloading", "deleted"))
+        with _stream(session, url, requires_token) as lines:
+            for line in lines:
+                try:
+                    bundle = json.loads(line)
+                except ValueError as exc:
+                    raise BulkExportError(f"a line of the deleted file {_shown(url)} is not JSON") from exc
+                for rtype, rid in deleted_in_bundle(bundle):
+                    found.add(rtype, rid)
+    return found
 
 
 def _read_error_files(

@@ -88,6 +88,8 @@ class _Reader:
         for index, (url, wanted) in enumerate(levels):
             self.progress(ExportProgress("reading the history", ", ".join(wanted), index, len(levels)))
             self._read(url, set(wanted), found)
+        if levels:
+            self.progress(ExportProgress("reading the history", "", len(levels), len(levels)))
         return found
 
     def _statement(self) -> Any:

@@ -397,9 +397,9 @@ def _download(session: _Session, manifest: Mapping[str, Any], out_dir: Path) -> 
                     writer.write_lines(rtype, lines)
                 done += 1
         session.progress(ExportProgress("downloading", "", done, len(outputs)))
+        if isinstance(manifest.get("deleted"), list):  # before the outputs get their final names
+            result.deleted = _read_deleted_files(session, manifest["deleted"], requires_token)
         result.files, result.counts = writer.finish()
-    if isinstance(manifest.get("deleted"), list):
-        result.deleted = _read_deleted_files(session, manifest["deleted"], requires_token)
     return result
 
 

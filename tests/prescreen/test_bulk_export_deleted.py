@@ -90,6 +90,12 @@ def test_a_deleted_file_that_is_not_ndjson_fails_the_export_naming_it(tmp_path: 
         export(tmp_path, {"del-1": b"<html>"})
 
 
+def test_a_failed_deleted_file_leaves_no_output_under_its_final_name(tmp_path: Path) -> None:
+    with pytest.raises(BulkExportError):
+        export(tmp_path, {"del-1": b"<html>"})
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("url", "address"),
     [

@@ -69,6 +69,9 @@ _TYPED_FILE = re.compile(r"^([A-Z][A-Za-z]+)(?:[._-]|$)")
 #: Input read per task of the screening (the shuffle's partitions): some 80 Synthea-shaped patients,
 #: sorted in a Python worker's memory (PySpark spills to disk beyond spark.python.worker.memory).
 PARTITION_INPUT_BYTES = 64 * 1024 * 1024
+#: Screening tasks per core at least: patients differ in size, and a task that ends early leaves its core
+#: idle unless another waits.
+TASKS_PER_CORE = 4
 #: Ranked rows per partition of the final sort, each brought to the driver whole (a row: a few kB).
 ROWS_PER_RANKED_PARTITION = 20_000
 
@@ -282,12 +285,13 @@ def run_spark(
     close the iterator): that frees what the executors keep of them.
 
     ``partitions``: how many groups of patients are screened as tasks (default: one per
-    PARTITION_INPUT_BYTES of input, at least one per core)."""
+    PARTITION_INPUT_BYTES of input, at least TASKS_PER_CORE per core)."""
     sc = spark.sparkContext
     listed = input_files(spark, sources, kind)
     files = [f.uri for f in listed]
     read = [f for f in listed if kind == "bundles" or _may_hold(f.uri, RECORD_TYPES)]
-    count = partitions or max(sc.defaultParallelism, -(-sum(f.size for f in read) // PARTITION_INPUT_BYTES))
+    by_size = -(-sum(f.size for f in read) // PARTITION_INPUT_BYTES)
+    count = partitions or max(TASKS_PER_CORE * sc.defaultParallelism, by_size)
     if not read:
         return iter(())
     shared = sc.broadcast(gather_shared(spark, listed, kind))
@@ -318,7 +322,13 @@ def run_spark(
         rows.unpersist()  # some lines' patients are the key function's to say: grouped again (rare)
         python_keys = True
     # As many ranked partitions as the driver fetches comfortably, one job each (toLocalIterator).
-    ranked = rows.sortBy(_RANK_KEY, numPartitions=max(1, -(-screened // ROWS_PER_RANKED_PARTITION)))
+    if screened <= ROWS_PER_RANKED_PARTITION:
+        # As many rows as one ranked partition: fetched and sorted here, without Spark's sort (its sample
+        # of the rows and its shuffle are two more jobs).
+        ranked_here = sorted(rows.collect(), key=_rank_key)
+        _release(rows, shared, source)
+        return iter(ranked_here)
+    ranked = rows.sortBy(_RANK_KEY, numPartitions=-(-screened // ROWS_PER_RANKED_PARTITION))
     return _streamed(ranked, rows, shared, source)
 
 

@@ -8,9 +8,9 @@ whatever its JSON type (a number 5 and a string "5" both read "5"), where the ke
 only; so the JVM's answer is a *candidate*, and:
 
 * a line whose key the JVM cannot decide (no readable resourceType; a first reference that names no
-  patient followed by one that does — the first may be a number the key function skips; a reference that is
-  an object or array) is keyed by the key function itself, in Python (:func:`python_key`): rare in an export
-  (none in Synthea's or HAPI's), so nearly every line stays in the JVM;
+  patient while a reference names one — the first may be a number the key function skips; a reference
+  that is an object or array) is keyed by the key function itself, in Python (:func:`python_key`): rare in
+  an export (none in Synthea's), so nearly every line stays in the JVM;
 * every line that reaches the screening is read again by the key function (:func:`confirmed_entries`),
   which drops what the local engine drops (a Patient whose id is not a string, a line that is not JSON) and
   fails the run, loudly, on a line it would put with another patient (duplicate keys in one JSON object
@@ -63,27 +63,20 @@ def key_columns(frame: DataFrame, value: str, keep: Sequence[str]) -> DataFrame:
         "f_id",
         *[F.get_json_object(f"f_{name}", "$.reference").alias(f"r_{name}") for name in PATIENT_FIELDS],
     )
-    with_keys = with_references.select(
-        "*", *[reference_key(F.col(f"r_{name}")).alias(f"k_{name}") for name in PATIENT_FIELDS]
-    )
     # The key function takes the first field whose reference is a non-empty string, and reads that one only.
-    chosen_key: Column = F.lit(None).cast("string")
     chosen_text: Column = F.lit(None).cast("string")
     for name in reversed(PATIENT_FIELDS):
         reference = F.col(f"r_{name}")
-        usable = reference.isNotNull() & (reference != "")
-        chosen_key = F.when(usable, F.col(f"k_{name}")).otherwise(chosen_key)
-        chosen_text = F.when(usable, reference).otherwise(chosen_text)
-    chosen = with_keys.select(
-        *keep,
-        "f_resourceType",
-        "f_id",
-        chosen_key.alias("chosen_key"),
-        chosen_text.alias("chosen_text"),
-        F.coalesce(*[F.col(f"k_{name}") for name in PATIENT_FIELDS]).alias("any_key"),
-    )
+        chosen_text = F.when(reference.isNotNull() & (reference != ""), reference).otherwise(chosen_text)
+    # Another field that may name a patient (a superset: the key function decides those lines).
+    others_name_one = F.lit(False)
+    for name in PATIENT_FIELDS:
+        others_name_one = others_name_one | F.coalesce(F.col(f"r_{name}").contains("Patient/"), F.lit(False))
+    chosen = with_references.select(
+        *keep, "f_resourceType", "f_id", chosen_text.alias("chosen_text"), others_name_one.alias("others_name_one")
+    ).select("*", reference_key(F.col("chosen_text")).alias("chosen_key"))
     rtype, own_id = F.col("f_resourceType"), F.col("f_id")
-    undecided_reference = (F.col("chosen_key").isNull() & F.col("any_key").isNotNull()) | F.col("chosen_text").rlike(
+    undecided_reference = (F.col("chosen_key").isNull() & F.col("others_name_one")) | F.col("chosen_text").rlike(
         r"^[\[{]"
     )
     is_patient = rtype == "Patient"

@@ -3,10 +3,12 @@ engine (:func:`cds.prescreen.screening.screen_entries`), with Spark doing the re
 patient and the ranking, so that a population larger than one machine is screened by a cluster.
 
 The population never passes through the driver: the executors read the NDJSON (text lines, from storage
-every node reaches: HDFS, S3, a shared file system) or the Bundles themselves, key each resource by its
-patient as the local engine's spill does (:mod:`cds.prescreen.spill`), shuffle them so that each patient's
-resources meet in one partition, sorted (Spark spills to disk: a task's memory does not grow with the
-population), and screen each patient in ``mapPartitions``. The resources outside any patient compartment
+every node reaches: HDFS, S3, a shared file system) or the Bundles themselves. NDJSON is keyed by patient,
+shuffled and sorted by Spark SQL in the JVM (:mod:`cds.prescreen.spark_keys`: the key function's reading,
+which has the last word on each line in Python), so that each patient's lines reach Python once, together
+and in input order; Bundles are keyed in Python and grouped with ``repartitionAndSortWithinPartitions``.
+Either way Spark spills to disk: a task's memory does not grow with the population. Each patient is
+screened in ``mapPartitions``. The resources outside any patient compartment
 that a record reads (the Medications a MedicationRequest names, :mod:`cds.prescreen.shared`) are gathered
 first and broadcast: a formulary, not a population.
 

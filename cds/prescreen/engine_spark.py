@@ -3,10 +3,12 @@ engine (:func:`cds.prescreen.screening.screen_entries`), with Spark doing the re
 patient and the ranking, so that a population larger than one machine is screened by a cluster.
 
 The population never passes through the driver: the executors read the NDJSON (text lines, from storage
-every node reaches: HDFS, S3, a shared file system) or the Bundles themselves, key each resource by its
-patient as the local engine's spill does (:mod:`cds.prescreen.spill`), shuffle them so that each patient's
-resources meet in one partition, sorted (Spark spills to disk: a task's memory does not grow with the
-population), and screen each patient in ``mapPartitions``. The resources outside any patient compartment
+every node reaches: HDFS, S3, a shared file system) or the Bundles themselves. NDJSON is keyed by patient,
+shuffled and sorted by Spark SQL in the JVM (:mod:`cds.prescreen.spark_keys`: the key function's reading,
+which has the last word on each line in Python), so that each patient's lines reach Python once, together
+and in input order; Bundles are keyed in Python and grouped with ``repartitionAndSortWithinPartitions``.
+Either way Spark spills to disk: a task's memory does not grow with the population. Each patient is
+screened in ``mapPartitions``. The resources outside any patient compartment
 that a record reads (the Medications a MedicationRequest names, :mod:`cds.prescreen.shared`) are gathered
 first and broadcast: a formulary, not a population.
 
@@ -27,26 +29,27 @@ import re
 import sys
 import tempfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from itertools import groupby
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import msgspec
 import orjson
-from pyspark import RDD, Broadcast, StorageLevel
-from pyspark.sql import SparkSession
+from pyspark import RDD, Accumulator, Broadcast, StorageLevel
+from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql import functions as F
 
 import cds
 from cds.engine import TrialSpec
 from cds.portfolio import load_portfolio
-from cds.prescreen.keys import key_fields, names_anyone, patient_key
+from cds.prescreen.keys import names_anyone, patient_key
 from cds.prescreen.outputs import TrialSummary, write_outputs
 from cds.prescreen.screening import CandidateRow, screen_entries
 from cds.prescreen.shared import SHARED_TYPES, SharedResources, medication_reference
+from cds.prescreen.spark_keys import confirmed_entries, key_columns, python_key_udf
 from cds.prescreen.spill import RECORD_TYPES
 from cds.valuesets import ValueSetLibrary
 
@@ -68,6 +71,9 @@ _TYPED_FILE = re.compile(r"^([A-Z][A-Za-z]+)(?:[._-]|$)")
 #: Input read per task of the screening (the shuffle's partitions): some 80 Synthea-shaped patients,
 #: sorted in a Python worker's memory (PySpark spills to disk beyond spark.python.worker.memory).
 PARTITION_INPUT_BYTES = 64 * 1024 * 1024
+#: Screening tasks per core at least: patients differ in size, and a task that ends early leaves its core
+#: idle unless another waits.
+TASKS_PER_CORE = 4
 #: Ranked rows per partition of the final sort, each brought to the driver whole (a row: a few kB).
 ROWS_PER_RANKED_PARTITION = 20_000
 
@@ -165,8 +171,11 @@ def spark_session(master: str | None = None, conf: Mapping[str, str] | None = No
 
 @dataclass(frozen=True)
 class InputFile:
+    #: The file's name as Hadoop's Path writes it (what Spark is given to read).
     uri: str
     size: int
+    #: The same as a URI, percent-encoded: the name Spark SQL's ``_metadata.file_path`` gives its lines.
+    encoded: str
 
 
 def input_files(spark: SparkSession, sources: Sequence[str | Path], kind: InputKind) -> list[InputFile]:
@@ -185,18 +194,22 @@ def input_files(spark: SparkSession, sources: Sequence[str | Path], kind: InputK
             raise SparkInputError(f"{source}: no such file or folder")
         status = fs.getFileStatus(root)
         if status.isFile():
-            files.append(InputFile(str(status.getPath().toString()), int(status.getLen())))
+            files.append(_input_file(status))
             continue
         found: dict[str, InputFile] = {}
         for pattern in patterns:
             for status in fs.globStatus(hadoop_path(root, pattern)) or []:
                 if status.isFile():
-                    path = status.getPath()
-                    found[str(path.getName())] = InputFile(str(path.toString()), int(status.getLen()))
+                    found[str(status.getPath().getName())] = _input_file(status)
         if not found:
             raise SparkInputError(f"{source} holds no {' or '.join(patterns)} file")
         files.extend(found[name] for name in sorted(found))
     return files
+
+
+def _input_file(status: Any) -> InputFile:
+    path = status.getPath()
+    return InputFile(str(path.toString()), int(status.getLen()), str(path.toUri().toString()))
 
 
 def _uri(source: str | Path) -> str:
@@ -274,28 +287,50 @@ def run_spark(
     close the iterator): that frees what the executors keep of them.
 
     ``partitions``: how many groups of patients are screened as tasks (default: one per
-    PARTITION_INPUT_BYTES of input, at least one per core)."""
+    PARTITION_INPUT_BYTES of input, at least TASKS_PER_CORE per core)."""
     sc = spark.sparkContext
     listed = input_files(spark, sources, kind)
     files = [f.uri for f in listed]
-    size = sum(f.size for f in listed if kind == "bundles" or _may_hold(f.uri, RECORD_TYPES))  # what is read
-    count = partitions or max(sc.defaultParallelism, -(-size // PARTITION_INPUT_BYTES))
-    shared = sc.broadcast(gather_shared(spark, files, kind))
+    read = [f for f in listed if kind == "bundles" or _may_hold(f.uri, RECORD_TYPES)]
+    by_size = -(-sum(f.size for f in read) // PARTITION_INPUT_BYTES)
+    count = partitions or max(TASKS_PER_CORE * sc.defaultParallelism, by_size)
+    if not read:
+        return iter(())
+    shared = sc.broadcast(gather_shared(spark, listed, kind))
     source = sc.broadcast(trials)
-    grouped = keyed_entries(spark, files, kind).repartitionAndSortWithinPartitions(
-        numPartitions=count, partitionFunc=_patient_partition, keyfunc=_AS_SORT_KEY
-    )
-    rows = grouped.mapPartitions(partial(_screen_partition, shared, source, now))
-    # Kept (memory, else the executors' disks) once screened, so that the sort's sample of the rows and the
-    # sort itself read them rather than screen the population again.
-    rows.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        screened = rows.count()
-    except BaseException:
-        _release(rows, shared, source)
-        raise
+    screen = partial(_screen_lines, shared, source, now)
+    python_keys = False
+    while True:
+        rows: RDD[CandidateRow]
+        undecided = sc.accumulator(0)
+        if kind == "ndjson":
+            grouped = grouped_lines(spark, read, count, python_keys=python_keys)
+            rows = grouped.rdd.mapPartitions(partial(screen, undecided))
+        else:
+            entries = keyed_entries(spark, files, kind).repartitionAndSortWithinPartitions(
+                numPartitions=count, partitionFunc=_patient_partition, keyfunc=_AS_SORT_KEY
+            )
+            rows = entries.mapPartitions(partial(_screen_partition, shared, source, now))
+        # Kept (memory, else the executors' disks) once screened, so that the sort's sample of the rows and
+        # the sort itself read them rather than screen the population again.
+        rows.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            screened = rows.count()
+        except BaseException:
+            _release(rows, shared, source)
+            raise
+        if kind == "bundles" or python_keys or not undecided.value:
+            break
+        rows.unpersist()  # some lines' patients are the key function's to say: grouped again (rare)
+        python_keys = True
     # As many ranked partitions as the driver fetches comfortably, one job each (toLocalIterator).
-    ranked = rows.sortBy(_RANK_KEY, numPartitions=max(1, -(-screened // ROWS_PER_RANKED_PARTITION)))
+    if screened <= ROWS_PER_RANKED_PARTITION:
+        # As many rows as one ranked partition: fetched and sorted here, without Spark's sort (its sample
+        # of the rows and its shuffle are two more jobs).
+        ranked_here = sorted(rows.collect(), key=_rank_key)
+        _release(rows, shared, source)
+        return iter(ranked_here)
+    ranked = rows.sortBy(_RANK_KEY, numPartitions=-(-screened // ROWS_PER_RANKED_PARTITION))
     return _streamed(ranked, rows, shared, source)
 
 
@@ -335,57 +370,49 @@ def _patient_partition(key: tuple[str, Position]) -> int:
 # -- reading and keying: what cds.prescreen.spill does for the local engine, on the executors ---------------
 
 
+def ndjson_lines(spark: SparkSession, files: Sequence[InputFile]) -> DataFrame:
+    """Every line of the NDJSON files, read by the JVM (``value``), with its position in the input:
+    ``file`` (its index in ``files``), ``block`` (where the split that holds it starts in the file) and
+    ``row`` (increasing through a split), so that (file, block, row) is the input order."""
+    index = F.create_map(*[F.lit(x) for i, f in enumerate(files) for x in (f.encoded, i)])
+    file_index = F.try_element_at(index, F.col("_metadata.file_path"))
+    unlisted = F.raise_error(F.lit("Spark read a file that was not listed as an input")).cast("int")
+    return spark.read.text([f.uri for f in files]).select(
+        "value",
+        F.coalesce(file_index, unlisted).alias("file"),
+        F.col("_metadata.file_block_start").alias("block"),
+        F.monotonically_increasing_id().alias("row"),
+    )
+
+
+def grouped_lines(
+    spark: SparkSession, files: Sequence[InputFile], partitions: int, *, python_keys: bool = False
+) -> DataFrame:
+    """(``key``, ``value``): every line of the files that a record reads, keyed by its patient, in
+    ``partitions`` partitions by key, sorted by key and then input order, all of it in the JVM
+    (:mod:`cds.prescreen.spark_keys`). A line whose key the JVM cannot decide has a null key (sorted
+    first): the screening counts them, and a run that meets any groups again with ``python_keys``, where
+    the key function decides those lines (every line passes through Python then: slower, never wrong)."""
+    keyed = key_columns(ndjson_lines(spark, files), "value", ("value", "file", "block", "row"))
+    keyed = keyed.filter(F.col("candidate").isNotNull() | F.col("undecided"))
+    key = F.when(~F.col("undecided"), F.col("candidate"))
+    if python_keys:
+        # (The argument is null but for undecided lines: Spark evaluates a Python function on every row.)
+        key = F.when(F.col("undecided"), python_key_udf(F.when(F.col("undecided"), F.col("value")))).otherwise(key)
+    keyed = keyed.select(key.alias("key"), "value", "file", "block", "row")
+    if python_keys:
+        keyed = keyed.filter(F.col("key").isNotNull())
+    return (
+        keyed.repartition(partitions, "key").sortWithinPartitions("key", "file", "block", "row").select("key", "value")
+    )
 
 
 def keyed_entries(spark: SparkSession, files: Sequence[str], kind: InputKind) -> RDD[KeyedEntry]:
-    """Every resource a record reads, keyed by (patient id, position in the input), with its Bundle entry
-    as JSON text and the Medication it names."""
+    """Every resource of the Bundles a record reads, keyed by (patient id, position in the input), with its
+    Bundle entry as JSON text and the Medication it names."""
     sc = spark.sparkContext
-    if kind == "ndjson":
-        # A file named after a type no record reads (Claim, Encounter…: most of an export's bytes) holds
-        # nothing to group: not read, as the spill would drop each of its lines.
-        return read_lines(spark, [uri for uri in files if _may_hold(uri, RECORD_TYPES)], _ndjson_entries)
     order = sc.broadcast({uri: index for index, uri in enumerate(files)})
     return sc.binaryFiles(",".join(files)).flatMap(partial(_bundle_file_entries, order))
-
-
-T = TypeVar("T")
-LineReader = Callable[[int, int, Iterable[str]], Iterator[T]]
-
-
-def read_lines(spark: SparkSession, files: Sequence[str], reader: LineReader[T]) -> RDD[T]:
-    """``reader(file index, split, lines)`` on every split of the text files: read by the JVM as one union
-    of the files' splits (one Python stage), each split told which file and which of its splits it is (a
-    file's splits are numbered in file order, so (file, split, line) is the input order)."""
-    sc = spark.sparkContext
-    texts = [sc.textFile(uri, minPartitions=1) for uri in files]
-    where = tuple((index, split) for index, text in enumerate(texts) for split in range(text.getNumPartitions()))
-    # (Module functions bound by partial: Spark pickles them by name, not the decoder they use.)
-    return sc.union(texts).mapPartitionsWithIndex(partial(_read_split, reader, where))
-
-
-def _read_split(
-    reader: LineReader[T], where: Sequence[tuple[int, int]], index: int, lines: Iterable[str]
-) -> Iterator[T]:
-    file_index, split = where[index]
-    return reader(file_index, split, lines)
-
-
-def _ndjson_entries(file_index: int, split: int, lines: Iterable[str]) -> Iterator[KeyedEntry]:
-    for line_no, text in enumerate(lines):
-        line = text.strip().encode()
-        if not line:
-            continue
-        try:
-            rtype, subset = key_fields(line)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            continue  # not JSON: left out, as the local spill leaves it out (and counts it)
-        if rtype not in RECORD_TYPES:
-            continue
-        key = patient_key(subset)
-        if key is not None:
-            entry = b'{"resource":' + line + b"}"
-            yield (key, (file_index, split, line_no)), (entry, medication_reference(subset))
 
 
 def _bundle_file_entries(order: Broadcast[dict[str, int]], pair: tuple[str, bytes]) -> Iterator[KeyedEntry]:
@@ -430,8 +457,6 @@ def _bundle_entries(file_index: int, content: bytes) -> Iterator[KeyedEntry]:
                 yield (pid, (file_index, 0, n)), value
 
 
-
-
 # -- screening ------------------------------------------------------------------------------------------
 
 
@@ -454,6 +479,35 @@ def _screen_partition(
         yield from screen_entries(patient_entries, references, medications, trials, library, now)
 
 
+def _screen_lines(
+    shared: Broadcast[SharedResources],
+    source: Broadcast[TrialSource],
+    now: datetime,
+    undecided: Accumulator[int],
+    lines: Iterable[Row],
+) -> Iterator[CandidateRow]:
+    trials, library = load_trials(source.value)
+    medications = shared.value
+    # Sorted by key, then input order: each patient's lines arrive together, in input order.
+    for key, group in groupby(lines, key=_key_of):
+        if key is None:  # lines the JVM could not key: the run groups again (grouped_lines)
+            undecided.add(sum(1 for _ in group))
+            continue
+        patient_entries: list[bytes] = []
+        references: list[str] = []
+        for entry, reference in confirmed_entries(key, (row[1] for row in group)):
+            patient_entries.append(entry)
+            if reference:
+                references.append(reference)
+        if patient_entries:
+            yield from screen_entries(patient_entries, references, medications, trials, library, now)
+
+
+def _key_of(row: Row) -> str | None:
+    key = row[0]
+    return None if key is None else str(key)
+
+
 def _patient_of(item: KeyedEntry) -> str:
     return item[0][0]
 
@@ -461,21 +515,37 @@ def _patient_of(item: KeyedEntry) -> str:
 # -- shared resources -----------------------------------------------------------------------------------
 
 
-def gather_shared(spark: SparkSession, files: Sequence[str], kind: InputKind) -> SharedResources:
+def gather_shared(spark: SparkSession, files: Sequence[InputFile], kind: InputKind) -> SharedResources:
     """The population's shared resources (Medications), in input order (the first of an id wins, as in the
     local engine). NDJSON files named after another resource type (`$export` writes one file per type)
-    are not read for them; in every other file, only the lines that name a shared type are parsed."""
+    are not read for them; in the others, the JVM picks the lines that name a shared type, which are read
+    here (a formulary: what a patient's requests name, not a population)."""
     sc = spark.sparkContext
-    found: RDD[tuple[Position, dict[str, Any]]]
     if kind == "ndjson":
-        candidates = [uri for uri in files if _may_hold(uri, SHARED_TYPES)]
+        candidates = [f for f in files if _may_hold(f.uri, SHARED_TYPES)]
         if not candidates:
             return SharedResources()
-        found = read_lines(spark, candidates, _shared_lines)
+        lines = ndjson_lines(spark, candidates)
+        named = F.lit(False)
+        for marker in _SHARED_MARKERS:
+            named = named | F.col("value").contains(marker)
+        picked = lines.filter(named).select("file", "block", "row", "value").collect()
+        found = [
+            ((int(r["file"]), int(r["block"]), int(r["row"])), resource)
+            for r in picked
+            if _is_shared(resource := _json_or_none(r["value"]))
+        ]
     else:
-        order = sc.broadcast({uri: index for index, uri in enumerate(files)})
-        found = sc.binaryFiles(",".join(files)).flatMap(partial(_bundle_file_shared, order))
-    return SharedResources.from_resources(resource for _, resource in sorted(found.collect(), key=_position_of))
+        order = sc.broadcast({f.uri: index for index, f in enumerate(files)})
+        found = sc.binaryFiles(",".join(f.uri for f in files)).flatMap(partial(_bundle_file_shared, order)).collect()
+    return SharedResources.from_resources(resource for _, resource in sorted(found, key=_position_of))
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _position_of(item: tuple[Position, dict[str, Any]]) -> Position:
@@ -490,18 +560,6 @@ def _may_hold(uri: str, types: frozenset[str]) -> bool:
 
 
 _SHARED_MARKERS = tuple(f'"{t}"' for t in sorted(SHARED_TYPES))
-
-
-def _shared_lines(file_index: int, split: int, lines: Iterable[str]) -> Iterator[tuple[Position, dict[str, Any]]]:
-    for line_no, text in enumerate(lines):
-        if not any(marker in text for marker in _SHARED_MARKERS):
-            continue
-        try:
-            resource = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            continue
-        if _is_shared(resource):
-            yield (file_index, split, line_no), resource
 
 
 def _bundle_file_shared(

@@ -188,6 +188,19 @@ def test_a_patient_spread_over_several_files_is_screened_on_all_of_its_resources
         assert [r for r in rows if r.patient_id == pid] == expected
 
 
+def test_resources_whose_patient_the_jvm_cannot_read_are_grouped_by_the_key_function(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    # A reference that is a number before the one naming the patient: the key function skips it, the JVM
+    # reads it as the text "5" and leaves the line to Python; the run groups again, with the same outcome.
+    resources = [r for path in PATIENT_BUNDLES[:2] for r in exported(orjson.loads(path.read_bytes()))]
+    odd = next(r for r in resources if r["resourceType"] == "Condition")
+    odd["patient"], odd["subject"] = odd["subject"], {"reference": 5}
+    export = write_ndjson(tmp_path / "export", resources)
+    local, on_spark = both_engines(tmp_path, "--ndjson", str(export))
+    assert_same_outputs(local, on_spark)
+
+
 def pembrolizumab_by_reference() -> tuple[dict[str, Any], dict[str, Any]]:
     """A MedicationRequest naming a Medication resource (pembrolizumab, an immune checkpoint inhibitor)
     instead of carrying the code, as EHR exports often do, and that Medication."""

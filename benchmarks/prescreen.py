@@ -164,7 +164,9 @@ def run_prescreen(ndjson: Path, out: Path, workers: int, engine: str = "local") 
     tree of one `trial-cds prescreen` run: ``workers`` processes of the local engine, or Spark's
     ``local[workers]`` (its JVM and Python workers in the tree, the session's start-up in the time)."""
     shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, "-c", "from cds.cli import main; main()", "prescreen", "--ndjson", str(ndjson)]
+    # -P: the command's path starts with the interpreter's (the build measured), not with the current folder
+    # — from the repository's root, `-c` would import the source tree's cds instead.
+    command = [sys.executable, "-P", "-c", "from cds.cli import main; main()", "prescreen", "--ndjson", str(ndjson)]
     command += ["--out", str(out), "--now", NOW]
     if engine == "spark":
         command += ["--engine", "spark", "--master", f"local[{workers}]"]

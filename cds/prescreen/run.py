@@ -10,18 +10,28 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import cds
 from cds.engine import TrialSpec
-from cds.prescreen.local import PartitionDone, Screening, is_done, ranked_results, run_local
+from cds.prescreen.local import (
+    PartitionDone,
+    Screener,
+    Screening,
+    is_done,
+    pooled_spill,
+    ranked_results,
+    run_local,
+    worker_pool,
+)
 from cds.prescreen.outputs import TrialSummary, owner_only_dir, write_outputs
 from cds.prescreen.progress import Progress, say
 from cds.prescreen.ranking import by_trial, rank
 from cds.prescreen.screening import CandidateRow
 from cds.prescreen.sources import BUNDLE_SUFFIXES, NDJSON_SUFFIXES, fingerprint, input_files, total_bytes
-from cds.prescreen.spill import SpillManifest, partition_count, partition_files, spill
+from cds.prescreen.spill import SpillManifest, partition_files, spill
 from cds.valuesets import MAPPINGS_DIR
 
 #: An engine other than the local one: the spill folder and the screening in, every row out.
@@ -81,12 +91,23 @@ def prescreen(
 
     kind = "Bundles" if inputs.bundles else "NDJSON files"
     say(f"{len(files)} {kind}, {size / 1e6:.1f} MB")
+    screener: Screener | None = None
     if (spill_dir / "manifest.json").is_file():
         manifest = SpillManifest.read(spill_dir)
         say(f"grouped by patient already ({manifest.partitions} partitions): not spilled again")
     else:
-        with Progress("grouping by patient", size, "bytes") as progress:
-            manifest = spill(files, spill_dir, partition_count(size), bundles=inputs.bundles, progress=progress.advance)
+
+        def load_trials() -> None:
+            nonlocal screener
+            if engine is None:
+                screener = Screener(screening)
+
+        with (
+            worker_pool(workers) if workers > 1 else nullcontext() as pool,
+            Progress("grouping by patient", size, "bytes") as progress,
+        ):
+            runner = pooled_spill(pool, load_trials)
+            manifest = spill(files, spill_dir, bundles=inputs.bundles, progress=progress.advance, runner=runner)
     _report_spill(manifest)
 
     parts = partition_files(spill_dir)
@@ -108,7 +129,9 @@ def prescreen(
             missing += done.without_patient
             progress.advance(1, done.patients)
 
-        run_local(todo, spill_dir, results_dir, screening, workers, on_done)
+        if screener is not None:
+            screener.read_shared(spill_dir)
+        run_local(todo, spill_dir, results_dir, screening, workers, on_done, screener)
     patients = progress.patients
     if missing:
         say(f"not screened: resources of {missing} patients whose Patient resource is not in the data")
@@ -124,6 +147,12 @@ def _report_spill(manifest: SpillManifest) -> None:
         f"{manifest.resources_read} resources read, {manifest.resources_spilled} of the types the criteria "
         f"read grouped into {manifest.partitions} partitions, {manifest.shared} shared (Medication)"
     )
+    if manifest.files_not_read:
+        skipped = sum(manifest.files_not_read.values())
+        say(
+            f"not opened, files of types no criterion reads: {skipped / 1e6:.1f} MB "
+            f"({', '.join(manifest.files_not_read)})"
+        )
     if manifest.not_read:
         say(f"not read by any criterion: {sum(manifest.not_read.values())} resources ({', '.join(manifest.not_read)})")
     if manifest.no_patient:

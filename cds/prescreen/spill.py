@@ -68,6 +68,7 @@ MAX_PARTITIONS = 8192
 #: Buffered bytes per partition before they are appended to its file, and in all.
 _FLUSH_BYTES = 256 * 1024
 _FLUSH_ALL_BYTES = 64 * 1024 * 1024
+_KEYS_HELD = 100_000
 MANIFEST = "manifest.json"
 SHARED_FILE = "shared.ndjson"
 
@@ -122,10 +123,20 @@ class _Writer:
         self.sizes: Counter[int] = Counter()
         self.buffered = 0
         self.shared: list[bytes] = []
+        self.keys: dict[str, tuple[int, bytes]] = {}
 
     def add(self, key: str, medication_refs: list[str], entry: bytes) -> None:
-        index = partition_of(key, self.partitions)
-        line = orjson.dumps([key, *medication_refs]) + b"\t" + entry + b"\n"
+        known = self.keys.get(key)
+        if known is None:
+            # A patient's many resources in a chunk: its partition and header computed once (for at
+            # most _KEYS_HELD patients at a time: memory does not grow with the population).
+            if len(self.keys) >= _KEYS_HELD:
+                self.keys.clear()
+            known = self.keys[key] = (partition_of(key, self.partitions), orjson.dumps([key]) + b"\t")
+        index, header = known
+        if medication_refs:
+            header = orjson.dumps([key, *medication_refs]) + b"\t"
+        line = header + entry + b"\n"
         self.buffers.setdefault(index, []).append(line)
         self.sizes[index] += len(line)
         self.buffered += len(line)

@@ -57,9 +57,10 @@ RECORD_TYPES = frozenset(
     }
     | EARLIER_FHIR_TYPES
 )
-#: The raw input a partition should hold (its patients' resources of every type): small enough that a
-#: worker holds a partition and one decoded patient with room to spare.
-PARTITION_INPUT_BYTES = 32 * 1024 * 1024
+#: The input read that a partition should hold (its patients' resources of the types a record reads, a
+#: third of their export's bytes): small enough that a worker holds a partition and one decoded patient
+#: with room to spare.
+PARTITION_INPUT_BYTES = 8 * 1024 * 1024
 #: At least this many partitions once the input allows (so that every core has work) …
 MIN_PARTITIONS = 64
 #: … each of at least this much input.

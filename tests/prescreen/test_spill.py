@@ -222,7 +222,8 @@ def test_partitions_grow_in_number_with_the_input_within_bounds() -> None:
     assert partition_count(100_000) == 1
     assert partition_count(10 * 1024 * 1024) == 40
     assert partition_count(100 * 1024 * 1024) == 64
-    assert partition_count(10 * 1024**3) == 320
+    assert partition_count(1024**3) == 128
+    assert partition_count(10 * 1024**3) == 1280
     assert partition_count(10**15) == 8192
 
 

@@ -203,7 +203,12 @@ def worker_pool(
         max_workers=workers, mp_context=context, initializer=initializer, initargs=initargs
     ) as pool:
         pool.submit(_started)  # forks every worker now, before any thread of this process starts
-        yield pool
+        try:
+            yield pool
+        except BaseException:
+            # (A bad option found while the workers spill: what is not begun is not waited for.)
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def pooled_spill(pool: ProcessPoolExecutor | None, meanwhile: Callable[[], None]) -> ChunkRunner:

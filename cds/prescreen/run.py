@@ -70,38 +70,45 @@ def trials_fingerprint(trials_dir: Path | None, trial_ids: Iterable[str]) -> str
     return digest.hexdigest()
 
 
+#: What a run is screened with, given or loaded while the input is spilled: the screening and the trials.
+Trials = tuple[Screening, Mapping[str, TrialSpec]]
+
+
 def prescreen(
     inputs: Inputs,
     out_dir: Path,
-    screening: Screening,
-    trials: Mapping[str, TrialSpec],
+    screening: Screening | None = None,
+    trials: Mapping[str, TrialSpec] | None = None,
     *,
     workers: int,
     work_dir: Path | None = None,
     engine: Engine | None = None,
+    prepare: Callable[[], Trials] | None = None,
 ) -> Outcome:
+    """Pre-screen ``inputs`` into ``out_dir`` with ``screening`` and ``trials``, or with those ``prepare``
+    gives — called in this process while the workers spill the input (loading the trials takes seconds)."""
     files = inputs.files()
     size = total_bytes(files)
     input_key = fingerprint(files)
-    evaluation = trials_fingerprint(screening.trials_dir, screening.trial_ids)
-    run_key = hashlib.sha256(f"{input_key}\0{evaluation}\0{screening.now.isoformat()}".encode()).hexdigest()
     work = owner_only_dir(work_dir or out_dir / ".work")
     spill_dir = work / f"spill-{input_key[:16]}"
-    results_dir = owner_only_dir(work / f"spill-{input_key[:16]}-results-{run_key[:16]}")
 
     kind = "Bundles" if inputs.bundles else "NDJSON files"
     say(f"{len(files)} {kind}, {size / 1e6:.1f} MB")
     screener: Screener | None = None
+
+    def load_trials() -> None:
+        nonlocal screening, trials, screener
+        if prepare is not None:
+            screening, trials = prepare()
+        if engine is None and screening is not None:
+            screener = Screener(screening)
+
     if (spill_dir / "manifest.json").is_file():
+        load_trials()
         manifest = SpillManifest.read(spill_dir)
         say(f"grouped by patient already ({manifest.partitions} partitions): not spilled again")
     else:
-
-        def load_trials() -> None:
-            nonlocal screener
-            if engine is None:
-                screener = Screener(screening)
-
         with (
             worker_pool(workers) if workers > 1 else nullcontext() as pool,
             Progress("grouping by patient", size, "bytes") as progress,
@@ -109,6 +116,11 @@ def prescreen(
             runner = pooled_spill(pool, load_trials)
             manifest = spill(files, spill_dir, bundles=inputs.bundles, progress=progress.advance, runner=runner)
     _report_spill(manifest)
+    if screening is None or trials is None:
+        raise ValueError("prescreen: give the screening and the trials, or prepare")
+    evaluation = trials_fingerprint(screening.trials_dir, screening.trial_ids)
+    run_key = hashlib.sha256(f"{input_key}\0{evaluation}\0{screening.now.isoformat()}".encode()).hexdigest()
+    results_dir = owner_only_dir(work / f"spill-{input_key[:16]}-results-{run_key[:16]}")
 
     parts = partition_files(spill_dir)
     if engine is not None:

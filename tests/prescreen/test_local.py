@@ -3,9 +3,10 @@ they inherit the trials it loaded; the trials loaded while the workers spill the
 
 from __future__ import annotations
 
-import os
 import threading
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
+from multiprocessing.context import BaseContext
 from pathlib import Path
 
 from prescreen_support import PATIENT_BUNDLES
@@ -23,11 +24,20 @@ def _inherited() -> bool:
     return local._WORKER is not None
 
 
+def _set_up() -> None:
+    pass
+
+
+def _start_method(pool: ProcessPoolExecutor) -> str:
+    context: BaseContext = getattr(pool, "_mp_context")  # noqa: B009 (private: no public accessor)
+    return context.get_start_method()
+
+
 def test_workers_are_forked_and_inherit_what_this_process_loaded(tmp_path: Path) -> None:
     local._WORKER = local.Screener(Screening(None, (TRIAL,), NOW))
     try:
         with worker_pool(2) as pool:
-            assert pool._mp_context.get_start_method() == "fork"
+            assert _start_method(pool) == "fork"
             assert all(pool.submit(_inherited).result() for _ in range(4))
     finally:
         local._WORKER = None
@@ -38,8 +48,8 @@ def test_with_another_thread_running_workers_start_from_a_clean_process() -> Non
     thread = threading.Thread(target=stop.wait)
     thread.start()
     try:
-        with worker_pool(2, os.getpid) as pool:
-            assert pool._mp_context.get_start_method() != "fork"
+        with worker_pool(2, _set_up) as pool:
+            assert _start_method(pool) != "fork"
     finally:
         stop.set()
         thread.join()

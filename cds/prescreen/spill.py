@@ -366,9 +366,8 @@ def segment_lines(segment: Segment) -> Iterator[bytes]:
         if position:
             handle.seek(position - 1)
             position += len(handle.readline()) - 1  # the rest of the line begun before the segment
-        while position < segment.end:
-            line = handle.readline()
-            if not line:
+        for line in handle:
+            if position >= segment.end:
                 break
             position += len(line)
             line = line.strip()

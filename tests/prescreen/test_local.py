@@ -3,6 +3,9 @@ they inherit the trials it loaded; the trials loaded while the workers spill the
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
@@ -12,16 +15,11 @@ from pathlib import Path
 from prescreen_support import PATIENT_BUNDLES
 
 from cds.portfolio import load_portfolio
-from cds.prescreen import local
 from cds.prescreen.local import Screening, worker_pool
 from cds.prescreen.run import Inputs, Trials, prescreen
 
 NOW = datetime(2026, 11, 1, 12, tzinfo=UTC)
 TRIAL = "npc-liver-mets-ldrt"
-
-
-def _inherited() -> bool:
-    return local._WORKER is not None
 
 
 def _set_up() -> None:
@@ -33,14 +31,28 @@ def _start_method(pool: ProcessPoolExecutor) -> str:
     return context.get_start_method()
 
 
+_FORKED = """
+from datetime import UTC, datetime
+from cds.prescreen import local
+from cds.prescreen.local import Screening, worker_pool
+
+def inherited() -> bool:
+    return local._WORKER is not None
+
+if __name__ == "__main__":
+    local._WORKER = local.Screener(Screening(None, ("npc-liver-mets-ldrt",), datetime(2026, 11, 1, tzinfo=UTC)))
+    with worker_pool(2) as pool:
+        print(pool._mp_context.get_start_method(), all(pool.submit(inherited).result() for _ in range(4)))
+"""
+
+
 def test_workers_are_forked_and_inherit_what_this_process_loaded(tmp_path: Path) -> None:
-    local._WORKER = local.Screener(Screening(None, (TRIAL,), NOW))
-    try:
-        with worker_pool(2) as pool:
-            assert _start_method(pool) == "fork"
-            assert all(pool.submit(_inherited).result() for _ in range(4))
-    finally:
-        local._WORKER = None
+    # In a process of its own: one that runs no other thread, as the command's (a test process may run some).
+    script = tmp_path / "forked.py"
+    script.write_text(_FORKED)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.split() == ["fork", "True"]
 
 
 def test_with_another_thread_running_workers_start_from_a_clean_process() -> None:

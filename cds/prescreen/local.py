@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
@@ -193,7 +194,9 @@ def worker_pool(
     fork that a forked worker would then wait on forever) started from a clean process — forkserver, else
     spawn — and set up by ``initializer``."""
     methods = multiprocessing.get_all_start_methods()
-    if threading.active_count() == 1 and "fork" in methods:
+    # (Linux only: macOS's system libraries are not safe to use in a forked child, Python's reason for spawn
+    # being its default there.)
+    if threading.active_count() == 1 and "fork" in methods and sys.platform == "linux":
         context: BaseContext = multiprocessing.get_context("fork")
         initializer = None
         initargs = ()

@@ -105,11 +105,15 @@ def prescreen_command(
         _fail(f"--engine must be one of {', '.join(ENGINES)}")
     if master is not None and engine != "spark":
         _fail("--master is for --engine spark")
-    portfolio = _load_portfolio(trials_dir)
-    chosen = _chosen_trials(portfolio.trials, set(portfolio.open_trials), trial)
     when = _parse_now(now)
-    screening = Screening(trials_dir, tuple(chosen), when)
-    trials = {tid: portfolio.trials[tid] for tid in chosen}
+
+    def load_trials() -> tuple[Screening, dict[str, Trial]]:
+        portfolio = _load_portfolio(trials_dir)
+        chosen = _chosen_trials(portfolio.trials, set(portfolio.open_trials), trial)
+        return Screening(trials_dir, tuple(chosen), when), {tid: portfolio.trials[tid] for tid in chosen}
+
+    if fhir is not None or engine == "spark":  # the export asks for the types the trials read
+        screening, trials = load_trials()
     if fhir is not None:
         export_dir = (work_dir or out / ".work") / "export"
         ndjson = str(_export(fhir, export_dir, token, client_id, private_key, kid, scope, since, trials))
@@ -118,14 +122,15 @@ def prescreen_command(
     if engine == "spark":
         summaries = _run_spark(folder, bundles is not None, out, screening, trials, master)
     else:
+        # The trials (seconds to load) are loaded while the workers spill the input, unless already loaded.
+        given = (lambda: (screening, trials)) if fhir is not None else load_trials
         try:
             outcome = prescreen(
                 Inputs(Path(folder), bundles=bundles is not None),
                 out,
-                screening,
-                trials,
                 workers=workers or os.cpu_count() or 1,
                 work_dir=work_dir,
+                prepare=given,
             )
         except SourceError as exc:
             _fail(str(exc))

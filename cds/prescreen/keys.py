@@ -24,7 +24,7 @@ def patient_key(resource: Mapping[str, Any], full_urls: Mapping[str, str] | None
         return rid if isinstance(rid, str) and rid else None
     for name in PATIENT_FIELDS:
         ref = resource.get(name)
-        if isinstance(ref, Mapping):
+        if isinstance(ref, dict | Mapping):  # dict first: an instance check against an ABC is slow
             target = ref.get("reference")
             if isinstance(target, str) and target:
                 return reference_key(target, full_urls)
@@ -60,8 +60,17 @@ _KEY_DECODER = msgspec.json.Decoder(KeyFields)
 def key_fields(line: bytes) -> tuple[Any, dict[str, Any]]:
     """An NDJSON line's resourceType and the mapping of its key fields (raises msgspec.DecodeError or
     ValidationError for a line that is not a JSON object)."""
-    fields = _KEY_DECODER.decode(line)
-    return fields.resourceType, {name: getattr(fields, name) for name in KeyFields.__struct_fields__}
+    f = _KEY_DECODER.decode(line)
+    # Spelt out rather than a loop over the struct's fields: this runs once per line of an export.
+    subset = {
+        "resourceType": f.resourceType,
+        "id": f.id,
+        "subject": f.subject,
+        "patient": f.patient,
+        "beneficiary": f.beneficiary,
+        "medicationReference": f.medicationReference,
+    }
+    return f.resourceType, subset
 
 
 def names_anyone(resource: Mapping[str, Any]) -> bool:

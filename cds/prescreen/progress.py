@@ -56,12 +56,16 @@ class Progress:
                 TimeRemainingColumn(),
                 console=Console(file=self.stream),
                 transient=False,
+                # Redrawn on each step rather than by a thread: the engine's workers are forked from this
+                # process, which a thread holding a lock at that moment would leave locked in them.
+                auto_refresh=False,
             )
             bar.start()
             task = bar.add_task(self.label, total=self.total, rate="")
 
             def advance(steps: int, patients: int) -> None:
                 bar.update(task, advance=steps, rate=self._rate())
+                bar.refresh()
 
             self.bar = bar
             self._advance = advance

@@ -10,18 +10,28 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import cds
 from cds.engine import TrialSpec
-from cds.prescreen.local import PartitionDone, Screening, is_done, ranked_results, run_local
+from cds.prescreen.local import (
+    PartitionDone,
+    Screener,
+    Screening,
+    is_done,
+    pooled_spill,
+    ranked_results,
+    run_local,
+    worker_pool,
+)
 from cds.prescreen.outputs import TrialSummary, owner_only_dir, write_outputs
 from cds.prescreen.progress import Progress, say
 from cds.prescreen.ranking import by_trial, rank
 from cds.prescreen.screening import CandidateRow
 from cds.prescreen.sources import BUNDLE_SUFFIXES, NDJSON_SUFFIXES, fingerprint, input_files, total_bytes
-from cds.prescreen.spill import SpillManifest, partition_count, partition_files, spill
+from cds.prescreen.spill import SpillManifest, partition_files, spill
 from cds.valuesets import MAPPINGS_DIR
 
 #: An engine other than the local one: the spill folder and the screening in, every row out.
@@ -60,34 +70,57 @@ def trials_fingerprint(trials_dir: Path | None, trial_ids: Iterable[str]) -> str
     return digest.hexdigest()
 
 
+#: What a run is screened with, given or loaded while the input is spilled: the screening and the trials.
+Trials = tuple[Screening, Mapping[str, TrialSpec]]
+
+
 def prescreen(
     inputs: Inputs,
     out_dir: Path,
-    screening: Screening,
-    trials: Mapping[str, TrialSpec],
+    screening: Screening | None = None,
+    trials: Mapping[str, TrialSpec] | None = None,
     *,
     workers: int,
     work_dir: Path | None = None,
     engine: Engine | None = None,
+    prepare: Callable[[], Trials] | None = None,
 ) -> Outcome:
+    """Pre-screen ``inputs`` into ``out_dir`` with ``screening`` and ``trials``, or with those ``prepare``
+    gives — called in this process while the workers spill the input (loading the trials takes seconds)."""
     files = inputs.files()
     size = total_bytes(files)
     input_key = fingerprint(files)
-    evaluation = trials_fingerprint(screening.trials_dir, screening.trial_ids)
-    run_key = hashlib.sha256(f"{input_key}\0{evaluation}\0{screening.now.isoformat()}".encode()).hexdigest()
     work = owner_only_dir(work_dir or out_dir / ".work")
     spill_dir = work / f"spill-{input_key[:16]}"
-    results_dir = owner_only_dir(work / f"spill-{input_key[:16]}-results-{run_key[:16]}")
 
     kind = "Bundles" if inputs.bundles else "NDJSON files"
     say(f"{len(files)} {kind}, {size / 1e6:.1f} MB")
+    screener: Screener | None = None
+
+    def load_trials() -> None:
+        nonlocal screening, trials, screener
+        if prepare is not None:
+            screening, trials = prepare()
+        if engine is None and screening is not None:
+            screener = Screener(screening)
+
     if (spill_dir / "manifest.json").is_file():
+        load_trials()
         manifest = SpillManifest.read(spill_dir)
         say(f"grouped by patient already ({manifest.partitions} partitions): not spilled again")
     else:
-        with Progress("grouping by patient", size, "bytes") as progress:
-            manifest = spill(files, spill_dir, partition_count(size), bundles=inputs.bundles, progress=progress.advance)
+        with (
+            worker_pool(workers) if workers > 1 else nullcontext() as pool,
+            Progress("grouping by patient", size, "bytes") as progress,
+        ):
+            runner = pooled_spill(pool, load_trials)
+            manifest = spill(files, spill_dir, bundles=inputs.bundles, progress=progress.advance, runner=runner)
     _report_spill(manifest)
+    if screening is None or trials is None:
+        raise ValueError("prescreen: give the screening and the trials, or prepare")
+    evaluation = trials_fingerprint(screening.trials_dir, screening.trial_ids)
+    run_key = hashlib.sha256(f"{input_key}\0{evaluation}\0{screening.now.isoformat()}".encode()).hexdigest()
+    results_dir = owner_only_dir(work / f"spill-{input_key[:16]}-results-{run_key[:16]}")
 
     parts = partition_files(spill_dir)
     if engine is not None:
@@ -108,7 +141,9 @@ def prescreen(
             missing += done.without_patient
             progress.advance(1, done.patients)
 
-        run_local(todo, spill_dir, results_dir, screening, workers, on_done)
+        if screener is not None:
+            screener.read_shared(spill_dir)
+        run_local(todo, spill_dir, results_dir, screening, workers, on_done, screener)
     patients = progress.patients
     if missing:
         say(f"not screened: resources of {missing} patients whose Patient resource is not in the data")
@@ -124,6 +159,12 @@ def _report_spill(manifest: SpillManifest) -> None:
         f"{manifest.resources_read} resources read, {manifest.resources_spilled} of the types the criteria "
         f"read grouped into {manifest.partitions} partitions, {manifest.shared} shared (Medication)"
     )
+    if manifest.files_not_read:
+        skipped = sum(manifest.files_not_read.values())
+        say(
+            f"not opened, files of types no criterion reads: {skipped / 1e6:.1f} MB "
+            f"({', '.join(manifest.files_not_read)})"
+        )
     if manifest.not_read:
         say(f"not read by any criterion: {sum(manifest.not_read.values())} resources ({', '.join(manifest.not_read)})")
     if manifest.no_patient:

@@ -49,5 +49,7 @@ class SharedResources:
 def medication_reference(resource: Mapping[str, Any]) -> str | None:
     """The reference text of ``resource.medicationReference``, if any."""
     ref = resource.get("medicationReference")
-    target = ref.get("reference") if isinstance(ref, Mapping) else None
+    if ref is None:  # most resources (a quick way out: this runs once per resource of an export)
+        return None
+    target = ref.get("reference") if isinstance(ref, dict | Mapping) else None
     return target if isinstance(target, str) and target else None

@@ -52,3 +52,24 @@ def test_prescreen_of_the_same_data_as_ndjson_gives_each_patient_the_screen_answ
     )
     assert result.exit_code == 0, result.output
     assert _prescreened(tmp_path / "out") == screened
+
+
+def test_the_outputs_are_the_same_bytes_whatever_the_number_of_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cds.prescreen import spill
+
+    # Small chunks and many partitions: files cut at line ends, spilled by different workers, in any order.
+    monkeypatch.setattr(spill, "CHUNK_BYTES", 20_000)
+    monkeypatch.setattr(spill, "MIN_PARTITION_INPUT_BYTES", 10_000)
+    resources = [r for path in PATIENT_BUNDLES for r in exported(orjson.loads(path.read_bytes()))]
+    folder = write_ndjson(tmp_path / "export", resources)
+    outputs = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"out-{workers}"
+        args = ["prescreen", "--ndjson", str(folder), "--out", str(out), "--now", NOW, "--workers", workers]
+        result = runner.invoke(app, [*args, "--work-dir", str(tmp_path / f"work-{workers}")])
+        assert result.exit_code == 0, result.output
+        outputs[workers] = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
+    assert len(list((tmp_path / "work-2").glob("spill-*/chunk-*"))) > 2
+    assert outputs["1"] == outputs["2"]

@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cds.engine.context import EvalContext
+from cds.engine.plan import HorizonSpans, ModelPlan, RulePlan, Span
 from cds.engine.result import Outcome as Outcome  # the trial file's outcomes: the kinds' models name it here
 from cds.engine.result import RuleResult
 
@@ -38,6 +39,10 @@ class Window(StrictModel):
             return f"{self.days} days"
         return f"{self.months} months"
 
+    def span(self) -> Span:
+        """The window as a plan reads it (``cds.engine.plan``)."""
+        return Span(self.days, self.months, self.describe())
+
 
 class Horizons(StrictModel):
     """How long a status that stands for the present ("active", "ongoing") is believed without a newer
@@ -48,10 +53,23 @@ class Horizons(StrictModel):
     condition: Window = Window(months=60)
     medication: Window = Window(months=6)
 
+    def spans(self) -> HorizonSpans:
+        return HorizonSpans(self.condition.span(), self.medication.span())
+
 
 #: A rule's horizon: how old an entry's own dates may be for its "active" status to stand for the present;
 #: "lifelong" for what does not end by itself (chronic hepatitis B, diabetes), None for the trial's default.
 Horizon = Window | Literal["lifelong"] | None
+
+
+def span_of(window: Window | None) -> Span | None:
+    """A rule's optional window as its plan reads it."""
+    return window.span() if window is not None else None
+
+
+def horizon_span(horizon: Horizon) -> Span | Literal["lifelong"] | None:
+    """A rule's horizon as its plan reads it: a window, "lifelong" or None."""
+    return horizon.span() if isinstance(horizon, Window) else horizon
 
 
 def horizon_text(horizon: Horizon) -> str:
@@ -116,6 +134,12 @@ class LeafRule(StrictModel, ABC):
     def evaluate(self, ctx: EvalContext) -> RuleResult:
         """The rule on a record: the kind's evaluator in ``cds.engine.rules`` called with this model, which
         mypy checks against the evaluator's protocol of what it reads."""
+
+    def plan(self) -> RulePlan:
+        """The rule as the compiled engine evaluates it (``cds.engine.plan``), built once per trial: a
+        kind with a plan class of its own in ``cds.engine.rules`` returns it, its parameters copied;
+        any other kind is evaluated by its model, as here."""
+        return ModelPlan(self)
 
     @abstractmethod
     def resource_types(self) -> tuple[str, ...]:

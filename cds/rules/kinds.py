@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Union, assert_never, get_args
 from pydantic import Discriminator, Field, Tag
 
 from cds.engine.context import EvalContext
+from cds.engine.plan import AllPlan, AnyPlan, NotPlan
 from cds.engine.result import RuleResult, all_of, any_of, negate
 from cds.rules.base import LeafRule, StrictModel
 from cds.rules.conditions import ConditionRule
@@ -48,6 +49,9 @@ class AllRule(StrictModel):
     def evaluate(self, ctx: EvalContext) -> RuleResult:
         return all_of([rule.evaluate(ctx) for rule in self.all])
 
+    def plan(self) -> AllPlan:
+        return AllPlan([rule.plan() for rule in self.all])
+
 
 class AnyRule(StrictModel):
     any: list[Rule] = Field(min_length=1)
@@ -55,12 +59,18 @@ class AnyRule(StrictModel):
     def evaluate(self, ctx: EvalContext) -> RuleResult:
         return any_of([rule.evaluate(ctx) for rule in self.any])
 
+    def plan(self) -> AnyPlan:
+        return AnyPlan([rule.plan() for rule in self.any])
+
 
 class NotRule(StrictModel):
     not_: Rule = Field(alias="not")
 
     def evaluate(self, ctx: EvalContext) -> RuleResult:
         return negate(self.not_.evaluate(ctx))
+
+    def plan(self) -> NotPlan:
+        return NotPlan(self.not_.plan())
 
 
 def kind_tag(model: type[LeafRule]) -> str:

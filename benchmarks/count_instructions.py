@@ -4,12 +4,13 @@ not uvicorn's HTTP parsing), on the benchmark's bodies (``synth``). Wall-clock o
 from run to run; instruction counts do not, so a change is judged by these first (docs/performance.md).
 
     PYTHONPATH=fixtures:benchmarks .venv/bin/python benchmarks/count_instructions.py \
-        --size 100 --size 1000 --lab-dense --trials-dir DIR [--trials-dir DIR2]
+        --size 100 --size 1000 --lab-dense --trials-dir DIR [--trials-dir DIR2] [--build SITE]
 
 Each (body, trials folder) runs in its own ``valgrind --tool=callgrind`` process: three warm-up requests,
 then collection switched on (``callgrind_control -i on``) for ``--requests`` requests; the figure is the
-counted instructions divided by the requests. ``PYTHONHASHSEED=0``. Run it with the interpreter of the
-build to count (the production wheel's modules first on ``PYTHONPATH``, as ``.ci/run`` does).
+counted instructions divided by the requests. ``PYTHONHASHSEED=0``. ``--build`` names the build to count,
+a production wheel unpacked (``python -m zipfile -e WHEEL DIR``): its modules come first on the requests'
+``PYTHONPATH``, as ``.ci/run`` puts them; the request bodies are made with this tree's modules.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def child(body_path: Path, requests: int) -> None:
         subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True, capture_output=True)
 
 
-def count(body: bytes, trials_dir: Path, requests: int, out_dir: Path, label: str) -> float:
+def count(body: bytes, trials_dir: Path, requests: int, out_dir: Path, label: str, build: Path | None) -> float:
     body_path = out_dir / f"{label}.json"
     body_path.write_bytes(body)
     out_file = out_dir / f"callgrind.{label}.out"
@@ -58,6 +59,8 @@ def count(body: bytes, trials_dir: Path, requests: int, out_dir: Path, label: st
             "TRIAL_CDS_LOG_LEVEL": "INFO",
         }
     )
+    if build is not None:  # the build counted: its modules first, as .ci/run puts the wheel's
+        env["PYTHONPATH"] = os.pathsep.join([str(build), env.get("PYTHONPATH", "")])
     subprocess.run(
         [
             "valgrind",
@@ -90,6 +93,9 @@ def main() -> int:
     parser.add_argument("--trials-dir", type=Path, action="append", default=[], help="a trials folder (repeatable)")
     parser.add_argument("--requests", type=int, default=5, help="counted requests per run")
     parser.add_argument("--keep", type=Path, help="keep the callgrind outputs in this folder")
+    parser.add_argument(
+        "--build", type=Path, help="an unpacked wheel to count (first on the PYTHONPATH of the requests)"
+    )
     args = parser.parse_args()
     if args.child is not None:
         child(args.child, args.requests)
@@ -106,7 +112,7 @@ def main() -> int:
     for trials_dir in args.trials_dir:
         for name, body in bodies.items():
             label = f"{trials_dir.name}-{name}"
-            per_request = count(body, trials_dir.resolve(), args.requests, out_dir, label)
+            per_request = count(body, trials_dir.resolve(), args.requests, out_dir, label, args.build)
             print(f"{trials_dir.name:>20} {name:>16}: {per_request / 1e6:8.2f} M instructions per request", flush=True)
     return 0
 

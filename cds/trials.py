@@ -11,8 +11,8 @@ from pydantic import Field
 
 from cds.assessment import CriterionKind
 from cds.engine.plan import CriterionPlan, PlanSettings, TrialPlan
-from cds.rules.base import Horizons, LabTest, StrictModel, Window
-from cds.rules.kinds import Rule, iter_leaves
+from cds.rules.base import Horizons, LabTest, SettingsKeys, StrictModel, Window
+from cds.rules.kinds import Rule, iter_leaves, plan_of
 from cds.units import conversion_factor
 from cds.valuesets import ValueSetLibrary
 
@@ -65,7 +65,13 @@ class Trial(StrictModel):
         found = _PLANS.get(id(self))
         if found is None:
             settings = PlanSettings(self.tests, self.measurement_window.span(), self.horizons.spans())
-            criteria = [CriterionPlan(c.id, c.kind, c.text, c.judgement, c.rule.plan()) for c in self.criteria]
+            keys = SettingsKeys(
+                tests={name: test.model_dump_json() for name, test in self.tests.items()},
+                measurement_window=self.measurement_window.model_dump_json(),
+                condition_horizon=self.horizons.condition.model_dump_json(),
+                medication_horizon=self.horizons.medication.model_dump_json(),
+            )
+            criteria = [CriterionPlan(c.id, c.kind, c.text, c.judgement, plan_of(c.rule, keys)) for c in self.criteria]
             found = _PLANS[id(self)] = TrialPlan(self.id, self.title, settings, criteria)
             weakref.finalize(self, _PLANS.pop, id(self), None)
         return found

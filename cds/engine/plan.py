@@ -50,6 +50,25 @@ class NotPlan(RulePlan):
         return negate(self.part.evaluate(ctx))
 
 
+class SharedPlan(RulePlan):
+    """A leaf whose result every trial of a call shares: evaluated once per record and moment for all the
+    trials that hold the same rule with the same settings it reads. ``key`` says what decides the result
+    besides the record, the moment and the value sets (``cds.rules.base.LeafRule.result_key``): two leaves
+    with one key give one answer."""
+
+    def __init__(self, key: str, leaf: RulePlan) -> None:
+        self.key = key
+        self.leaf = leaf
+
+    def evaluate(self, ctx: EvalContext) -> RuleResult:
+        shared = ctx.shared_results
+        found = shared.get(self.key)
+        if found is None:
+            found = self.leaf.evaluate(ctx)
+            shared[self.key] = found
+        return found
+
+
 class ModelRule(Protocol):
     """A leaf kind's model (``cds.rules.base.LeafRule``), which evaluates itself."""
 

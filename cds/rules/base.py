@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -106,6 +107,22 @@ def window_text(window: Window | None) -> str:
     return window.describe() if window is not None else ""
 
 
+@dataclass(frozen=True)
+class SettingsKeys:
+    """The trial's settings a rule may read (``cds.engine.context.TrialSettings``), each written as JSON:
+    what a rule's result key (``LeafRule.result_key``) names of them besides its own parameters."""
+
+    tests: Mapping[str, str]
+    measurement_window: str
+    condition_horizon: str
+    medication_horizon: str
+
+    def everything(self) -> str:
+        tests = ",".join(f"{name}={text}" for name, text in sorted(self.tests.items()))
+        horizons = f"{self.condition_horizon},{self.medication_horizon}"
+        return f"tests[{tests}];window={self.measurement_window};horizons={horizons}"
+
+
 class Describer(Protocol):
     """What a rule's description for the trial page may ask of the page: value-set titles and the trial's
     lab tests, each noted as used by the criterion being described."""
@@ -140,6 +157,13 @@ class LeafRule(StrictModel, ABC):
         kind with a plan class of its own in ``cds.engine.rules`` returns it, its parameters copied;
         any other kind is evaluated by its model, as here."""
         return ModelPlan(self)
+
+    def result_key(self, settings: SettingsKeys) -> str:
+        """What decides the rule's result besides the record, the moment and the value sets: its kind, its
+        parameters, and what it reads of the trial's settings. Trials of one call whose rules have one key
+        share one evaluation (``cds.engine.plan.SharedPlan``). By default every setting: a kind that
+        reads fewer of them may say so, and share more."""
+        return f"{self.type}:{self.model_dump_json()}|{settings.everything()}"
 
     @abstractmethod
     def resource_types(self) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from cds.rules.base import (
     Horizon,
     LeafRule,
     Outcome,
+    SettingsKeys,
     StrictModel,
     Window,
     horizon_span,
@@ -61,6 +62,10 @@ class ConditionRule(LeafRule):
 
     def evaluate(self, ctx: EvalContext) -> RuleResult:
         return self.plan().evaluate(ctx)
+
+    def result_key(self, settings: SettingsKeys) -> str:
+        # The trial's condition horizon, read only where the rule has none of its own.
+        return f"condition:{self.model_dump_json()}|{settings.condition_horizon if self.horizon is None else ''}"
 
     def plan(self) -> ConditionCriterion:
         return ConditionCriterion(

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Union, assert_never, get_args
 from pydantic import Discriminator, Field, Tag
 
 from cds.engine.context import EvalContext
-from cds.engine.plan import AllPlan, AnyPlan, NotPlan
+from cds.engine.plan import AllPlan, AnyPlan, NotPlan, RulePlan, SharedPlan
 from cds.engine.result import RuleResult, all_of, any_of, negate
-from cds.rules.base import LeafRule, StrictModel
+from cds.rules.base import LeafRule, SettingsKeys, StrictModel
 from cds.rules.conditions import ConditionRule
 from cds.rules.demographics import AgeRule, SexRule
 from cds.rules.events import AllergyRule, ImmunizationRule, JudgementRule, ProcedureRule
@@ -49,9 +49,6 @@ class AllRule(StrictModel):
     def evaluate(self, ctx: EvalContext) -> RuleResult:
         return all_of([rule.evaluate(ctx) for rule in self.all])
 
-    def plan(self) -> AllPlan:
-        return AllPlan([rule.plan() for rule in self.all])
-
 
 class AnyRule(StrictModel):
     any: list[Rule] = Field(min_length=1)
@@ -59,18 +56,12 @@ class AnyRule(StrictModel):
     def evaluate(self, ctx: EvalContext) -> RuleResult:
         return any_of([rule.evaluate(ctx) for rule in self.any])
 
-    def plan(self) -> AnyPlan:
-        return AnyPlan([rule.plan() for rule in self.any])
-
 
 class NotRule(StrictModel):
     not_: Rule = Field(alias="not")
 
     def evaluate(self, ctx: EvalContext) -> RuleResult:
         return negate(self.not_.evaluate(ctx))
-
-    def plan(self) -> NotPlan:
-        return NotPlan(self.not_.plan())
 
 
 def kind_tag(model: type[LeafRule]) -> str:
@@ -116,6 +107,20 @@ else:  # the same union, each member tagged for pydantic's discriminator, built 
 
 for _model in (AllRule, AnyRule, NotRule):  # their fields name `Rule`, built after them from the table
     _model.model_rebuild()
+
+
+def plan_of(rule: Rule, settings: SettingsKeys) -> RulePlan:
+    """A rule tree as the compiled engine evaluates it (``cds.engine.plan``): the compositions as native
+    nodes, each leaf its kind's plan, shared by the trials of a call under its result key."""
+    if isinstance(rule, AllRule):
+        return AllPlan([plan_of(r, settings) for r in rule.all])
+    if isinstance(rule, AnyRule):
+        return AnyPlan([plan_of(r, settings) for r in rule.any])
+    if isinstance(rule, NotRule):
+        return NotPlan(plan_of(rule.not_, settings))
+    if isinstance(rule, LeafRule):
+        return SharedPlan(rule.result_key(settings), rule.plan())
+    assert_never(rule)
 
 
 def iter_leaves(rule: Rule) -> Iterator[LeafRules]:

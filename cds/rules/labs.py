@@ -12,7 +12,17 @@ from cds.engine.context import EvalContext
 from cds.engine.formatting import number, quantity
 from cds.engine.result import RuleResult
 from cds.engine.rules.derived import LabPlan
-from cds.rules.base import OUTCOME_TEXT, Describer, LabTest, LeafRule, Outcome, Window, span_of, window_text
+from cds.rules.base import (
+    OUTCOME_TEXT,
+    Describer,
+    LabTest,
+    LeafRule,
+    Outcome,
+    SettingsKeys,
+    Window,
+    span_of,
+    window_text,
+)
 from cds.units import conversion_factor
 
 _OP_TEXT = {">=": "≥", ">": ">", "<=": "≤", "<": "<"}
@@ -43,6 +53,14 @@ class LabRule(LeafRule):
 
     def evaluate(self, ctx: EvalContext) -> RuleResult:
         return self.plan().evaluate(ctx)
+
+    def result_key(self, settings: SettingsKeys) -> str:
+        # The tests it names (its own, and those a derived value is calculated from), and the trial's
+        # measurement window where it has none of its own.
+        names = [self.test, *sorted(set(self.derive_from.values()))]
+        tests = ",".join(f"{name}={settings.tests.get(name, '')}" for name in names)
+        window = settings.measurement_window if self.window is None else ""
+        return f"lab:{self.model_dump_json()}|{tests}|{window}"
 
     def plan(self) -> LabPlan:
         return LabPlan(

@@ -14,6 +14,7 @@ from cds.rules.base import (
     Describer,
     Horizon,
     LeafRule,
+    SettingsKeys,
     StrictModel,
     Window,
     horizon_span,
@@ -49,6 +50,10 @@ class MedicationRule(LeafRule):
 
     def evaluate(self, ctx: EvalContext) -> RuleResult:
         return self.plan().evaluate(ctx)
+
+    def result_key(self, settings: SettingsKeys) -> str:
+        # The trial's medication horizon, read only where the rule has none of its own.
+        return f"medication:{self.model_dump_json()}|{settings.medication_horizon if self.horizon is None else ''}"
 
     def plan(self) -> MedicationCriterion:
         return MedicationCriterion(

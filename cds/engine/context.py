@@ -261,9 +261,12 @@ class RecordIndex:
 
 
 class SharedResults:
-    """The rules' results on one record at one moment with one library (``PatientRecord.engine_results``)."""
+    """The rules' results on one record at one moment with one library (``PatientRecord.engine_results``).
+    The record is named by its id(), not held: a reference back would make a cycle that only the garbage
+    collector frees (a record per request)."""
 
-    def __init__(self, now: datetime, library: ValueSetLibrary) -> None:
+    def __init__(self, record_id: int, now: datetime, library: ValueSetLibrary) -> None:
+        self.record_id = record_id
         self.now = now
         self.library = library
         self.results: dict[str, RuleResult] = {}
@@ -294,8 +297,13 @@ class EvalContext:
         self.condition_matches = self.index.condition_matches
         self.observation_matches = self.index.observation_matches
         held = self.record.engine_results
-        if not (isinstance(held, SharedResults) and held.now == self.now and held.library is self.library):
-            held = SharedResults(self.now, self.library)
+        if not (
+            isinstance(held, SharedResults)
+            and held.record_id == id(self.record)
+            and held.now == self.now
+            and held.library is self.library
+        ):
+            held = SharedResults(id(self.record), self.now, self.library)
             self.record.engine_results = held
         self.shared_results = held.results
 

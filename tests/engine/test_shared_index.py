@@ -86,3 +86,10 @@ def test_a_later_moment_shares_no_result_with_an_earlier_one() -> None:
     evaluate(TRIAL, record, NOW + timedelta(days=400))
     assert record.engine_results is not earlier
     assert evaluate(TRIAL, record, NOW).model_dump() == evaluate(TRIAL, record_of("npc-01"), NOW).model_dump()
+
+
+def test_a_copied_record_shares_no_result_with_its_original() -> None:
+    record = record_of("npc-01")
+    evaluate(TRIAL, record, NOW)
+    fresh = replace(record_of("npc-01"), conditions=[])
+    assert evaluate(TRIAL, replace(record, conditions=[]), NOW).model_dump() == evaluate(TRIAL, fresh, NOW).model_dump()

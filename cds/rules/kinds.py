@@ -4,6 +4,7 @@ rest (see docs/architecture.md, "Adding a rule kind")."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any, Union, assert_never, get_args
 
@@ -109,18 +110,27 @@ for _model in (AllRule, AnyRule, NotRule):  # their fields name `Rule`, built af
     _model.model_rebuild()
 
 
-def plan_of(rule: Rule, settings: SettingsKeys) -> RulePlan:
+def plan_of(rule: Rule, settings: SettingsKeys) -> SharedPlan:
     """A rule tree as the compiled engine evaluates it (``cds.engine.plan``): the compositions as native
-    nodes, each leaf its kind's plan, shared by the trials of a call under its result key."""
-    if isinstance(rule, AllRule):
-        return AllPlan([plan_of(r, settings) for r in rule.all])
-    if isinstance(rule, AnyRule):
-        return AnyPlan([plan_of(r, settings) for r in rule.any])
+    nodes, each leaf its kind's plan, every node shared by the trials of a call under its result key (a
+    composition's: its parts' keys). Keys are interned: trials holding the same rule hold one key object."""
+    if isinstance(rule, AllRule | AnyRule):
+        parts = [plan_of(r, settings) for r in (rule.all if isinstance(rule, AllRule) else rule.any)]
+        name = "all" if isinstance(rule, AllRule) else "any"
+        node: RulePlan = AllPlan(list(parts)) if isinstance(rule, AllRule) else AnyPlan(list(parts))
+        return SharedPlan(_composed(name, [p.key for p in parts]), node)
     if isinstance(rule, NotRule):
-        return NotPlan(plan_of(rule.not_, settings))
+        part = plan_of(rule.not_, settings)
+        return SharedPlan(_composed("not", [part.key]), NotPlan(part))
     if isinstance(rule, LeafRule):
-        return SharedPlan(rule.result_key(settings), rule.plan())
+        return SharedPlan(sys.intern(rule.result_key(settings)), rule.plan())
     assert_never(rule)
+
+
+def _composed(name: str, keys: list[str]) -> str:
+    """A composition's key: its name and its parts' keys, each prefixed by its length (no part's text can
+    pass for a boundary)."""
+    return sys.intern(f"{name}[" + "".join(f"{len(k)}:{k}" for k in keys) + "]")
 
 
 def iter_leaves(rule: Rule) -> Iterator[LeafRules]:

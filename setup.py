@@ -30,6 +30,7 @@ COMPILED = [
     "cds/engine/__init__.py",
     "cds/engine/context.py",
     "cds/engine/formatting.py",
+    "cds/engine/plan.py",
     "cds/engine/result.py",
     "cds/engine/rules/__init__.py",
     "cds/engine/rules/conditions.py",

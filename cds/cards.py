@@ -155,9 +155,26 @@ def _clinical_day(m: re.Match[str]) -> str:
     return _day_text(m.group(1), m.group(2), m.group(3), m.group(0))
 
 
+# Pure functions of a string, remembered: a card rewrites each criterion's text and reason, and a
+# portfolio's texts (and most reasons: patients share them) recur from call to call; a dictionary look-up
+# costs less than the regular expressions (docs/performance.md, 2026-12-08, fourth round). Bounded: reasons
+# carry record data.
+_TEXT_MEMO_LIMIT: Final = 20_000
+_dates_memo: dict[str, str] = {}
+_escape_memo: dict[str, str] = {}
+
+
 def clinical_dates(text: str) -> str:
     """ISO days as clinicians write them, unambiguous in any locale: 2026-10-28 → 28 Oct 2026."""
-    return _ISO_DAY.sub(_clinical_day, text) if "-" in text else text
+    if "-" not in text:
+        return text
+    found = _dates_memo.get(text)
+    if found is None:
+        found = _ISO_DAY.sub(_clinical_day, text)
+        if len(_dates_memo) >= _TEXT_MEMO_LIMIT:
+            _dates_memo.clear()
+        _dates_memo[text] = found
+    return found
 
 
 def clinical_day(value: str | date) -> str:
@@ -182,6 +199,16 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~])")
 
 def md_escape(text: str) -> str:
     """Plain text made safe inside a Markdown line: no markup, links or HTML from record data."""
+    found = _escape_memo.get(text)
+    if found is None:
+        found = _md_escape(text)
+        if len(_escape_memo) >= _TEXT_MEMO_LIMIT:
+            _escape_memo.clear()
+        _escape_memo[text] = found
+    return found
+
+
+def _md_escape(text: str) -> str:
     # Whitespace collapsed to single spaces, unless it is so already: the only whitespace a printable
     # string holds is " ", and here none leads, trails or doubles (the test costs less than the rewrite).
     if not (text.isprintable() and "  " not in text and not text.startswith(" ") and not text.endswith(" ")):
@@ -420,10 +447,43 @@ def card(
             {"system": OVERRIDE_REASON_SYSTEM, "code": code, "display": display} for code, display in OVERRIDE_REASONS
         ],
         "links": links,
-        "extension": {ASSESSMENT_EXTENSION: a.screen_json()},
     }
     pruned: dict[str, Any] = prune(out)
+    # The assessment last, as it always was, pruned as it is made: it is most of the card's values.
+    pruned["extension"] = {ASSESSMENT_EXTENSION: pruned_screen(a)}
     return pruned
+
+
+def pruned_screen(a: Assessment) -> dict[str, Any]:
+    """``prune(a.screen_json())``, made directly: the same members in the same order, without building
+    and then walking the unpruned copy (tests/cards hold the two to the same answer)."""
+    out: dict[str, Any] = {}
+    if a.patient:
+        out["patient"] = a.patient
+    if a.trial_id:
+        out["trial"] = a.trial_id
+    out["verdict"] = a.verdict.value
+    criteria: list[Any] = []
+    for c in a.criteria:
+        item: dict[str, Any] = {}
+        if c.id:
+            item["id"] = c.id
+        item["kind"] = c.kind
+        item["status"] = c.status.value
+        if c.reason:
+            item["reason"] = c.reason
+        evidence = [e for e in c.evidence if e]
+        if evidence:
+            item["evidence"] = evidence
+        criteria.append(item)
+    if criteria:
+        out["criteria"] = criteria
+    if a.verdict_reason:
+        out["verdict_reason"] = a.verdict_reason
+    notes = [n for n in a.notes if n]
+    if notes:
+        out["notes"] = notes
+    return out
 
 
 def shown(a: Assessment, *, show_not_eligible: bool) -> bool:

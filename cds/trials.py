@@ -4,13 +4,15 @@ reads the files; ``cds.engine`` evaluates them."""
 
 from __future__ import annotations
 
+import weakref
 from typing import Literal
 
 from pydantic import Field
 
 from cds.assessment import CriterionKind
-from cds.rules.base import Horizons, LabTest, StrictModel, Window
-from cds.rules.kinds import Rule, iter_leaves
+from cds.engine.plan import CriterionPlan, PlanSettings, TrialPlan
+from cds.rules.base import Horizons, LabTest, SettingsKeys, StrictModel, Window
+from cds.rules.kinds import Rule, iter_leaves, plan_of
 from cds.units import conversion_factor
 from cds.valuesets import ValueSetLibrary
 
@@ -56,6 +58,24 @@ class Trial(StrictModel):
                 return c
         raise KeyError(criterion_id)
 
+    def plan(self) -> TrialPlan:
+        """The trial as the compiled engine evaluates it (``cds.engine.plan``): built on the first
+        evaluation and kept for the trial's life, beside the model rather than on it (a trial is pickled
+        for the pre-screen's workers, its plan is not)."""
+        found = _PLANS.get(id(self))
+        if found is None:
+            settings = PlanSettings(self.tests, self.measurement_window.span(), self.horizons.spans())
+            keys = SettingsKeys(
+                tests={name: test.model_dump_json() for name, test in self.tests.items()},
+                measurement_window=self.measurement_window.model_dump_json(),
+                condition_horizon=self.horizons.condition.model_dump_json(),
+                medication_horizon=self.horizons.medication.model_dump_json(),
+            )
+            criteria = [CriterionPlan(c.id, c.kind, c.text, c.judgement, plan_of(c.rule, keys)) for c in self.criteria]
+            found = _PLANS[id(self)] = TrialPlan(self.id, self.title, settings, criteria)
+            weakref.finalize(self, _PLANS.pop, id(self), None)
+        return found
+
     def resource_types(self) -> frozenset[str]:
         """The FHIR resource types the criteria read (for prefetch templates and FHIR queries)."""
         types = {"Patient"}
@@ -63,6 +83,10 @@ class Trial(StrictModel):
             for leaf in iter_leaves(c.rule):
                 types.update(leaf.resource_types())
         return frozenset(types)
+
+
+#: Each live trial's plan, by the trial's id(): a trial is frozen, and its entry goes with it.
+_PLANS: dict[int, TrialPlan] = {}
 
 
 class TrialError(ValueError):

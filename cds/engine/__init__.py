@@ -9,6 +9,7 @@ from typing import Protocol
 from cds.assessment import Assessment, CriterionAssessment, CriterionKind, Status, Verdict, overall_verdict
 from cds.engine.context import EvalContext, TrialSettings
 from cds.engine.formatting import day
+from cds.engine.plan import TrialPlan
 from cds.engine.result import UNKNOWN, RuleResult
 from cds.record import PatientRecord
 from cds.valuesets import ValueSetLibrary, default_library
@@ -57,15 +58,20 @@ class TrialSpec(TrialSettings, Protocol):
     @property
     def criteria(self) -> Sequence[CriterionSpec]: ...
 
+    def plan(self) -> TrialPlan:
+        """The trial as the engine evaluates it (``cds.engine.plan``), built once."""
+        ...
+
 
 def evaluate(
     trial: TrialSpec, record: PatientRecord, now: datetime, library: ValueSetLibrary | None = None
 ) -> Assessment:
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
-    ctx = EvalContext(record=record, now=now, trial=trial, library=library or default_library())
+    plan = trial.plan()
+    ctx = EvalContext(record=record, now=now, trial=plan.settings, library=library or default_library())
     results: list[CriterionAssessment] = []
-    for criterion in trial.criteria:
+    for criterion in plan.criteria:
         try:
             r = criterion.rule.evaluate(ctx)
         except Exception as exc:  # a data shape no rule foresaw: this criterion becomes unknown, never a crash
@@ -96,8 +102,8 @@ def evaluate(
         results.append(criterion_assessment)
     verdict_reason = deceased_reason(record)
     return Assessment(
-        trial_id=trial.id,
-        trial_title=trial.title,
+        trial_id=plan.id,
+        trial_title=plan.title,
         patient=record.patient_ref,
         evaluated_at=now,
         # The dead are never candidates, whatever their record says of the criteria.

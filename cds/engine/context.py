@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Literal, Protocol
 
+from cds.engine.result import RuleResult
 from cds.record import PatientRecord
 from cds.record.dates import FhirDate, add_months, age_in_years
 from cds.record.model import Concept, Condition, Observation
@@ -223,34 +224,52 @@ class RecordIndex:
         order): a value set is then matched once per distinct code, not once per result, and a test's
         results need no sorting per criterion (oncology records hold thousands of results)."""
         if self._observations_by_code is None:
+            observations = self.observations
+            # Each result's sort key once, read by position: a code under several concepts is sorted again
+            # below, and a long record's results sort in C without calling back per comparison.
+            keys = [newest_first_key(o) for o in observations]
+            by_key = keys.__getitem__
             # By concept first (a long record repeats a few concepts, shared objects), then by coding.
-            by_concept: dict[Concept, list[Observation]] = {}
-            for o in self.observations:
+            by_concept: dict[Concept, list[int]] = {}
+            for i, o in enumerate(observations):
                 same = by_concept.get(o.code)
                 if same is None:
-                    by_concept[o.code] = [o]
+                    by_concept[o.code] = [i]
                 else:
-                    same.append(o)
-            index: dict[tuple[str, str], list[Observation]] = {}
+                    same.append(i)
+            positions_by_code: dict[tuple[str, str], list[int]] = {}
             merged: set[tuple[str, str]] = set()
             canonical = self.library.aliases.canonical
-            for concept, observations in by_concept.items():
-                observations.sort(key=newest_first_key, reverse=True)  # stable: ties stay in record order
+            for concept, positions in by_concept.items():
+                positions.sort(key=by_key, reverse=True)  # stable: ties stay in record order
                 for c in concept.codings:
                     key = (canonical(c.system), c.code)
-                    found = index.get(key)
+                    found = positions_by_code.get(key)
                     if found is None:
-                        index[key] = list(observations)
+                        positions_by_code[key] = list(positions)
                     else:
-                        found.extend(observations)
+                        found.extend(positions)
                         merged.add(key)
-            if merged:  # a code under several concepts: as if indexed one by one in record order, sorted
-                position = {id(o): i for i, o in enumerate(self.observations)}
-                for key in merged:
-                    index[key].sort(key=lambda o: position[id(o)])
-                    index[key].sort(key=newest_first_key, reverse=True)
-            self._observations_by_code = index
+            for key in merged:  # a code under several concepts: as if indexed one by one in record order, sorted
+                positions = positions_by_code[key]
+                positions.sort()
+                positions.sort(key=by_key, reverse=True)
+            self._observations_by_code = {
+                key: [observations[i] for i in positions] for key, positions in positions_by_code.items()
+            }
         return self._observations_by_code
+
+
+class SharedResults:
+    """The rules' results on one record at one moment with one library (``PatientRecord.engine_results``).
+    The record is named by its id(), not held: a reference back would make a cycle that only the garbage
+    collector frees (a record per request)."""
+
+    def __init__(self, record_id: int, now: datetime, library: ValueSetLibrary) -> None:
+        self.record_id = record_id
+        self.now = now
+        self.library = library
+        self.results: dict[str, RuleResult] = {}
 
 
 @dataclass
@@ -265,6 +284,9 @@ class EvalContext:
     observation_matches: dict[tuple[str, ...], list[Observation]] = field(init=False)
     # The evaluation date, read by most rules: computed once, not by every `now.date()`.
     today: date = field(init=False)
+    #: Results of rules on this record at this moment, by what decides them (cds.engine.plan.SharedPlan):
+    #: every trial evaluated on the record in a call reads and adds to the same.
+    shared_results: dict[str, RuleResult] = field(init=False)
     _today_ordinal: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -274,6 +296,16 @@ class EvalContext:
             self.index = RecordIndex.of(self.record, self.library)
         self.condition_matches = self.index.condition_matches
         self.observation_matches = self.index.observation_matches
+        held = self.record.engine_results
+        if not (
+            isinstance(held, SharedResults)
+            and held.record_id == id(self.record)
+            and held.now == self.now
+            and held.library is self.library
+        ):
+            held = SharedResults(id(self.record), self.now, self.library)
+            self.record.engine_results = held
+        self.shared_results = held.results
 
     def observation_groups(self) -> list[tuple[Verdicts, tuple[str, str], list[Observation]]]:
         assert self.index is not None

@@ -54,6 +54,10 @@ class PatientRecord:
     #: and shared by the trials evaluated after it; opaque here (the record knows no engine). Typed Any:
     #: typed ``object``, the mypyc-compiled dataclass failed at import (KeyError: 'object').
     engine_index: Any = field(default=None, compare=False, repr=False)
+    #: The engine's results of rules on this record, shared by the trials of one evaluation moment
+    #: (cds.engine.plan.SharedPlan); opaque here. They name the record they were made on: a copy made
+    #: with other data (dataclasses.replace) does not take them over.
+    engine_results: Any = field(default=None, compare=False, repr=False)
 
     @property
     def patient_ref(self) -> str:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cds.engine.context import EvalContext
+from cds.engine.plan import HorizonSpans, ModelPlan, RulePlan, Span
 from cds.engine.result import Outcome as Outcome  # the trial file's outcomes: the kinds' models name it here
 from cds.engine.result import RuleResult
 
@@ -38,6 +40,10 @@ class Window(StrictModel):
             return f"{self.days} days"
         return f"{self.months} months"
 
+    def span(self) -> Span:
+        """The window as a plan reads it (``cds.engine.plan``)."""
+        return Span(self.days, self.months, self.describe())
+
 
 class Horizons(StrictModel):
     """How long a status that stands for the present ("active", "ongoing") is believed without a newer
@@ -48,10 +54,23 @@ class Horizons(StrictModel):
     condition: Window = Window(months=60)
     medication: Window = Window(months=6)
 
+    def spans(self) -> HorizonSpans:
+        return HorizonSpans(self.condition.span(), self.medication.span())
+
 
 #: A rule's horizon: how old an entry's own dates may be for its "active" status to stand for the present;
 #: "lifelong" for what does not end by itself (chronic hepatitis B, diabetes), None for the trial's default.
 Horizon = Window | Literal["lifelong"] | None
+
+
+def span_of(window: Window | None) -> Span | None:
+    """A rule's optional window as its plan reads it."""
+    return window.span() if window is not None else None
+
+
+def horizon_span(horizon: Horizon) -> Span | Literal["lifelong"] | None:
+    """A rule's horizon as its plan reads it: a window, "lifelong" or None."""
+    return horizon.span() if isinstance(horizon, Window) else horizon
 
 
 def horizon_text(horizon: Horizon) -> str:
@@ -88,6 +107,22 @@ def window_text(window: Window | None) -> str:
     return window.describe() if window is not None else ""
 
 
+@dataclass(frozen=True)
+class SettingsKeys:
+    """The trial's settings a rule may read (``cds.engine.context.TrialSettings``), each written as JSON:
+    what a rule's result key (``LeafRule.result_key``) names of them besides its own parameters."""
+
+    tests: Mapping[str, str]
+    measurement_window: str
+    condition_horizon: str
+    medication_horizon: str
+
+    def everything(self) -> str:
+        tests = ",".join(f"{name}={text}" for name, text in sorted(self.tests.items()))
+        horizons = f"{self.condition_horizon},{self.medication_horizon}"
+        return f"tests[{tests}];window={self.measurement_window};horizons={horizons}"
+
+
 class Describer(Protocol):
     """What a rule's description for the trial page may ask of the page: value-set titles and the trial's
     lab tests, each noted as used by the criterion being described."""
@@ -116,6 +151,19 @@ class LeafRule(StrictModel, ABC):
     def evaluate(self, ctx: EvalContext) -> RuleResult:
         """The rule on a record: the kind's evaluator in ``cds.engine.rules`` called with this model, which
         mypy checks against the evaluator's protocol of what it reads."""
+
+    def plan(self) -> RulePlan:
+        """The rule as the compiled engine evaluates it (``cds.engine.plan``), built once per trial: a
+        kind with a plan class of its own in ``cds.engine.rules`` returns it, its parameters copied;
+        any other kind is evaluated by its model, as here."""
+        return ModelPlan(self)
+
+    def result_key(self, settings: SettingsKeys) -> str:
+        """What decides the rule's result besides the record, the moment and the value sets: its kind, its
+        parameters, and what it reads of the trial's settings. Trials of one call whose rules have one key
+        share one evaluation (``cds.engine.plan.SharedPlan``). By default every setting: a kind that
+        reads fewer of them may say so, and share more."""
+        return f"{self.type}:{self.model_dump_json()}|{settings.everything()}"
 
     @abstractmethod
     def resource_types(self) -> tuple[str, ...]:

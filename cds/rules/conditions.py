@@ -8,16 +8,19 @@ from pydantic import Field
 
 from cds.engine.context import EvalContext
 from cds.engine.result import RuleResult
-from cds.engine.rules.conditions import evaluate_condition
+from cds.engine.rules.conditions import ConditionCriterion
 from cds.rules.base import (
     OUTCOME_TEXT,
     Describer,
     Horizon,
     LeafRule,
     Outcome,
+    SettingsKeys,
     StrictModel,
     Window,
+    horizon_span,
     horizon_text,
+    span_of,
     window_text,
 )
 
@@ -58,7 +61,28 @@ class ConditionRule(LeafRule):
     when_missing: Outcome = "not_met"
 
     def evaluate(self, ctx: EvalContext) -> RuleResult:
-        return evaluate_condition(self, ctx)
+        return self.plan().evaluate(ctx)
+
+    def result_key(self, settings: SettingsKeys) -> str:
+        # The trial's condition horizon, read only where the rule has none of its own.
+        return f"condition:{self.model_dump_json()}|{settings.condition_horizon if self.horizon is None else ''}"
+
+    def plan(self) -> ConditionCriterion:
+        return ConditionCriterion(
+            label=self.label,
+            valuesets=self.valuesets,
+            exclude_valuesets=self.exclude_valuesets,
+            status=self.status,
+            clinical_status=self.clinical_status,
+            onset_within=span_of(self.onset_within),
+            active_within=span_of(self.active_within),
+            when_found=self.when_found,
+            names=self.names,
+            severity=self.severity,
+            horizon=horizon_span(self.horizon),
+            lasts_at_most=span_of(self.lasts_at_most),
+            when_missing=self.when_missing,
+        )
 
     def resource_types(self) -> tuple[str, ...]:
         return ("Condition",)

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from cds.engine.context import EvalContext
 from cds.engine.result import RuleResult
-from cds.engine.rules.demographics import evaluate_age, evaluate_sex
+from cds.engine.rules.demographics import AgeCriterion, SexCriterion
 from cds.rules.base import Describer, LeafRule
 
 
@@ -18,7 +18,10 @@ class AgeRule(LeafRule):
     max: int | None = None
 
     def evaluate(self, ctx: EvalContext) -> RuleResult:
-        return evaluate_age(self, ctx)
+        return self.plan().evaluate(ctx)
+
+    def plan(self) -> AgeCriterion:
+        return AgeCriterion(min=self.min, max=self.max)
 
     def resource_types(self) -> tuple[str, ...]:
         return ("Patient",)
@@ -39,7 +42,10 @@ class SexRule(LeafRule):
     is_: list[Literal["male", "female", "other", "unknown"]] = Field(alias="is", min_length=1)
 
     def evaluate(self, ctx: EvalContext) -> RuleResult:
-        return evaluate_sex(self, ctx)
+        return self.plan().evaluate(ctx)
+
+    def plan(self) -> SexCriterion:
+        return SexCriterion(is_=self.is_)
 
     def resource_types(self) -> tuple[str, ...]:
         return ("Patient",)

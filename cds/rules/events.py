@@ -8,8 +8,8 @@ from pydantic import Field
 
 from cds.engine.context import EvalContext
 from cds.engine.result import RuleResult
-from cds.engine.rules.events import evaluate_allergy, evaluate_immunization, evaluate_judgement, evaluate_procedure
-from cds.rules.base import OUTCOME_TEXT, Describer, LeafRule, Outcome, Window, window_text
+from cds.engine.rules.events import AllergyCriterion, ImmunizationCriterion, JudgementCriterion, ProcedureCriterion
+from cds.rules.base import OUTCOME_TEXT, Describer, LeafRule, Outcome, Window, span_of, window_text
 
 
 class ProcedureRule(LeafRule):
@@ -25,7 +25,18 @@ class ProcedureRule(LeafRule):
     orders_read: ClassVar[frozenset[str]] = frozenset({"Procedure"})
 
     def evaluate(self, ctx: EvalContext) -> RuleResult:
-        return evaluate_procedure(self, ctx)
+        return self.plan().evaluate(ctx)
+
+    def plan(self) -> ProcedureCriterion:
+        return ProcedureCriterion(
+            label=self.label,
+            valuesets=self.valuesets,
+            exclude_valuesets=self.exclude_valuesets,
+            window=span_of(self.window),
+            before_onset_of=self.before_onset_of,
+            ended_more_than_months_before_onset=self.ended_more_than_months_before_onset,
+            when_found=self.when_found,
+        )
 
     def resource_types(self) -> tuple[str, ...]:
         return ("Procedure", "Condition")
@@ -59,7 +70,10 @@ class ImmunizationRule(LeafRule):
     orders_read: ClassVar[frozenset[str]] = frozenset({"Immunization"})
 
     def evaluate(self, ctx: EvalContext) -> RuleResult:
-        return evaluate_immunization(self, ctx)
+        return self.plan().evaluate(ctx)
+
+    def plan(self) -> ImmunizationCriterion:
+        return ImmunizationCriterion(label=self.label, valuesets=self.valuesets, window=span_of(self.window))
 
     def resource_types(self) -> tuple[str, ...]:
         return ("Immunization",)
@@ -83,7 +97,15 @@ class AllergyRule(LeafRule):
     when_severity_unknown: Outcome = "unknown"
 
     def evaluate(self, ctx: EvalContext) -> RuleResult:
-        return evaluate_allergy(self, ctx)
+        return self.plan().evaluate(ctx)
+
+    def plan(self) -> AllergyCriterion:
+        return AllergyCriterion(
+            label=self.label,
+            valuesets=self.valuesets,
+            severe_only=self.severe_only,
+            when_severity_unknown=self.when_severity_unknown,
+        )
 
     def resource_types(self) -> tuple[str, ...]:
         return ("AllergyIntolerance",)
@@ -105,7 +127,10 @@ class JudgementRule(LeafRule):
     observations: list[str] = Field(default_factory=list)
 
     def evaluate(self, ctx: EvalContext) -> RuleResult:
-        return evaluate_judgement(self, ctx)
+        return self.plan().evaluate(ctx)
+
+    def plan(self) -> JudgementCriterion:
+        return JudgementCriterion(label=self.label, conditions=self.conditions, observations=self.observations)
 
     def resource_types(self) -> tuple[str, ...]:
         # What the card lists for the investigator: the diagnoses and findings the rule names.

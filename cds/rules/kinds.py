@@ -4,14 +4,16 @@ rest (see docs/architecture.md, "Adding a rule kind")."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any, Union, assert_never, get_args
 
 from pydantic import Discriminator, Field, Tag
 
 from cds.engine.context import EvalContext
+from cds.engine.plan import AllPlan, AnyPlan, NotPlan, RulePlan, SharedPlan
 from cds.engine.result import RuleResult, all_of, any_of, negate
-from cds.rules.base import LeafRule, StrictModel
+from cds.rules.base import LeafRule, SettingsKeys, StrictModel
 from cds.rules.conditions import ConditionRule
 from cds.rules.demographics import AgeRule, SexRule
 from cds.rules.events import AllergyRule, ImmunizationRule, JudgementRule, ProcedureRule
@@ -106,6 +108,29 @@ else:  # the same union, each member tagged for pydantic's discriminator, built 
 
 for _model in (AllRule, AnyRule, NotRule):  # their fields name `Rule`, built after them from the table
     _model.model_rebuild()
+
+
+def plan_of(rule: Rule, settings: SettingsKeys) -> SharedPlan:
+    """A rule tree as the compiled engine evaluates it (``cds.engine.plan``): the compositions as native
+    nodes, each leaf its kind's plan, every node shared by the trials of a call under its result key (a
+    composition's: its parts' keys). Keys are interned: trials holding the same rule hold one key object."""
+    if isinstance(rule, AllRule | AnyRule):
+        parts = [plan_of(r, settings) for r in (rule.all if isinstance(rule, AllRule) else rule.any)]
+        name = "all" if isinstance(rule, AllRule) else "any"
+        node: RulePlan = AllPlan(list(parts)) if isinstance(rule, AllRule) else AnyPlan(list(parts))
+        return SharedPlan(_composed(name, [p.key for p in parts]), node)
+    if isinstance(rule, NotRule):
+        part = plan_of(rule.not_, settings)
+        return SharedPlan(_composed("not", [part.key]), NotPlan(part))
+    if isinstance(rule, LeafRule):
+        return SharedPlan(sys.intern(rule.result_key(settings)), rule.plan())
+    assert_never(rule)
+
+
+def _composed(name: str, keys: list[str]) -> str:
+    """A composition's key: its name and its parts' keys, each prefixed by its length (no part's text can
+    pass for a boundary)."""
+    return sys.intern(f"{name}[" + "".join(f"{len(k)}:{k}" for k in keys) + "]")
 
 
 def iter_leaves(rule: Rule) -> Iterator[LeafRules]:

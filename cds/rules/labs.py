@@ -11,8 +11,18 @@ from pydantic import Field, model_validator
 from cds.engine.context import EvalContext
 from cds.engine.formatting import number, quantity
 from cds.engine.result import RuleResult
-from cds.engine.rules.derived import evaluate_lab
-from cds.rules.base import OUTCOME_TEXT, Describer, LabTest, LeafRule, Outcome, Window, window_text
+from cds.engine.rules.derived import LabPlan
+from cds.rules.base import (
+    OUTCOME_TEXT,
+    Describer,
+    LabTest,
+    LeafRule,
+    Outcome,
+    SettingsKeys,
+    Window,
+    span_of,
+    window_text,
+)
 from cds.units import conversion_factor
 
 _OP_TEXT = {">=": "≥", ">": ">", "<=": "≤", "<": "<"}
@@ -42,7 +52,29 @@ class LabRule(LeafRule):
         return self
 
     def evaluate(self, ctx: EvalContext) -> RuleResult:
-        return evaluate_lab(self, ctx)
+        return self.plan().evaluate(ctx)
+
+    def result_key(self, settings: SettingsKeys) -> str:
+        # The tests it names (its own, and those a derived value is calculated from), and the trial's
+        # measurement window where it has none of its own.
+        names = [self.test, *sorted(set(self.derive_from.values()))]
+        tests = ",".join(f"{name}={settings.tests.get(name, '')}" for name in names)
+        window = settings.measurement_window if self.window is None else ""
+        return f"lab:{self.model_dump_json()}|{tests}|{window}"
+
+    def plan(self) -> LabPlan:
+        return LabPlan(
+            test=self.test,
+            op=self.op,
+            value=self.value,
+            unit=self.unit,
+            times_uln=self.times_uln,
+            times_lln=self.times_lln,
+            window=span_of(self.window),
+            derive=self.derive,
+            derive_from=self.derive_from,
+            when_missing=self.when_missing,
+        )
 
     def resource_types(self) -> tuple[str, ...]:
         return ("Observation",)

@@ -9,8 +9,19 @@ from pydantic import Field
 from cds.engine.context import EvalContext
 from cds.engine.formatting import number
 from cds.engine.result import RuleResult
-from cds.engine.rules.medications import evaluate_medication
-from cds.rules.base import Describer, Horizon, LeafRule, StrictModel, Window, horizon_text, window_text
+from cds.engine.rules.medications import MedicationCriterion
+from cds.rules.base import (
+    Describer,
+    Horizon,
+    LeafRule,
+    SettingsKeys,
+    StrictModel,
+    Window,
+    horizon_span,
+    horizon_text,
+    span_of,
+    window_text,
+)
 
 
 class DoseLimit(StrictModel):
@@ -38,7 +49,25 @@ class MedicationRule(LeafRule):
     orders_read: ClassVar[frozenset[str]] = frozenset({"MedicationRequest"})
 
     def evaluate(self, ctx: EvalContext) -> RuleResult:
-        return evaluate_medication(self, ctx)
+        return self.plan().evaluate(ctx)
+
+    def result_key(self, settings: SettingsKeys) -> str:
+        # The trial's medication horizon, read only where the rule has none of its own.
+        return f"medication:{self.model_dump_json()}|{settings.medication_horizon if self.horizon is None else ''}"
+
+    def plan(self) -> MedicationCriterion:
+        return MedicationCriterion(
+            label=self.label,
+            valuesets=self.valuesets,
+            exclude_valuesets=self.exclude_valuesets,
+            window=span_of(self.window),
+            systemic_only=self.systemic_only,
+            route_unknown=self.route_unknown,
+            dose=self.dose,
+            horizon=horizon_span(self.horizon),
+            started_by_evaluation=self.started_by_evaluation,
+            except_for=self.except_for,
+        )
 
     def resource_types(self) -> tuple[str, ...]:
         return ("MedicationStatement", "MedicationRequest", "MedicationAdministration")

@@ -9,8 +9,8 @@ from pydantic import Field, model_validator
 from cds.engine.context import EvalContext
 from cds.engine.formatting import number
 from cds.engine.result import RuleResult
-from cds.engine.rules.observations import evaluate_observation
-from cds.rules.base import OUTCOME_TEXT, Describer, LeafRule, Outcome, StrictModel, Window, window_text
+from cds.engine.rules.observations import ObservationCriterion
+from cds.rules.base import OUTCOME_TEXT, Describer, LeafRule, Outcome, StrictModel, Window, span_of, window_text
 
 
 class NumericRange(StrictModel):
@@ -63,7 +63,24 @@ class ObservationRule(LeafRule):
         return self
 
     def evaluate(self, ctx: EvalContext) -> RuleResult:
-        return evaluate_observation(self, ctx)
+        return self.plan().evaluate(ctx)
+
+    def plan(self) -> ObservationCriterion:
+        return ObservationCriterion(
+            label=self.label,
+            valuesets=self.valuesets,
+            window=span_of(self.window),
+            met_values=self.met_values,
+            not_met_values=self.not_met_values,
+            numeric_values=self.numeric_values,
+            met_range=self.met_range,
+            not_met_range=self.not_met_range,
+            other=self.other,
+            when_missing=self.when_missing,
+            below_detection=self.below_detection,
+            order=self.order,
+            presence=self.presence,
+        )
 
     def resource_types(self) -> tuple[str, ...]:
         return ("Observation",)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
@@ -28,6 +29,7 @@ from cds.cards import (
     find_empty,
     md_escape,
     prune,
+    pruned_screen,
     summary,
 )
 
@@ -251,6 +253,21 @@ def test_extension_carries_the_screen_json_assessment() -> None:
     assert [x["id"] for x in criteria] == [x.id for x in a.criteria]
     assert criteria[0]["evidence"] == ["Observation/anc1"]
     assert "evidence" not in criteria[1]  # an empty list is omitted, never sent as []
+
+
+@pytest.mark.parametrize(
+    "a",
+    [
+        needs_review(),
+        not_eligible(),
+        needs_review().model_copy(update={"verdict_reason": "deceased on 2026-10-01", "notes": ["a note", ""]}),
+        needs_review().model_copy(update={"patient": ""}),
+    ],
+)
+def test_the_extension_is_the_pruned_screen_json_member_for_member_in_order(a: Assessment) -> None:
+    c = card(a, FakeTrial(), base_url=BASE, patient_id="p1")
+    assert orjson.dumps(pruned_screen(a)) == orjson.dumps(prune(a.screen_json()))
+    assert list(c)[-1] == "extension"
 
 
 def test_not_eligible_is_hidden_unless_asked_for() -> None:

@@ -4,7 +4,9 @@ and shared by every trial evaluated on the record, and sharing it changes no ans
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
+import fhir_builders
 from api_support import NOW, patients
 
 from cds.engine import evaluate
@@ -49,3 +51,45 @@ def test_sharing_the_index_changes_no_assessment() -> None:
         again = evaluate(TRIAL, shared, NOW)
         fresh = evaluate(TRIAL, record_of(patient_id), NOW)
         assert again.model_dump() == fresh.model_dump(), patient_id
+
+
+def test_a_code_under_several_concepts_lists_its_results_newest_first_ties_in_record_order() -> None:
+    # One LOINC code written with three displays (three concepts); two results share a day and a time.
+    results = [
+        fhir_builders.lab("751-8", "Neutrophils", 2.0, "10*9/L", "2026-10-01T08:00:00Z"),
+        fhir_builders.lab("751-8", "ANC", 2.1, "10*9/L", "2026-10-20T08:00:00Z"),
+        fhir_builders.lab("751-8", "Neutrophils", 2.2, "10*9/L", "2026-10-20T08:00:00Z"),
+        fhir_builders.lab("751-8", "Absolute neutrophils", 2.3, "10*9/L", "2026-10-05T08:00:00Z"),
+        fhir_builders.lab("751-8", "ANC", 2.4, "10*9/L", "2026-10-28T08:00:00Z"),
+    ]
+    record = PatientRecord.from_resources([fhir_builders.patient(), *results])
+    listed = RecordIndex(record, default_library()).observations_by_code()[("http://loinc.org", "751-8")]
+    ids = [o.ref.split("/")[-1] for o in listed]
+    assert ids == [results[i]["id"] for i in (4, 1, 2, 3, 0)]
+
+
+def test_trials_holding_the_same_rule_share_its_result_and_answer_as_alone() -> None:
+    twin = TRIAL.model_copy(update={"id": "npc-liver-mets-ldrt-twin"})
+    for patient_id in patients():
+        record = record_of(patient_id)
+        first, second = evaluate(TRIAL, record, NOW), evaluate(twin, record, NOW)
+        alone = evaluate(twin, record_of(patient_id), NOW)
+        assert second.model_dump() == alone.model_dump(), patient_id
+        assert second.criteria == first.criteria, patient_id
+    assert record.engine_results is not None and record.engine_results.results, "the results were shared"
+
+
+def test_a_later_moment_shares_no_result_with_an_earlier_one() -> None:
+    record = record_of("npc-01")
+    evaluate(TRIAL, record, NOW)
+    earlier = record.engine_results
+    evaluate(TRIAL, record, NOW + timedelta(days=400))
+    assert record.engine_results is not earlier
+    assert evaluate(TRIAL, record, NOW).model_dump() == evaluate(TRIAL, record_of("npc-01"), NOW).model_dump()
+
+
+def test_a_copied_record_shares_no_result_with_its_original() -> None:
+    record = record_of("npc-01")
+    evaluate(TRIAL, record, NOW)
+    fresh = replace(record_of("npc-01"), conditions=[])
+    assert evaluate(TRIAL, replace(record, conditions=[]), NOW).model_dump() == evaluate(TRIAL, fresh, NOW).model_dump()

@@ -6,8 +6,9 @@ import re
 from typing import Literal, Protocol
 
 from cds.assessment import Fact, Status
-from cds.engine.context import EvalContext, ExcludingCriterion, NameUse, WindowSpec
+from cds.engine.context import EvalContext, NameUse, WindowSpec
 from cds.engine.formatting import day
+from cds.engine.plan import RulePlan
 from cds.engine.result import Outcome, RuleResult, outcome
 from cds.record.dates import FhirDate
 from cds.record.model import Condition
@@ -29,38 +30,43 @@ class SeveritySpec(Protocol):
     def min_grade(self) -> int | None: ...
 
 
-class ConditionCriterion(ExcludingCriterion, Protocol):
-    """What ``evaluate_condition`` reads of a condition rule (``cds.rules.conditions.ConditionRule``)."""
+class ConditionCriterion(RulePlan):
+    """A condition rule as the engine reads it: the parameters of ``cds.rules.conditions.ConditionRule``
+    (its ``plan()``), native fields read directly by the compiled evaluator."""
 
-    @property
-    def status(self) -> Literal["active", "history", "any"]: ...
+    def __init__(
+        self,
+        *,
+        label: str,
+        valuesets: list[str],
+        exclude_valuesets: list[str],
+        status: Literal["active", "history", "any"],
+        clinical_status: list[str],
+        onset_within: WindowSpec | None,
+        active_within: WindowSpec | None,
+        when_found: Outcome,
+        names: Literal["always", "uncoded"],
+        severity: SeveritySpec | None,
+        horizon: WindowSpec | Literal["lifelong"] | None,
+        lasts_at_most: WindowSpec | None,
+        when_missing: Outcome,
+    ) -> None:
+        self.label = label
+        self.valuesets = valuesets
+        self.exclude_valuesets = exclude_valuesets
+        self.status: Literal["active", "history", "any"] = status
+        self.clinical_status = clinical_status
+        self.onset_within = onset_within
+        self.active_within = active_within
+        self.when_found: Outcome = when_found
+        self.names: Literal["always", "uncoded"] = names
+        self.severity = severity
+        self.horizon: WindowSpec | Literal["lifelong"] | None = horizon
+        self.lasts_at_most = lasts_at_most
+        self.when_missing: Outcome = when_missing
 
-    @property
-    def clinical_status(self) -> list[str]: ...
-
-    @property
-    def onset_within(self) -> WindowSpec | None: ...
-
-    @property
-    def active_within(self) -> WindowSpec | None: ...
-
-    @property
-    def when_found(self) -> Outcome: ...
-
-    @property
-    def names(self) -> Literal["always", "uncoded"]: ...
-
-    @property
-    def severity(self) -> SeveritySpec | None: ...
-
-    @property
-    def horizon(self) -> WindowSpec | Literal["lifelong"] | None: ...
-
-    @property
-    def lasts_at_most(self) -> WindowSpec | None: ...
-
-    @property
-    def when_missing(self) -> Outcome: ...
+    def evaluate(self, ctx: EvalContext) -> RuleResult:
+        return evaluate_condition(self, ctx)
 
 
 ACTIVE = frozenset({"active", "recurrence", "relapse"})

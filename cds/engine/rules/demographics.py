@@ -2,29 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Literal
 
 from cds.assessment import Fact, Status
 from cds.engine.context import EvalContext
 from cds.engine.formatting import day
+from cds.engine.plan import RulePlan
 from cds.engine.result import RuleResult
 
 
-class AgeCriterion(Protocol):
-    """What ``evaluate_age`` reads of an age rule (``cds.rules.demographics.AgeRule``)."""
+class AgeCriterion(RulePlan):
+    """An age rule as the engine reads it (``cds.rules.demographics.AgeRule.plan``)."""
 
-    @property
-    def min(self) -> int | None: ...
+    def __init__(self, *, min: int | None, max: int | None) -> None:
+        self.min = min
+        self.max = max
 
-    @property
-    def max(self) -> int | None: ...
+    def evaluate(self, ctx: EvalContext) -> RuleResult:
+        return evaluate_age(self, ctx)
 
 
-class SexCriterion(Protocol):
-    """What ``evaluate_sex`` reads of a sex rule (``cds.rules.demographics.SexRule``)."""
+class SexCriterion(RulePlan):
+    """A sex rule as the engine reads it (``cds.rules.demographics.SexRule.plan``)."""
 
-    @property
-    def is_(self) -> list[Literal["male", "female", "other", "unknown"]]: ...
+    def __init__(self, *, is_: list[Literal["male", "female", "other", "unknown"]]) -> None:
+        self.is_: list[Literal["male", "female", "other", "unknown"]] = is_
+
+    def evaluate(self, ctx: EvalContext) -> RuleResult:
+        return evaluate_sex(self, ctx)
 
 
 def evaluate_age(rule: AgeCriterion, ctx: EvalContext) -> RuleResult:

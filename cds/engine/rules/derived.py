@@ -238,3 +238,11 @@ def _creatinine_clearance(
         extra_evidence=(weight.value.obs.ref, patient.ref),
         extra_facts=tuple(facts),  # the inputs, each with its date and resource
     )
+
+
+class LabPlan(LabCriterion):
+    """A lab rule in a trial's plan (``cds.rules.labs.LabRule.plan``): evaluated by :func:`evaluate_lab`,
+    here rather than in ``labs``, which this module imports."""
+
+    def evaluate(self, ctx: EvalContext) -> RuleResult:
+        return evaluate_lab(self, ctx)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Protocol
 
 from cds.assessment import Fact, Status
-from cds.engine.context import CodedCriterion, EvalContext, ExcludingCriterion, WindowSpec
+from cds.engine.context import EvalContext, WindowSpec
 from cds.engine.formatting import day
+from cds.engine.plan import RulePlan
 from cds.engine.result import Outcome, RuleResult, outcome
 from cds.engine.rules.conditions import describe as describe_condition
 from cds.engine.rules.conditions import event_date, matching_conditions
@@ -16,50 +16,67 @@ from cds.record.dates import FhirDate, add_months
 from cds.record.model import Allergy, Procedure
 
 
-class ProcedureCriterion(ExcludingCriterion, Protocol):
-    """What ``evaluate_procedure`` reads of a procedure rule (``cds.rules.events.ProcedureRule``)."""
+class ProcedureCriterion(RulePlan):
+    """A procedure rule as the engine reads it (``cds.rules.events.ProcedureRule.plan``)."""
 
-    @property
-    def window(self) -> WindowSpec | None: ...
+    def __init__(
+        self,
+        *,
+        label: str,
+        valuesets: list[str],
+        exclude_valuesets: list[str],
+        window: WindowSpec | None,
+        before_onset_of: list[str],
+        ended_more_than_months_before_onset: int | None,
+        when_found: Outcome,
+    ) -> None:
+        self.label = label
+        self.valuesets = valuesets
+        self.exclude_valuesets = exclude_valuesets
+        self.window = window
+        self.before_onset_of = before_onset_of
+        self.ended_more_than_months_before_onset = ended_more_than_months_before_onset
+        self.when_found: Outcome = when_found
 
-    @property
-    def before_onset_of(self) -> list[str]: ...
-
-    @property
-    def ended_more_than_months_before_onset(self) -> int | None: ...
-
-    @property
-    def when_found(self) -> Outcome: ...
-
-
-class ImmunizationCriterion(CodedCriterion, Protocol):
-    """What ``evaluate_immunization`` reads of an immunization rule (``cds.rules.events.ImmunizationRule``)."""
-
-    @property
-    def window(self) -> WindowSpec | None: ...
-
-
-class AllergyCriterion(CodedCriterion, Protocol):
-    """What ``evaluate_allergy`` reads of an allergy rule (``cds.rules.events.AllergyRule``)."""
-
-    @property
-    def severe_only(self) -> bool: ...
-
-    @property
-    def when_severity_unknown(self) -> Outcome: ...
+    def evaluate(self, ctx: EvalContext) -> RuleResult:
+        return evaluate_procedure(self, ctx)
 
 
-class JudgementCriterion(Protocol):
-    """What ``evaluate_judgement`` reads of a judgement rule (``cds.rules.events.JudgementRule``)."""
+class ImmunizationCriterion(RulePlan):
+    """An immunization rule as the engine reads it (``cds.rules.events.ImmunizationRule.plan``)."""
 
-    @property
-    def label(self) -> str: ...
+    def __init__(self, *, label: str, valuesets: list[str], window: WindowSpec | None) -> None:
+        self.label = label
+        self.valuesets = valuesets
+        self.window = window
 
-    @property
-    def conditions(self) -> list[str]: ...
+    def evaluate(self, ctx: EvalContext) -> RuleResult:
+        return evaluate_immunization(self, ctx)
 
-    @property
-    def observations(self) -> list[str]: ...
+
+class AllergyCriterion(RulePlan):
+    """An allergy rule as the engine reads it (``cds.rules.events.AllergyRule.plan``)."""
+
+    def __init__(self, *, label: str, valuesets: list[str], severe_only: bool, when_severity_unknown: Outcome) -> None:
+        self.label = label
+        self.valuesets = valuesets
+        self.severe_only = severe_only
+        self.when_severity_unknown: Outcome = when_severity_unknown
+
+    def evaluate(self, ctx: EvalContext) -> RuleResult:
+        return evaluate_allergy(self, ctx)
+
+
+class JudgementCriterion(RulePlan):
+    """A judgement rule as the engine reads it (``cds.rules.events.JudgementRule.plan``)."""
+
+    def __init__(self, *, label: str, conditions: list[str], observations: list[str]) -> None:
+        self.label = label
+        self.conditions = conditions
+        self.observations = observations
+
+    def evaluate(self, ctx: EvalContext) -> RuleResult:
+        return evaluate_judgement(self, ctx)
 
 
 PLANNED = frozenset({"preparation"})

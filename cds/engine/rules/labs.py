@@ -5,50 +5,47 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal, Protocol
+from typing import Literal
 
 import msgspec
 
 from cds.assessment import Fact, Status
 from cds.engine.context import EvalContext, LabTestSpec, WindowSpec, newest_first_key
 from cds.engine.formatting import age_days, day, number, quantity
+from cds.engine.plan import RulePlan
 from cds.engine.result import Outcome, RuleResult, outcome
 from cds.record.model import Observation, Quantity, RefRange
 from cds.units import convert, normalise_unit
 
 
-class LabCriterion(Protocol):
-    """What the lab evaluators read of a lab rule (``cds.rules.labs.LabRule``)."""
+class LabCriterion(RulePlan):
+    """A lab rule as the lab evaluators read it: the parameters of ``cds.rules.labs.LabRule`` (its
+    ``plan()``, a ``cds.engine.rules.derived.LabPlan``), native fields read directly."""
 
-    @property
-    def test(self) -> str: ...
-
-    @property
-    def op(self) -> Literal[">=", ">", "<=", "<", "outside_range"]: ...
-
-    @property
-    def value(self) -> float | None: ...
-
-    @property
-    def unit(self) -> str | None: ...
-
-    @property
-    def times_uln(self) -> float | None: ...
-
-    @property
-    def times_lln(self) -> float | None: ...
-
-    @property
-    def window(self) -> WindowSpec | None: ...
-
-    @property
-    def derive(self) -> Literal["ckd_epi_2021", "corrected_calcium", "cockcroft_gault"] | None: ...
-
-    @property
-    def derive_from(self) -> dict[str, str]: ...
-
-    @property
-    def when_missing(self) -> Outcome: ...
+    def __init__(
+        self,
+        *,
+        test: str,
+        op: Literal[">=", ">", "<=", "<", "outside_range"],
+        value: float | None,
+        unit: str | None,
+        times_uln: float | None,
+        times_lln: float | None,
+        window: WindowSpec | None,
+        derive: Literal["ckd_epi_2021", "corrected_calcium", "cockcroft_gault"] | None,
+        derive_from: dict[str, str],
+        when_missing: Outcome,
+    ) -> None:
+        self.test = test
+        self.op: Literal[">=", ">", "<=", "<", "outside_range"] = op
+        self.value = value
+        self.unit = unit
+        self.times_uln = times_uln
+        self.times_lln = times_lln
+        self.window = window
+        self.derive: Literal["ckd_epi_2021", "corrected_calcium", "cockcroft_gault"] | None = derive
+        self.derive_from = derive_from
+        self.when_missing: Outcome = when_missing
 
 
 USABLE_STATUS = frozenset({"final", "amended", "corrected"})

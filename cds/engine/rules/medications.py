@@ -11,8 +11,9 @@ from typing import Literal, Protocol
 import msgspec
 
 from cds.assessment import Fact, Status
-from cds.engine.context import EvalContext, ExcludingCriterion, WindowSpec
+from cds.engine.context import EvalContext, WindowSpec
 from cds.engine.formatting import day, number
+from cds.engine.plan import RulePlan
 from cds.engine.result import RuleResult
 from cds.record.dates import FhirDate
 from cds.record.model import Concept, Dosage, MedicationUse
@@ -33,29 +34,36 @@ class DoseSpec(Protocol):
     def max_mg_per_day(self) -> float: ...
 
 
-class MedicationCriterion(ExcludingCriterion, Protocol):
-    """What ``evaluate_medication`` reads of a medication rule (``cds.rules.medications.MedicationRule``)."""
+class MedicationCriterion(RulePlan):
+    """A medication rule as the engine reads it (``cds.rules.medications.MedicationRule.plan``)."""
 
-    @property
-    def window(self) -> WindowSpec | None: ...
+    def __init__(
+        self,
+        *,
+        label: str,
+        valuesets: list[str],
+        exclude_valuesets: list[str],
+        window: WindowSpec | None,
+        systemic_only: bool,
+        route_unknown: Literal["systemic", "unknown"],
+        dose: DoseSpec | None,
+        horizon: WindowSpec | Literal["lifelong"] | None,
+        started_by_evaluation: bool,
+        except_for: list[str],
+    ) -> None:
+        self.label = label
+        self.valuesets = valuesets
+        self.exclude_valuesets = exclude_valuesets
+        self.window = window
+        self.systemic_only = systemic_only
+        self.route_unknown: Literal["systemic", "unknown"] = route_unknown
+        self.dose = dose
+        self.horizon: WindowSpec | Literal["lifelong"] | None = horizon
+        self.started_by_evaluation = started_by_evaluation
+        self.except_for = except_for
 
-    @property
-    def systemic_only(self) -> bool: ...
-
-    @property
-    def route_unknown(self) -> Literal["systemic", "unknown"]: ...
-
-    @property
-    def dose(self) -> DoseSpec | None: ...
-
-    @property
-    def horizon(self) -> WindowSpec | Literal["lifelong"] | None: ...
-
-    @property
-    def started_by_evaluation(self) -> bool: ...
-
-    @property
-    def except_for(self) -> list[str]: ...
+    def evaluate(self, ctx: EvalContext) -> RuleResult:
+        return evaluate_medication(self, ctx)
 
 
 ROUTE_SYSTEMIC = "route-systemic"

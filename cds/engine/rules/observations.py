@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Protocol
 
 from cds.assessment import Fact, Status
-from cds.engine.context import CodedCriterion, EvalContext, WindowSpec
+from cds.engine.context import EvalContext, WindowSpec
 from cds.engine.formatting import age_days, day, number
+from cds.engine.plan import RulePlan
 from cds.engine.result import Outcome, RuleResult, outcome
 from cds.engine.rules.labs import NOT_DONE, USABLE_STATUS, absent_note, matching_observations
 from cds.record.model import Observation, ObservationValue
@@ -25,41 +26,42 @@ class RangeCriterion(Protocol):
     def gt(self) -> float | None: ...
 
 
-class ObservationCriterion(CodedCriterion, Protocol):
-    """What ``evaluate_observation`` reads of an observation rule (``cds.rules.observations.ObservationRule``)."""
+class ObservationCriterion(RulePlan):
+    """An observation rule as the engine reads it (``cds.rules.observations.ObservationRule.plan``)."""
 
-    @property
-    def window(self) -> WindowSpec | None: ...
+    def __init__(
+        self,
+        *,
+        label: str,
+        valuesets: list[str],
+        window: WindowSpec | None,
+        met_values: list[str],
+        not_met_values: list[str],
+        numeric_values: str | None,
+        met_range: RangeCriterion | None,
+        not_met_range: RangeCriterion | None,
+        other: Outcome,
+        when_missing: Outcome,
+        below_detection: Outcome,
+        order: str | None,
+        presence: bool,
+    ) -> None:
+        self.label = label
+        self.valuesets = valuesets
+        self.window = window
+        self.met_values = met_values
+        self.not_met_values = not_met_values
+        self.numeric_values = numeric_values
+        self.met_range = met_range
+        self.not_met_range = not_met_range
+        self.other: Outcome = other
+        self.when_missing: Outcome = when_missing
+        self.below_detection: Outcome = below_detection
+        self.order = order
+        self.presence = presence
 
-    @property
-    def met_values(self) -> list[str]: ...
-
-    @property
-    def not_met_values(self) -> list[str]: ...
-
-    @property
-    def numeric_values(self) -> str | None: ...
-
-    @property
-    def met_range(self) -> RangeCriterion | None: ...
-
-    @property
-    def not_met_range(self) -> RangeCriterion | None: ...
-
-    @property
-    def other(self) -> Outcome: ...
-
-    @property
-    def when_missing(self) -> Outcome: ...
-
-    @property
-    def below_detection(self) -> Outcome: ...
-
-    @property
-    def order(self) -> str | None: ...
-
-    @property
-    def presence(self) -> bool: ...
+    def evaluate(self, ctx: EvalContext) -> RuleResult:
+        return evaluate_observation(self, ctx)
 
 
 def _in_range(value: float, rng: RangeCriterion | None) -> bool:

@@ -128,7 +128,7 @@ def export_to_ndjson(
     :class:`BulkExportError` (or ``BulkAuthError``) with the server's answer.
     """
     wanted = _check_types(types if types is not None else DEFAULT_TYPES)
-    session = _Session(
+    session = ServerSession(
         base_url.rstrip("/"), auth or BulkAuth(), http or fhir_http.client(timeout_s), progress or (lambda _: None),
         sleep,
     )
@@ -151,7 +151,10 @@ def export_to_ndjson(
 
 
 @dataclass
-class _Session:
+class ServerSession:
+    """One FHIR server as this module and the history reader (``cds.prescreen.history``) ask it: its base
+    URL, its auth, and GETs whose failures are BulkExportErrors naming the URL without its query."""
+
     base: str
     auth: BulkAuth
     http: httpx.Client
@@ -160,7 +163,7 @@ class _Session:
 
     def may_carry_token(self, url: str) -> bool:
         """The token goes to the server's own origin only (status URLs, next links), never elsewhere."""
-        return _origin(url) == _origin(self.base)
+        return url_origin(url) == url_origin(self.base)
 
     def headers(self, url: str, *, with_token: bool, **more: str) -> dict[str, str]:
         token = self.auth.access_token(self.http, self.base) if with_token else None
@@ -171,17 +174,17 @@ class _Session:
         try:
             return self.http.get(url, headers=self.headers(url, with_token=send_token, **more))
         except httpx.TimeoutException as exc:
-            raise BulkExportError(f"{_shown(url)}: no answer in time ({type(exc).__name__})") from exc
+            raise BulkExportError(f"{shown_url(url)}: no answer in time ({type(exc).__name__})") from exc
         except httpx.HTTPError as exc:
-            raise BulkExportError(f"{_shown(url)}: the server cannot be reached ({type(exc).__name__})") from exc
+            raise BulkExportError(f"{shown_url(url)}: the server cannot be reached ({type(exc).__name__})") from exc
 
 
-def _origin(url: str) -> tuple[str, str]:
+def url_origin(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     return parts.scheme.lower(), parts.netloc.lower()
 
 
-def _shown(url: str) -> str:
+def shown_url(url: str) -> str:
     """A URL for an error message: without its query (which may name patients or carry a signature)."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
@@ -197,7 +200,7 @@ def _check_types(types: Sequence[str]) -> list[str]:
     return out
 
 
-def _instant(since: datetime) -> str:
+def fhir_instant(since: datetime) -> str:
     aware = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
     return aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
@@ -231,7 +234,7 @@ def _failure(what: str, response: httpx.Response) -> BulkExportError:
 # --------------------------------------------------------------------------------------------------
 
 
-def _choose_level(session: _Session, level: str) -> str | None:
+def _choose_level(session: ServerSession, level: str) -> str | None:
     """The kick-off URL's path ("$export" or "Patient/$export"), or None for paged search."""
     if level == "system":
         return "$export"
@@ -274,11 +277,11 @@ def _export_operations(statement: Any) -> tuple[bool, bool]:
     return system, patient
 
 
-def _kick_off(session: _Session, path: str, types: Sequence[str], since: datetime | None) -> str | None:
+def _kick_off(session: ServerSession, path: str, types: Sequence[str], since: datetime | None) -> str | None:
     """Start the export; the status URL, or None when the server has no ``$export`` (search instead)."""
     params = {"_outputFormat": NDJSON, "_type": ",".join(types)}
     if since is not None:
-        params["_since"] = _instant(since)
+        params["_since"] = fhir_instant(since)
     url = f"{session.base}/{path}?{urlencode(params)}"
     session.progress(ExportProgress("kick-off", path))
     response = session.get(url, with_token=True, Prefer="respond-async")
@@ -309,10 +312,10 @@ def retry_after_s(value: str | None, now: datetime | None = None) -> float | Non
 
 
 def _run_bulk(
-    session: _Session, status_url: str, out_dir: Path, max_wait_s: float, max_retry_after_s: float | None
+    session: ServerSession, status_url: str, out_dir: Path, max_wait_s: float, max_retry_after_s: float | None
 ) -> ExportResult:
     if not session.may_carry_token(status_url):
-        raise BulkExportError(f"the status URL {_shown(status_url)} is not on the FHIR server: refused")
+        raise BulkExportError(f"the status URL {shown_url(status_url)} is not on the FHIR server: refused")
     try:
         manifest = _poll(session, status_url, max_wait_s, max_retry_after_s)
         result = _download(session, manifest, out_dir)
@@ -324,7 +327,7 @@ def _run_bulk(
     return result
 
 
-def _poll(session: _Session, status_url: str, max_wait_s: float, cap_s: float | None) -> Mapping[str, Any]:
+def _poll(session: ServerSession, status_url: str, max_wait_s: float, cap_s: float | None) -> Mapping[str, Any]:
     waited = 0.0
     backoff = BACKOFF_FIRST_S
     transient = 0
@@ -369,7 +372,7 @@ def _is_transient(response: httpx.Response) -> bool:
     return any(isinstance(i, Mapping) and i.get("code") == "transient" for i in issues or [])
 
 
-def _download(session: _Session, manifest: Mapping[str, Any], out_dir: Path) -> ExportResult:
+def _download(session: ServerSession, manifest: Mapping[str, Any], out_dir: Path) -> ExportResult:
     requires_token = bool(manifest.get("requiresAccessToken"))
     outputs = [o for o in manifest.get("output") or [] if isinstance(o, Mapping)]
     errors = [o for o in manifest.get("error") or [] if isinstance(o, Mapping)]
@@ -403,7 +406,7 @@ def _download(session: _Session, manifest: Mapping[str, Any], out_dir: Path) -> 
     return result
 
 
-def _read_deleted_files(session: _Session, deleted: Sequence[Any], requires_token: bool) -> Deletions:
+def _read_deleted_files(session: ServerSession, deleted: Sequence[Any], requires_token: bool) -> Deletions:
     """The DELETE entries of the manifest's ``deleted`` files (NDJSON, one transaction Bundle a line)."""
     found = Deletions("manifest")
     for item in deleted:
@@ -416,14 +419,14 @@ def _read_deleted_files(session: _Session, deleted: Sequence[Any], requires_toke
                 try:
                     bundle = json.loads(line)
                 except ValueError as exc:
-                    raise BulkExportError(f"a line of the deleted file {_shown(url)} is not JSON") from exc
+                    raise BulkExportError(f"a line of the deleted file {shown_url(url)} is not JSON") from exc
                 for rtype, rid in deleted_in_bundle(bundle):
                     found.add(rtype, rid)
     return found
 
 
 def _read_error_files(
-    session: _Session, errors: Sequence[Mapping[str, Any]], requires_token: bool, result: ExportResult
+    session: ServerSession, errors: Sequence[Mapping[str, Any]], requires_token: bool, result: ExportResult
 ) -> str:
     """Read the manifest's error files (NDJSON of OperationOutcomes): warnings go to ``result.warnings``; the
     text of the issues of severity error or fatal is returned (empty when there are none)."""
@@ -448,23 +451,23 @@ def _read_error_files(
 
 
 @contextmanager
-def _stream(session: _Session, url: str, requires_token: bool) -> Iterator[Iterator[bytes]]:
+def _stream(session: ServerSession, url: str, requires_token: bool) -> Iterator[Iterator[bytes]]:
     """The non-empty lines of one output file, streamed."""
     if requires_token and not (session.may_carry_token(url) or url.startswith("https://")):
-        raise BulkExportError(f"{_shown(url)}: the token would go unencrypted to another host: refused")
+        raise BulkExportError(f"{shown_url(url)}: the token would go unencrypted to another host: refused")
     token = session.auth.access_token(session.http, session.base) if requires_token else None
     headers = fhir_http.headers(token, Accept=NDJSON)
     try:
         with session.http.stream("GET", url, headers=headers) as response:
             if response.status_code != 200:
                 response.read()
-                raise _failure(f"the download of {_shown(url)} failed", response)
+                raise _failure(f"the download of {shown_url(url)} failed", response)
             yield (line.encode("utf-8") for line in response.iter_lines() if line.strip())
     except httpx.HTTPError as exc:
-        raise BulkExportError(f"the download of {_shown(url)} failed ({type(exc).__name__})") from exc
+        raise BulkExportError(f"the download of {shown_url(url)} failed ({type(exc).__name__})") from exc
 
 
-def _delete_job(session: _Session, status_url: str) -> str | None:
+def _delete_job(session: ServerSession, status_url: str) -> str | None:
     """Delete the job and its files on the server; why it could not be, or None."""
     try:
         response = session.http.delete(status_url, headers=session.headers(status_url, with_token=True))
@@ -481,7 +484,7 @@ def _delete_job(session: _Session, status_url: str) -> str | None:
 
 
 def _run_search(
-    session: _Session, out_dir: Path, types: Sequence[str], since: datetime | None, page_size: int
+    session: ServerSession, out_dir: Path, types: Sequence[str], since: datetime | None, page_size: int
 ) -> ExportResult:
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     ordered = ["Patient", *[t for t in types if t != "Patient"]] if "Patient" in types else list(types)
@@ -495,15 +498,15 @@ def _run_search(
     return result
 
 
-def _search_pages(session: _Session, rtype: str, since: datetime | None, page_size: int) -> Iterator[bytes]:
+def _search_pages(session: ServerSession, rtype: str, since: datetime | None, page_size: int) -> Iterator[bytes]:
     """Every resource of ``rtype`` (``search.mode`` match), page after page, as NDJSON lines."""
     params = {"_count": str(page_size)}
     if since is not None:
-        params["_lastUpdated"] = "gt" + _instant(since)
+        params["_lastUpdated"] = "gt" + fhir_instant(since)
     url: str | None = f"{session.base}/{rtype}?{urlencode(params)}"
     while url is not None:
         if not session.may_carry_token(url):
-            raise BulkExportError(f"a next link of the {rtype} search leaves the server ({_shown(url)}): refused")
+            raise BulkExportError(f"a next link of the {rtype} search leaves the server ({shown_url(url)}): refused")
         response = session.get(url)
         if response.status_code != 200:
             raise _failure(f"the search of {rtype} failed", response)

@@ -10,16 +10,25 @@ not deleted. Only the DELETE entries' type and id are kept; nothing is logged.""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import httpx
 
 from cds.fhir import http as fhir_http
 from cds.prescreen.backend_auth import BulkAuth
-from cds.prescreen.bulk_export import BulkExportError, ExportProgress, outcome_text
+from cds.prescreen.bulk_export import (
+    BulkExportError,
+    ExportProgress,
+    ServerSession,
+    fhir_instant,
+    outcome_text,
+    shown_url,
+    url_origin,
+)
 from cds.prescreen.deletions import Deletions, entry_change
 
 #: Answers to a history request that mean "not offered here" (its types' deletions are unseen), not a failure.
@@ -60,7 +69,9 @@ def deletions_since(
     history; the types whose history it does not offer are ``unseen``. Raises BulkExportError when a
     history it offers fails."""
     client = http or fhir_http.client(timeout_s)
-    reader = _Reader(base_url.rstrip("/"), auth or BulkAuth(), client, progress or (lambda _: None))
+    reader = _Reader(
+        ServerSession(base_url.rstrip("/"), auth or BulkAuth(), client, progress or (lambda _: None), time.sleep)
+    )
     try:
         return reader.deletions(since, list(types), page_size)
     finally:
@@ -69,17 +80,16 @@ def deletions_since(
 
 
 class _Reader:
-    def __init__(
-        self, base: str, auth: BulkAuth, http: httpx.Client, progress: Callable[[ExportProgress], None]
-    ) -> None:
-        self.base, self.auth, self.http, self.progress = base, auth, http, progress
+    def __init__(self, session: ServerSession) -> None:
+        self.session = session
+        self.base, self.progress = session.base, session.progress
 
     def deletions(self, since: datetime, types: list[str], page_size: int) -> Deletions:
         found = Deletions("history")
         statement = self._statement()
         by_type, system = history_levels(statement, types) if statement is not None else ([], False)
         rest = [t for t in types if t not in by_type]
-        params = urlencode({"_since": _instant(since), "_count": str(page_size)})
+        params = urlencode({"_since": fhir_instant(since), "_count": str(page_size)})
         levels: list[tuple[str, list[str]]] = [(f"{self.base}/{t}/_history?{params}", [t]) for t in by_type]
         if rest and system:
             levels.append((f"{self.base}/_history?{params}", rest))
@@ -120,12 +130,12 @@ class _Reader:
         first = True
         next_url: str | None = url
         while next_url is not None:
-            if _origin(next_url) != _origin(self.base):
-                raise BulkExportError(f"a next link of the history leaves the server ({_shown(next_url)}): refused")
+            if url_origin(next_url) != url_origin(self.base):
+                raise BulkExportError(f"a next link of the history leaves the server ({shown_url(next_url)}): refused")
             response = self._get(next_url)
             if response.status_code != 200:
                 text = outcome_text(response)
-                what = f"the history {_shown(next_url)}: HTTP {response.status_code}" + (f": {text}" if text else "")
+                what = f"the history {shown_url(next_url)}: HTTP {response.status_code}" + (f": {text}" if text else "")
                 if first and response.status_code in REFUSED:
                     raise _Refused(what)
                 raise BulkExportError(f"the reading of {what}")
@@ -133,9 +143,9 @@ class _Reader:
             try:
                 bundle = response.json()
             except ValueError as exc:
-                raise BulkExportError(f"the history {_shown(next_url)} answered something that is not JSON") from exc
+                raise BulkExportError(f"the history {shown_url(next_url)} answered something that is not JSON") from exc
             if not isinstance(bundle, Mapping) or bundle.get("resourceType") != "Bundle":
-                raise BulkExportError(f"the history {_shown(next_url)} answered something that is not a Bundle")
+                raise BulkExportError(f"the history {shown_url(next_url)} answered something that is not a Bundle")
             yield from bundle.get("entry") or []
             next_url = next(
                 (link["url"] for link in bundle.get("link") or [] if isinstance(link, Mapping)
@@ -144,30 +154,8 @@ class _Reader:
             )
 
     def _get(self, url: str) -> httpx.Response:
-        token = self.auth.access_token(self.http, self.base)
-        try:
-            return self.http.get(url, headers=fhir_http.headers(token))
-        except httpx.TimeoutException as exc:
-            raise BulkExportError(f"{_shown(url)}: no answer in time ({type(exc).__name__})") from exc
-        except httpx.HTTPError as exc:
-            raise BulkExportError(f"{_shown(url)}: the server cannot be reached ({type(exc).__name__})") from exc
+        return self.session.get(url, with_token=True)
 
 
 class _Refused(Exception):
     """The server does not answer this history (it is not offered, or not to this client)."""
-
-
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return parts.scheme.lower(), parts.netloc.lower()
-
-
-def _shown(url: str) -> str:
-    """A URL for a message: without its query."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
-
-
-def _instant(since: datetime) -> str:
-    aware = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
-    return aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, timedelta
-from functools import lru_cache
+from typing import Final, cast
 
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+_NOT_SEEN: Final = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,15 +29,28 @@ class FhirDate:
         return date(self.day.year, 12, 31)
 
 
+_DATE_MEMO_MAX = 8192
+_date_memo: dict[str, FhirDate | None] = {}
+
+
 def parse_fhir_date(value: object) -> FhirDate | None:
+    """Remembered: the results of one blood draw share their timestamp, and FhirDate is immutable. A
+    plain dict, emptied when full (the values come from request data), rather than ``lru_cache``: a
+    look-up in compiled code, not a call through the cache's wrapper, once per result."""
     if not isinstance(value, str):
         return None
-    return _parse_fhir_date(value)
+    memo = _date_memo
+    found = memo.get(value, _NOT_SEEN)
+    if found is not _NOT_SEEN:
+        return cast(FhirDate | None, found)
+    parsed = _parse_fhir_date(value)
+    if len(memo) >= _DATE_MEMO_MAX:
+        memo.clear()
+    memo[value] = parsed
+    return parsed
 
 
-@lru_cache(maxsize=8192)
 def _parse_fhir_date(value: str) -> FhirDate | None:
-    """Cached: the results of one blood draw share their timestamp, and FhirDate is immutable."""
     found = _DATE.match(value.strip())
     if not found:
         return None

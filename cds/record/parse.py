@@ -174,11 +174,11 @@ def lean_observation(resource: LeanResource, ref: str) -> Observation | None:
             or s((obj(resource.get("effectivePeriod")) or {}).get("start"))
             or s(resource.issued)
         )
-    status = resource.status
-    if type(status) is not str:
-        status = s(status)
-    status = status.lower() if status else None
-    return new_observation(ref, status, code, parse_fhir_date(when_text), when_text or "", resource)
+    status_field = resource.status
+    status: str | None = status_field if type(status_field) is str else s(status_field)
+    return new_observation(
+        ref, status.lower() if status else None, code, parse_fhir_date(when_text), when_text or "", resource
+    )
 
 
 def latest_date(*dates: FhirDate | None) -> FhirDate | None:

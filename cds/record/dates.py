@@ -29,8 +29,8 @@ class FhirDate:
         return date(self.day.year, 12, 31)
 
 
-_DATE_MEMO_MAX = 8192
-_date_memo: dict[str, FhirDate | None] = {}
+_DATE_MEMO_MAX: Final = 8192
+_date_memo: Final[dict[str, FhirDate | None]] = {}
 
 
 def parse_fhir_date(value: object) -> FhirDate | None:

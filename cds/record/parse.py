@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import date
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from msgspec import Raw
@@ -140,8 +140,9 @@ def observation(resource: Mapping[str, Any], ref: str | None = None) -> Observat
     )
 
 
-_RAW_CONCEPT_MEMO_MAX = 8192
-_raw_concept_memo: dict[bytes, Concept | None] = {}
+# Final: a C static in the compiled build, not a look-up in the module's dict per call.
+_RAW_CONCEPT_MEMO_MAX: Final = 8192
+_raw_concept_memo: Final[dict[bytes, Concept | None]] = {}
 
 
 def raw_concept(raw: Raw) -> Concept | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from msgspec import Raw
 
@@ -32,7 +32,7 @@ _IGNORED_STATUS: dict[str, frozenset[str]] = {
 }
 _IGNORED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
 _NONE: frozenset[str] = frozenset()
-_IGNORED_OBSERVATION = _IGNORED_STATUS["Observation"]
+_IGNORED_OBSERVATION: Final = _IGNORED_STATUS["Observation"]
 #: The fields that name the patient a resource is about, in the order they are read.
 SUBJECT_FIELDS = ("subject", "patient")
 # The patient of a record made from several Patients with none named: not a FHIR id, so no reference
@@ -261,6 +261,8 @@ def _earlier_fhir_version(resource: Mapping[str, Any]) -> bool:
 
 
 def _observation_ref(rid: object) -> str:
+    if type(rid) is str and rid:  # the decoders' own: a native concatenation, the same text
+        return "Observation/" + rid
     return f"Observation/{rid}" if isinstance(rid, str) and rid else "Observation/(no id)"
 
 

@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -133,8 +133,8 @@ def _coding(system: str, code: str, display: str | None) -> Coding:
     return Coding(system=system, code=code, display=display)
 
 
-_CONCEPT_MEMO_MAX = 8192
-_concept_memo: dict[tuple[str | None, ...], Concept | None] = {}
+_CONCEPT_MEMO_MAX: Final = 8192
+_concept_memo: Final[dict[tuple[str | None, ...], Concept | None]] = {}
 
 
 def _concept_key(m: dict[str, Any]) -> tuple[str | None, ...] | None:

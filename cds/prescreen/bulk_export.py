@@ -498,6 +498,26 @@ def _run_search(
     return result
 
 
+def bundle_page(response: httpx.Response, what: str) -> Mapping[str, Any]:
+    """A page of a search or a history: the Bundle it answered, or a BulkExportError naming ``what``."""
+    try:
+        bundle = response.json()
+    except ValueError as exc:
+        raise BulkExportError(f"{what} answered something that is not JSON") from exc
+    if not isinstance(bundle, Mapping) or bundle.get("resourceType") != "Bundle":
+        raise BulkExportError(f"{what} answered something that is not a Bundle")
+    return bundle
+
+
+def next_link(bundle: Mapping[str, Any]) -> str | None:
+    """The URL of a Bundle's next page, None on the last."""
+    return next(
+        (link["url"] for link in bundle.get("link") or [] if isinstance(link, Mapping)
+         and link.get("relation") == "next" and isinstance(link.get("url"), str)),
+        None,
+    )
+
+
 def _search_pages(session: ServerSession, rtype: str, since: datetime | None, page_size: int) -> Iterator[bytes]:
     """Every resource of ``rtype`` (``search.mode`` match), page after page, as NDJSON lines."""
     params = {"_count": str(page_size)}
@@ -510,22 +530,13 @@ def _search_pages(session: ServerSession, rtype: str, since: datetime | None, pa
         response = session.get(url)
         if response.status_code != 200:
             raise _failure(f"the search of {rtype} failed", response)
-        try:
-            bundle = response.json()
-        except ValueError as exc:
-            raise BulkExportError(f"the search of {rtype} answered something that is not JSON") from exc
-        if not isinstance(bundle, Mapping) or bundle.get("resourceType") != "Bundle":
-            raise BulkExportError(f"the search of {rtype} answered something that is not a Bundle")
+        bundle = bundle_page(response, f"the search of {rtype}")
         for entry in bundle.get("entry") or []:
             resource = entry.get("resource") if isinstance(entry, Mapping) else None
             mode = (entry.get("search") or {}).get("mode", "match") if isinstance(entry, Mapping) else None
             if isinstance(resource, Mapping) and resource.get("resourceType") == rtype and mode == "match":
                 yield json.dumps(resource, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        url = next(
-            (link.get("url") for link in bundle.get("link") or [] if isinstance(link, Mapping)
-             and link.get("relation") == "next" and isinstance(link.get("url"), str)),
-            None,
-        )
+        url = next_link(bundle)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -24,7 +24,9 @@ from cds.prescreen.bulk_export import (
     BulkExportError,
     ExportProgress,
     ServerSession,
+    bundle_page,
     fhir_instant,
+    next_link,
     outcome_text,
     shown_url,
     url_origin,
@@ -140,18 +142,9 @@ class _Reader:
                     raise _Refused(what)
                 raise BulkExportError(f"the reading of {what}")
             first = False
-            try:
-                bundle = response.json()
-            except ValueError as exc:
-                raise BulkExportError(f"the history {shown_url(next_url)} answered something that is not JSON") from exc
-            if not isinstance(bundle, Mapping) or bundle.get("resourceType") != "Bundle":
-                raise BulkExportError(f"the history {shown_url(next_url)} answered something that is not a Bundle")
+            bundle = bundle_page(response, f"the history {shown_url(next_url)}")
             yield from bundle.get("entry") or []
-            next_url = next(
-                (link["url"] for link in bundle.get("link") or [] if isinstance(link, Mapping)
-                 and link.get("relation") == "next" and isinstance(link.get("url"), str)),
-                None,
-            )
+            next_url = next_link(bundle)
 
     def _get(self, url: str) -> httpx.Response:
         return self.session.get(url, with_token=True)
